@@ -1,0 +1,49 @@
+# dicomlab: two commands for a new user (see README.md)
+#   make demo   create .venv, install dicomlab, run the main job
+#   make test   install test tools and the real peers (dcmtk, orthanc), lint, type-check, run pytest
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test venv dev peers lint typecheck pytest bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+.stamp-install: $(PY) pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+.stamp-dev: .stamp-install
+	$(PIP) install -q -e ".[test,dev]"
+	touch $@
+
+venv: .stamp-install
+
+dev: .stamp-dev
+
+demo: .stamp-install
+	$(VENV)/bin/dicomlab demo --out demo-output
+
+peers:
+	bash scripts/install_peers.sh
+
+lint: .stamp-dev
+	$(VENV)/bin/ruff check dicomlab tests benchmarks
+	$(VENV)/bin/ruff format --check dicomlab tests benchmarks
+
+typecheck: .stamp-dev
+	$(VENV)/bin/mypy
+
+pytest: .stamp-dev
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: peers lint typecheck pytest
+
+bench: .stamp-dev peers
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .stamp-* demo-output .pytest_cache .mypy_cache .ruff_cache

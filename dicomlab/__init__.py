@@ -1,0 +1,66 @@
+"""dicomlab: DICOM networking as a first-class citizen of the Jupyter notebook.
+
+>>> import dicomlab as dl
+>>> node = dl.Node("pacs", ae_title="PACS", host="127.0.0.1", port=4242)
+>>> node.address
+'PACS@127.0.0.1:4242'
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dicomlab import synth
+from dicomlab.core.nodebook import NodeBook, home
+from dicomlab.core.nodes import TLS, LocalIdentity, Node
+from dicomlab.core.status import decode_status
+from dicomlab.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConfigError,
+    ConnectionRefused,
+    ConnectTimeout,
+    DicomlabError,
+    DimseError,
+    DimseTimeout,
+    NetworkError,
+    NoAcceptedContext,
+    NodeBookConflict,
+    NodeBookError,
+    ResolveError,
+    TLSError,
+    ValidationError,
+)
+from dicomlab.net.echo import EchoResult, echo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TLS",
+    "AssociationAborted",
+    "AssociationRejected",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionRefused",
+    "DicomlabError",
+    "DimseError",
+    "DimseTimeout",
+    "EchoResult",
+    "LocalIdentity",
+    "NetworkError",
+    "NoAcceptedContext",
+    "Node",
+    "NodeBook",
+    "NodeBookConflict",
+    "NodeBookError",
+    "ResolveError",
+    "TLSError",
+    "ValidationError",
+    "__version__",
+    "decode_status",
+    "echo",
+    "home",
+    "synth",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,1 @@
+"""Pure core: values, conversions and decoders. No sockets, threads, widgets or plots."""

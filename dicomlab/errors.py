@@ -1,0 +1,183 @@
+"""The one exception tree of dicomlab.
+
+Every error dicomlab raises on purpose derives from :class:`DicomlabError` and
+carries what a user needs to act: the node involved, the DIMSE status (when
+there is one) and a hint saying what to try next::
+
+    DicomlabError
+    ├── ConfigError                 bad values or configuration (also a ValueError)
+    │   ├── ValidationError         a value refused at construction (AE title, port, ...)
+    │   └── NodeBookError           a node book file that cannot be read or saved
+    │       └── NodeBookConflict    the file changed on disk since it was loaded
+    ├── NetworkError                no usable association with a peer
+    │   ├── ResolveError            the host name does not resolve (DNS)
+    │   ├── ConnectionRefused       nothing listens on that host and port
+    │   ├── ConnectTimeout          the TCP connection was not established in time
+    │   ├── TLSError                the TLS handshake failed (CA, hostname, expiry, client cert)
+    │   ├── AssociationRejected     the peer rejected the association (reason attached)
+    │   ├── AssociationAborted      the peer aborted, or never answered the request
+    │   └── NoAcceptedContext       the peer accepted none of the contexts we need
+    └── DimseError                  an operation ended with a failure status or timed out
+        └── DimseTimeout            no response within the node's timeout
+
+Network errors are raised by operations (find, retrieve, store); ``dl.echo``
+never raises for them and reports the same diagnosis as data instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dicomlab.core.nodes import Node
+
+__all__ = [
+    "AssociationAborted",
+    "AssociationRejected",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionRefused",
+    "DicomlabError",
+    "DimseError",
+    "DimseTimeout",
+    "NetworkError",
+    "NoAcceptedContext",
+    "NodeBookConflict",
+    "NodeBookError",
+    "ResolveError",
+    "TLSError",
+    "ValidationError",
+]
+
+
+class DicomlabError(Exception):
+    """Base of every dicomlab error.
+
+    Parameters
+    ----------
+    message
+        What happened, in plain words.
+    node
+        The node involved, if any.
+    status
+        The DIMSE status, if the peer sent one.
+    hint
+        What to try next.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: Node | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.node = node
+        self.status = status
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint:
+            text = f"{text} (hint: {self.hint})"
+        return text
+
+
+class ConfigError(DicomlabError, ValueError):
+    """A value or a configuration that dicomlab refuses."""
+
+
+class ValidationError(ConfigError):
+    """A value refused at construction; the message quotes it."""
+
+
+class NodeBookError(ConfigError):
+    """A node book file that cannot be read or written.
+
+    ``path`` and ``line`` (1-based, when known) locate the problem.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}", hint=hint)
+        self.path = path
+        self.line = line
+
+
+class NodeBookConflict(NodeBookError):
+    """The node book file changed on disk after it was loaded; saving would lose that edit."""
+
+
+class NetworkError(DicomlabError):
+    """No usable association with a peer."""
+
+
+class ResolveError(NetworkError):
+    """The host name does not resolve."""
+
+
+class ConnectionRefused(NetworkError):
+    """The peer host answered but nothing listens on that port."""
+
+
+class ConnectTimeout(NetworkError):
+    """The TCP connection was not established within the node's timeout."""
+
+
+class TLSError(NetworkError):
+    """The TLS handshake failed; the message says which check."""
+
+
+class AssociationRejected(NetworkError):
+    """The peer rejected the association.
+
+    ``result``, ``source`` and ``reason`` are the A-ASSOCIATE-RJ fields.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: Node | None = None,
+        hint: str | None = None,
+        result: int | None = None,
+        source: int | None = None,
+        reason: int | None = None,
+    ) -> None:
+        super().__init__(message, node=node, hint=hint)
+        self.result = result
+        self.source = source
+        self.reason = reason
+
+    @property
+    def transient(self) -> bool:
+        """True when the peer said the rejection is transient (worth retrying)."""
+        return self.result == 0x02
+
+
+class AssociationAborted(NetworkError):
+    """The peer aborted the association or never answered the request."""
+
+
+class NoAcceptedContext(NetworkError):
+    """The peer accepted none of the presentation contexts we proposed."""
+
+
+class DimseError(DicomlabError):
+    """A DIMSE operation ended with a failure status."""
+
+
+class DimseTimeout(DimseError):
+    """No DIMSE response within the node's timeout."""

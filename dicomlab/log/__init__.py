@@ -1,0 +1,1 @@
+"""Network log: capture of associations and DIMSE operations, Parquet writer and reader."""

@@ -1,0 +1,1 @@
+"""Client side: the only code that opens associations to other nodes."""

@@ -1,0 +1,144 @@
+"""Turn a failed connection or association into a typed error in plain words (pure)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+
+from dicomlab.core.nodes import Node
+from dicomlab.core.status import decode_reject
+from dicomlab.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionRefused,
+    ConnectTimeout,
+    NetworkError,
+    NoAcceptedContext,
+    ResolveError,
+    TLSError,
+)
+
+__all__ = [
+    "aborted_error",
+    "connect_error",
+    "no_context_error",
+    "rejected_error",
+    "resolve_error",
+]
+
+
+def resolve_error(node: Node, exc: OSError) -> ResolveError:
+    """The host name of ``node`` did not resolve."""
+    return ResolveError(
+        f"cannot resolve host {node.host!r} for node {node.name!r} ({exc})",
+        node=node,
+        hint="check the spelling of the host name, or use its IP address; is DNS reachable?",
+    )
+
+
+def _tls_error(node: Node, exc: OSError) -> TLSError:
+    text = str(exc)
+    lowered = text.lower()
+    verify_msg = getattr(exc, "verify_message", "") or ""
+    vm = verify_msg.lower()
+    if "expired" in vm or "expired" in lowered:
+        what, hint = "the peer's certificate has expired", "renew the peer's certificate"
+    elif "hostname mismatch" in vm or "ip address mismatch" in vm or "doesn't match" in lowered:
+        what = f"the peer's certificate does not name host {node.host!r}"
+        hint = "connect by the name in the certificate, or set TLS(server_hostname=...)"
+    elif "self-signed" in vm or "unable to get local issuer" in vm or "unknown ca" in lowered:
+        what = "the peer's certificate is signed by a CA we do not trust"
+        hint = "give TLS(ca=...) the CA certificate that signed the peer's certificate"
+    elif "certificate required" in lowered:
+        what = "the peer requires a client certificate and we sent none"
+        hint = "give TLS(cert=..., key=...) a client certificate the peer trusts"
+    elif "bad certificate" in lowered or "unknown ca" in lowered or "certificate unknown" in lowered:
+        what = "the peer refused our client certificate"
+        hint = "use a client certificate signed by a CA the peer trusts"
+    elif "wrong version number" in lowered or "record layer failure" in lowered:
+        what = "the peer did not answer in TLS (is this a plain, non-TLS port?)"
+        hint = "use the peer's TLS port, or tls=None for its plain port"
+    elif isinstance(exc, ConnectionResetError | ssl.SSLEOFError | BrokenPipeError):
+        what = "the peer closed the connection during the TLS handshake"
+        hint = "the peer may require a client certificate, or not speak TLS on this port"
+    else:
+        what = f"the TLS handshake failed ({verify_msg or text})"
+        hint = "check the CA, certificate and key files and the peer's TLS settings"
+    return TLSError(f"TLS with {node.address} failed: {what}", node=node, hint=hint)
+
+
+def connect_error(node: Node, exc: OSError | None, timeout: float) -> NetworkError:
+    """The TCP (or TLS) connection to ``node`` failed with ``exc``."""
+    where = f"{node.host}:{node.port}"
+    if node.tls is not None and (
+        isinstance(exc, ssl.SSLError | ssl.CertificateError)
+        or isinstance(exc, ConnectionResetError | BrokenPipeError)
+    ):
+        return _tls_error(node, exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionRefused(
+            f"connection refused by {where}: nothing listens on port {node.port}",
+            node=node,
+            hint="is the peer's DICOM service running, and is the port right?",
+        )
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return ConnectTimeout(
+            f"no TCP connection to {where} within {timeout:g} s",
+            node=node,
+            hint="the host may be down, or a firewall drops the traffic; check host and port",
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return NetworkError(
+            f"host {node.host!r} is unreachable ({exc.strerror})",
+            node=node,
+            hint="check the address and the network route (several interfaces?)",
+        )
+    detail = f" ({exc})" if exc is not None else ""
+    return NetworkError(
+        f"could not connect to {where}{detail}",
+        node=node,
+        hint="check host, port and firewall",
+    )
+
+
+def rejected_error(node: Node, result: int, source: int, reason: int) -> AssociationRejected:
+    """The peer sent A-ASSOCIATE-RJ."""
+    r = decode_reject(result, source, reason)
+    kind = "transient" if r.transient else "permanent"
+    return AssociationRejected(
+        f"{node.address} rejected the association ({kind}): {r.text}",
+        node=node,
+        hint=r.hint,
+        result=result,
+        source=source,
+        reason=reason,
+    )
+
+
+def aborted_error(node: Node, *, timed_out: bool, timeout: float) -> AssociationAborted:
+    """The association was aborted, or the peer never answered the request."""
+    if timed_out:
+        return AssociationAborted(
+            f"{node.address} accepted the TCP connection but did not answer the association "
+            f"request within {timeout:g} s",
+            node=node,
+            hint="the port may not be a DICOM port, the peer may be overloaded, or expect TLS",
+        )
+    return AssociationAborted(
+        f"{node.address} aborted the association (or closed the connection) without an answer",
+        node=node,
+        hint="the peer may refuse our AE title or host silently, expect TLS, or not speak DICOM",
+    )
+
+
+def no_context_error(node: Node, abstract_syntaxes: list[str]) -> NoAcceptedContext:
+    """The peer accepted none of the proposed presentation contexts."""
+    from pydicom.uid import UID
+
+    names = ", ".join(sorted({UID(s).name for s in abstract_syntaxes}))
+    return NoAcceptedContext(
+        f"{node.address} accepted none of the proposed presentation contexts ({names})",
+        node=node,
+        hint="the peer does not offer this service to us, or not with these transfer syntaxes",
+    )

@@ -1,0 +1,140 @@
+"""C-ECHO with a diagnosis a human understands."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.core.status import decode_status
+from dicomlab.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionRefused,
+    ConnectTimeout,
+    NetworkError,
+    NoAcceptedContext,
+    ResolveError,
+    TLSError,
+)
+from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+
+__all__ = ["EchoResult", "echo"]
+
+log = logging.getLogger(__name__)
+
+Cause = Literal[
+    "ok",
+    "dns",
+    "refused",
+    "connect-timeout",
+    "tls",
+    "rejected",
+    "aborted",
+    "no-context",
+    "no-response",
+    "failure-status",
+    "network",
+]
+
+_CAUSES: tuple[tuple[type[NetworkError], Cause], ...] = (
+    (ResolveError, "dns"),
+    (ConnectionRefused, "refused"),
+    (ConnectTimeout, "connect-timeout"),
+    (TLSError, "tls"),
+    (AssociationRejected, "rejected"),
+    (NoAcceptedContext, "no-context"),
+    (AssociationAborted, "aborted"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EchoResult:
+    """The outcome of :func:`echo`.
+
+    Attributes
+    ----------
+    ok
+        True when the peer answered C-ECHO with Success.
+    latency_s
+        Seconds from the association request to the C-ECHO response (or to the failure).
+    status
+        The DIMSE status as int, or ``None`` when no association was made or no answer came.
+    detail
+        A plain-English diagnosis with what to try next.
+    cause
+        A short machine-readable cause: ``ok``, ``dns``, ``refused``, ``connect-timeout``,
+        ``tls``, ``rejected``, ``aborted``, ``no-context``, ``no-response``,
+        ``failure-status`` or ``network``.
+    node
+        The node that was echoed.
+    """
+
+    ok: bool
+    latency_s: float
+    status: int | None
+    detail: str
+    cause: Cause
+    node: Node
+
+    def __str__(self) -> str:
+        state = "Online" if self.ok else "Offline"
+        return f"{self.node.name} ({self.node.address}): {state} in {self.latency_s:.3f} s: {self.detail}"
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def echo(
+    node: Node | str,
+    *,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+) -> EchoResult:
+    """Send C-ECHO to ``node`` and say in plain words whether and why it failed.
+
+    Never raises for a network failure: the failure is the result's ``detail``.
+
+    Parameters
+    ----------
+    node
+        A :class:`Node`, the name of a node in the book, or ``AE@HOST:PORT``.
+    calling_ae
+        Our AE title (default: the node book's local AE title).
+    book
+        The node book to look names and our identity up in (default: the saved one).
+    """
+    target = resolve_node(node, book)
+    ours = calling_ae_title(calling_ae, book)
+    t0 = time.perf_counter()
+    try:
+        with open_association(target, [Verification], calling_ae=ours) as opened:
+            rsp = opened.assoc.send_c_echo()
+            latency = time.perf_counter() - t0
+            if "Status" not in rsp:
+                aborted = opened.assoc.is_aborted
+                detail = (
+                    f"the association was aborted before {target.address} answered C-ECHO"
+                    if aborted
+                    else f"no C-ECHO response from {target.address} within {target.timeout:g} s"
+                )
+                opened.assoc.abort()
+                return EchoResult(False, latency, None, detail, "no-response", target)
+            status = int(rsp.Status)
+    except NetworkError as exc:
+        latency = time.perf_counter() - t0
+        cause: Cause = next((c for t, c in _CAUSES if isinstance(exc, t)), "network")
+        log.debug("echo %s failed: %s", target.address, exc)
+        return EchoResult(False, latency, None, str(exc), cause, target)
+    info = decode_status(status)
+    if info.category == "success":
+        detail = f"{target.address} answered C-ECHO: Success"
+        return EchoResult(True, latency, status, detail, "ok", target)
+    return EchoResult(
+        False, latency, status, f"{target.address} answered C-ECHO with {info}", "failure-status", target
+    )

@@ -1,0 +1,111 @@
+"""Client transport: the one place where dicomlab adapts pynetdicom's sockets.
+
+pynetdicom reports a failed TCP connect only as a log line, and leaves Nagle's
+algorithm on. :class:`ClientAE` replaces the socket pynetdicom creates with
+:class:`_ClientSocket`, which sets ``TCP_NODELAY`` and keeps the ``OSError`` of
+a failed connect so that the caller can tell "connection refused" from
+"timeout" from "TLS handshake failed". Everything else is pynetdicom's own.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.transport import AddressInformation, AssociationSocket, T_CONNECT
+
+from dicomlab.core.nodes import TLS
+
+__all__ = ["ClientAE", "client_ssl_context", "connect_error_of", "set_nodelay"]
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off: each DIMSE message leaves at once."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # pragma: no cover - not a TCP socket (tests with socketpair)
+        pass
+
+
+class _ClientSocket(AssociationSocket):  # type: ignore[misc]
+    """An AssociationSocket that sets TCP_NODELAY and remembers why connect failed."""
+
+    connect_error: OSError | None = None
+
+    def _create_socket(self, address: AddressInformation) -> socket.socket:
+        sock: socket.socket = super()._create_socket(address)
+        set_nodelay(sock)
+        return sock
+
+    def connect(self, primitive: T_CONNECT) -> None:
+        # Same contract as AssociationSocket.connect: put Evt2 (connected) or
+        # Evt17 (failed) on the provider queue and set _ready. The difference is
+        # that the OSError is kept for diagnosis instead of only being logged.
+        try:
+            if self.socket is None:
+                raise OSError("socket already closed")
+            if self.tls_args:
+                context, server_hostname = self.tls_args
+                self.socket = context.wrap_socket(
+                    self.socket, server_side=False, server_hostname=server_hostname
+                )
+            self.socket.settimeout(self.assoc.connection_timeout)
+            self.socket.connect(primitive.address_info.as_tuple)
+            self.socket.settimeout(None)  # as pynetdicom: blocking after connect
+            self.assoc.requestor.address_info = AddressInformation.from_tuple(
+                self.socket.getsockname()
+            )
+            self._is_connected = True
+            evt.trigger(self.assoc, evt.EVT_CONN_OPEN, {"address": primitive.address_info.as_tuple})
+            primitive.result = "Evt2"
+        except OSError as exc:
+            self.connect_error = exc
+            if self.socket is not None:
+                self._shutdown_socket()
+                self.socket = None
+            primitive.result = "Evt17"
+        finally:
+            self.provider_queue.put(primitive)
+            self._ready.set()
+
+
+class ClientAE(AE):  # type: ignore[misc]
+    """pynetdicom's AE with dicomlab's client socket."""
+
+    def _create_socket(
+        self,
+        assoc: Association,
+        address: AddressInformation,
+        tls_args: tuple[ssl.SSLContext, str] | None,
+    ) -> AssociationSocket:
+        sock = _ClientSocket(assoc, address=address)
+        sock.tls_args = tls_args
+        return sock
+
+
+def connect_error_of(assoc: Association) -> OSError | None:
+    """The OSError of a failed connect on an association made by :class:`ClientAE`."""
+    sock: Any = getattr(assoc.dul, "socket", None)
+    return getattr(sock, "connect_error", None)
+
+
+def client_ssl_context(tls: TLS) -> ssl.SSLContext:
+    """An SSL context for connecting to a node: TLS 1.2 or newer (BCP 195)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.check_hostname = True
+        if tls.ca:
+            ctx.load_verify_locations(cafile=tls.ca)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert and tls.key:
+        ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
+    return ctx

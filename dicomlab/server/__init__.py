@@ -1,0 +1,1 @@
+"""Server side: the embedded SCP (LocalPACS) and its archive."""
