@@ -1,0 +1,128 @@
+"""The ``dicomlab`` command: ``demo``, ``echo``, ``nodes``, ``synth``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from dicomlab import __version__
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.errors import DicomlabError
+
+__all__ = ["main"]
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from dicomlab.net.echo import echo
+
+    book = NodeBook.load()
+    target = args.node
+    if args.timeout is not None:
+        from dicomlab.net.association import resolve_node
+
+        target = resolve_node(target, book).replace(timeout=args.timeout)
+    result = echo(target, calling_ae=args.calling_ae, book=book)
+    _out(str(result))
+    return 0 if result.ok else 2
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dicomlab.demo import run_demo
+
+    return run_demo(args.out, _out, n_studies=args.studies)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from dicomlab import synth
+
+    df = synth.write_studies(args.folder, n_studies=args.studies, seed=args.seed, image_size=args.size)
+    _out(f"wrote {len(df)} instances of {df.StudyInstanceUID.nunique()} studies to {args.folder}")
+    return 0
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    book = NodeBook.load()
+    if args.action == "list":
+        _out(f"# {book.path}  (we are {book.local.ae_title}, port {book.local.port})")
+        for n in book:
+            mark = "*" if n.name == book.default else " "
+            _out(f"{mark} {n.name:16} {n.address:40} retrieve={n.retrieve} tls={'yes' if n.tls else 'no'}")
+        return 0
+    if args.action == "add":
+        node = Node.parse(args.address, name=args.name).replace(retrieve=args.retrieve)
+        book.add(node, replace=args.replace)
+        if args.default:
+            book.default = node.name
+    elif args.action == "remove":
+        book.remove(args.name)
+    elif args.action == "default":
+        book.default = args.name
+    path = book.save()
+    _out(f"saved {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dicomlab", description="DICOM networking for notebooks")
+    p.add_argument("--version", action="version", version=f"dicomlab {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("echo", help="C-ECHO a node and diagnose failures")
+    e.add_argument("node", help="a node name from the node book, or AE@HOST:PORT")
+    e.add_argument("--calling-ae", help="our AE title (default: the node book's)")
+    e.add_argument("--timeout", type=float, help="seconds (default: the node's)")
+    e.set_defaults(func=_cmd_echo)
+
+    d = sub.add_parser("demo", help="run the demo")
+    d.add_argument("--out", default="demo-output", help="folder for the demo's files")
+    d.add_argument("--studies", type=int, default=20)
+    d.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("synth", help="write synthetic studies")
+    s.add_argument("folder")
+    s.add_argument("-n", "--studies", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=16, help="image rows/columns (512 for benchmarks)")
+    s.set_defaults(func=_cmd_synth)
+
+    n = sub.add_parser("nodes", help="list or edit the node book")
+    nsub = n.add_subparsers(dest="action", required=True)
+    nsub.add_parser("list")
+    a = nsub.add_parser("add")
+    a.add_argument("name")
+    a.add_argument("address", help="AE@HOST:PORT")
+    a.add_argument("--retrieve", choices=["move", "get"], default="move")
+    a.add_argument("--default", action="store_true")
+    a.add_argument("--replace", action="store_true")
+    r = nsub.add_parser("remove")
+    r.add_argument("name")
+    df = nsub.add_parser("default")
+    df.add_argument("name")
+    n.set_defaults(func=_cmd_nodes)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except DicomlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
