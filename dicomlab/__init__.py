@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import logging
+import logging as _logging
 
 from dicomlab import synth
 from dicomlab.core.nodebook import NodeBook, home
@@ -63,4 +63,4 @@ __all__ = [
     "synth",
 ]
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

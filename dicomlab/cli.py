@@ -42,7 +42,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from dicomlab import synth
 
-    df = synth.write_studies(args.folder, n_studies=args.studies, seed=args.seed, image_size=args.size)
+    df = synth.write_studies(
+        args.folder, n_studies=args.studies, seed=args.seed, image_size=args.size
+    )
     _out(f"wrote {len(df)} instances of {df.StudyInstanceUID.nunique()} studies to {args.folder}")
     return 0
 
@@ -53,7 +55,10 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         _out(f"# {book.path}  (we are {book.local.ae_title}, port {book.local.port})")
         for n in book:
             mark = "*" if n.name == book.default else " "
-            _out(f"{mark} {n.name:16} {n.address:40} retrieve={n.retrieve} tls={'yes' if n.tls else 'no'}")
+            _out(
+                f"{mark} {n.name:16} {n.address:40} retrieve={n.retrieve} "
+                f"tls={'yes' if n.tls else 'no'}"
+            )
         return 0
     if args.action == "add":
         node = Node.parse(args.address, name=args.name).replace(retrieve=args.retrieve)
@@ -112,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except DicomlabError as exc:

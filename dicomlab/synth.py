@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     ComputedRadiographyImageStorage,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     UltrasoundImageStorage,
 )
 
@@ -57,8 +57,15 @@ class Modality:
 
 
 MODALITIES: tuple[Modality, ...] = (
-    Modality("CT", CTImageStorage, ("CHEST", "ABDOMEN", "HEAD"), ("CT CHEST W/O", "CT ABD/PELVIS", "CT HEAD")),
-    Modality("MR", MRImageStorage, ("BRAIN", "KNEE", "SPINE"), ("MR BRAIN", "MR KNEE LEFT", "MR L-SPINE")),
+    Modality(
+        "CT",
+        CTImageStorage,
+        ("CHEST", "ABDOMEN", "HEAD"),
+        ("CT CHEST W/O", "CT ABD/PELVIS", "CT HEAD"),
+    ),
+    Modality(
+        "MR", MRImageStorage, ("BRAIN", "KNEE", "SPINE"), ("MR BRAIN", "MR KNEE LEFT", "MR L-SPINE")
+    ),
     Modality("CR", ComputedRadiographyImageStorage, ("CHEST", "HAND"), ("CR CHEST PA", "CR HAND")),
     Modality(
         "DX", DigitalXRayImageStorageForPresentation, ("CHEST", "FOOT"), ("DX CHEST", "DX FOOT")
@@ -113,7 +120,8 @@ def _pixels(rows: int, cols: int, seed_value: int) -> np.ndarray:
     y, x = np.mgrid[0:rows, 0:cols]
     base = ((x + y) * (3000 // max(rows + cols, 1))).astype(np.uint16)
     noise = rng.integers(0, 64, size=(rows, cols), dtype=np.uint16)
-    return (base + noise) & 0x0FFF
+    out: np.ndarray = (base + noise) & 0x0FFF
+    return out
 
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
@@ -160,7 +168,9 @@ def generate(
         raise ValueError(f"image_size {image_size!r} must be in 1-4096")
     mods = [m for m in MODALITIES if modalities is None or m.code in modalities]
     if not mods:
-        raise ValueError(f"no known modality in {modalities!r}; known: {[m.code for m in MODALITIES]}")
+        raise ValueError(
+            f"no known modality in {modalities!r}; known: {[m.code for m in MODALITIES]}"
+        )
     today = today or date.today()
     rng = random.Random(seed)
     n_patients = max(1, (n_studies * 7 + 9) // 10)

@@ -267,7 +267,9 @@ class NodeBook:
             raise fail(f"unknown key {k!r} (known: {sorted(_TOP_KEYS)})", (), k)
         version = doc.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
-            raise fail(f"version {version!r} is not supported (expected {FORMAT_VERSION})", (), "version")
+            raise fail(
+                f"version {version!r} is not supported (expected {FORMAT_VERSION})", (), "version"
+            )
 
         local_doc = doc.get("local", {})
         if not isinstance(local_doc, dict):
@@ -313,7 +315,9 @@ class NodeBook:
         book = cls(nodes=nodes, local=local, path=path)
         default = doc.get("default")
         if default is not None and default not in book:
-            raise fail(f"default {default!r} is not one of the nodes {sorted(book._nodes)}", (), "default")
+            raise fail(
+                f"default {default!r} is not one of the nodes {sorted(book._nodes)}", (), "default"
+            )
         book._default = default
         return book
 
@@ -351,8 +355,10 @@ class NodeBook:
             text = self.dumps()
             current = _digest(_read_bytes(p))
             same_target = path is None or p == self.path
-            if not force and current is not None and (
-                not same_target or current != self._loaded_digest
+            if (
+                not force
+                and current is not None
+                and (not same_target or current != self._loaded_digest)
             ):
                 raise NodeBookConflict(
                     "the file changed on disk since this book was loaded (or was never loaded)",

@@ -156,17 +156,16 @@ def _raise_failure(
     try:
         sock_error = connect_error_of(assoc)
         if assoc.is_rejected:
-            rsp = assoc.acceptor.primitive
+            rsp: Any = assoc.acceptor.primitive
             raise diagnose.rejected_error(
-                node, int(rsp.result), int(rsp.result_source), int(rsp.diagnostic)
+                node, int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0)
             )
         if sock_error is not None:
             raise diagnose.connect_error(node, sock_error, node.timeout)
         if assoc.rejected_contexts and not assoc.accepted_contexts:
-            raise diagnose.no_context_error(node, [c.abstract_syntax for c in cxs])
+            raise diagnose.no_context_error(node, [str(c.abstract_syntax) for c in cxs])
         timed_out = elapsed >= node.timeout * 0.95
         raise diagnose.aborted_error(node, timed_out=timed_out, timeout=node.timeout)
     finally:
         if assoc.is_alive():
             assoc.abort()
-

@@ -53,7 +53,9 @@ def _tls_error(node: Node, exc: OSError) -> TLSError:
     elif "certificate required" in lowered:
         what = "the peer requires a client certificate and we sent none"
         hint = "give TLS(cert=..., key=...) a client certificate the peer trusts"
-    elif "bad certificate" in lowered or "unknown ca" in lowered or "certificate unknown" in lowered:
+    elif (
+        "bad certificate" in lowered or "unknown ca" in lowered or "certificate unknown" in lowered
+    ):
         what = "the peer refused our client certificate"
         hint = "use a client certificate signed by a CA the peer trusts"
     elif "wrong version number" in lowered or "record layer failure" in lowered:
@@ -72,8 +74,9 @@ def connect_error(node: Node, exc: OSError | None, timeout: float) -> NetworkErr
     """The TCP (or TLS) connection to ``node`` failed with ``exc``."""
     where = f"{node.host}:{node.port}"
     if node.tls is not None and (
-        isinstance(exc, ssl.SSLError | ssl.CertificateError)
-        or isinstance(exc, ConnectionResetError | BrokenPipeError)
+        isinstance(
+            exc, (ssl.SSLError | ssl.CertificateError, ConnectionResetError | BrokenPipeError)
+        )
     ):
         return _tls_error(node, exc)
     if isinstance(exc, ConnectionRefusedError):

@@ -84,7 +84,8 @@ class EchoResult:
 
     def __str__(self) -> str:
         state = "Online" if self.ok else "Offline"
-        return f"{self.node.name} ({self.node.address}): {state} in {self.latency_s:.3f} s: {self.detail}"
+        where = f"{self.node.name} ({self.node.address})"
+        return f"{where}: {state} in {self.latency_s:.3f} s: {self.detail}"
 
     def __bool__(self) -> bool:
         return self.ok
@@ -136,5 +137,10 @@ def echo(
         detail = f"{target.address} answered C-ECHO: Success"
         return EchoResult(True, latency, status, detail, "ok", target)
     return EchoResult(
-        False, latency, status, f"{target.address} answered C-ECHO with {info}", "failure-status", target
+        False,
+        latency,
+        status,
+        f"{target.address} answered C-ECHO with {info}",
+        "failure-status",
+        target,
     )

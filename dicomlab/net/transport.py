@@ -15,7 +15,7 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.transport import AddressInformation, AssociationSocket, T_CONNECT
+from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
 from dicomlab.core.nodes import TLS
 
@@ -30,7 +30,7 @@ def set_nodelay(sock: socket.socket) -> None:
         pass
 
 
-class _ClientSocket(AssociationSocket):  # type: ignore[misc]
+class _ClientSocket(AssociationSocket):
     """An AssociationSocket that sets TCP_NODELAY and remembers why connect failed."""
 
     connect_error: OSError | None = None
@@ -64,7 +64,9 @@ class _ClientSocket(AssociationSocket):  # type: ignore[misc]
         except OSError as exc:
             self.connect_error = exc
             if self.socket is not None:
-                self._shutdown_socket()
+                # pynetdicom's _shutdown_socket() skips close() when shutdown()
+                # fails on a never-connected socket, leaking it: close directly.
+                self.socket.close()
                 self.socket = None
             primitive.result = "Evt17"
         finally:
@@ -72,7 +74,7 @@ class _ClientSocket(AssociationSocket):  # type: ignore[misc]
             self._ready.set()
 
 
-class ClientAE(AE):  # type: ignore[misc]
+class ClientAE(AE):
     """pynetdicom's AE with dicomlab's client socket."""
 
     def _create_socket(

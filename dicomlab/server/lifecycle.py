@@ -122,7 +122,10 @@ class ServerThread:
                         f"port {self._requested_port} on {self.host} is already in use",
                         hint="stop the other server (another LocalPACS or program), or use port=0",
                     ) from None
-                raise ConfigError(f"cannot listen on {self.host}:{self._requested_port}: {exc}") from None
+                raise ConfigError(
+                    f"cannot listen on {self.host}:{self._requested_port}: {exc}"
+                ) from None
+            assert server is not None  # block=False returns the server
             self._ae, self._server = ae, server
             self._bound_port = int(server.server_address[1])
             with _RUNNING_LOCK:

@@ -9,6 +9,7 @@ stopped by PID (never by process name). Use them as context managers::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,10 +48,14 @@ class PeerMissing(RuntimeError):
 
 def require_binary(name: str) -> str:
     """Path of an installed program, or :class:`PeerMissing` naming the Debian package."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         package = "orthanc" if name == "Orthanc" else "dcmtk"
-        raise PeerMissing(f"{name} is not installed (apt-get install {package}; or run make test as root)")
+        raise PeerMissing(
+            f"{name} is not installed (apt-get install {package}; or run make test as root)"
+        )
     return path
 
 
@@ -61,7 +66,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,8 +115,12 @@ class Peer:
         log.debug("starting %s: %s", self.name, " ".join(cmd))
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=peer_env(), cwd=self.workdir,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=peer_env(),
+                cwd=self.workdir,
             )
         try:
             self.ready()
@@ -161,13 +172,21 @@ class StoreSCP(Peer):
 
     def command(self) -> list[str]:
         return [
-            require_binary("storescp"), "--aetitle", self.ae_title, "--output-directory",
-            str(self.output), "+xa", *self.extra, str(self.port),
+            require_binary("storescp"),
+            "--aetitle",
+            self.ae_title,
+            "--output-directory",
+            str(self.output),
+            "+xa",
+            *self.extra,
+            str(self.port),
         ]
 
     @property
     def node(self) -> Node:
-        return Node("storescp", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10)
+        return Node(
+            "storescp", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10
+        )
 
 
 class DcmQRSCP(Peer):
@@ -191,16 +210,20 @@ class DcmQRSCP(Peer):
         self.db.mkdir(exist_ok=True)
         self.move_destinations = dict(move_destinations or {})
         self.config = self.workdir / "dcmqrscp.cfg"
-        files = [str(f) for f in files]
-        if files:
-            self.index(files)
+        names = [str(f) for f in files]
+        if names:
+            self.index(names)
 
     def index(self, files: list[str]) -> None:
         """Add files to the database with ``dcmqridx`` (in batches)."""
         exe = require_binary("dcmqridx")
         for i in range(0, len(files), 200):
-            subprocess.run([exe, str(self.db), *files[i : i + 200]], check=True, env=peer_env(),
-                           capture_output=True)
+            subprocess.run(
+                [exe, str(self.db), *files[i : i + 200]],
+                check=True,
+                env=peer_env(),
+                capture_output=True,
+            )
 
     def command(self) -> list[str]:
         hosts = "\n".join(
@@ -213,11 +236,19 @@ class DcmQRSCP(Peer):
             "VendorTable BEGIN\nVendorTable END\n"
             f"AETable BEGIN\n{self.ae_title} {self.db} RW (10000, 1024mb) ANY\nAETable END\n"
         )
-        return [require_binary("dcmqrscp"), "--single-process", "-c", str(self.config), str(self.port)]
+        return [
+            require_binary("dcmqrscp"),
+            "--single-process",
+            "-c",
+            str(self.config),
+            str(self.port),
+        ]
 
     @property
     def node(self) -> Node:
-        return Node("dcmqrscp", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10)
+        return Node(
+            "dcmqrscp", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10
+        )
 
 
 class Orthanc(Peer):
@@ -251,8 +282,16 @@ class Orthanc(Peer):
         self.http_port = free_port()
         self.config_path = self.workdir / "orthanc.json"
         modal = {
-            ae: {"AET": ae, "Host": host, "Port": port, "AllowEcho": True, "AllowFind": True,
-                 "AllowMove": True, "AllowGet": True, "AllowStore": True}
+            ae: {
+                "AET": ae,
+                "Host": host,
+                "Port": port,
+                "AllowEcho": True,
+                "AllowFind": True,
+                "AllowMove": True,
+                "AllowGet": True,
+                "AllowStore": True,
+            }
             for ae, (host, port) in (modalities or {}).items()
         }
         cfg: dict[str, Any] = {
@@ -351,10 +390,8 @@ class SilentListener:
             for _ in range(4):
                 c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 c.setblocking(False)
-                try:
+                with contextlib.suppress(BlockingIOError):
                     c.connect(("127.0.0.1", self.port))
-                except BlockingIOError:
-                    pass
                 self._held.append(c)
             time.sleep(0.2)
         return self

@@ -1,0 +1,63 @@
+"""The command line: echo exits non-zero on failure, nodes edits the book, demo runs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dicomlab as dl
+from dicomlab.cli import main
+from dicomlab.server.lifecycle import VerificationServer
+
+
+def test_echo_ok_and_failure_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with VerificationServer("CLI") as srv:
+        assert main(["echo", srv.node.address]) == 0
+        assert "Online" in capsys.readouterr().out
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    assert main(["echo", f"NOBODY@127.0.0.1:{port}", "--timeout", "3"]) != 0
+    out = capsys.readouterr().out
+    assert "Offline" in out and "refused" in out
+
+
+def test_nodes_add_list_default_remove(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["nodes", "add", "pacs", "PACS@10.0.0.5:4242", "--retrieve", "get", "--default"]) == 0
+    )
+    book = dl.NodeBook.load()
+    assert book["pacs"].retrieve == "get" and book.default == "pacs"
+    assert main(["nodes", "list"]) == 0
+    assert "* pacs" in capsys.readouterr().out
+    assert main(["nodes", "add", "bad", "WAY_TOO_LONG_AE_TITLE_X@h:1"]) == 1
+    assert "16" in capsys.readouterr().err
+    assert main(["nodes", "remove", "pacs"]) == 0
+    assert "pacs" not in dl.NodeBook.load()
+
+
+def test_echo_by_name_from_book(capsys: pytest.CaptureFixture[str]) -> None:
+    with VerificationServer("BYNAME") as srv:
+        book = dl.NodeBook()
+        book.add(srv.node.replace(name="mine"))
+        book.save()
+        assert main(["echo", "mine"]) == 0
+
+
+def test_console_script_demo(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dicomlab.cli", "demo", "--out", str(out), "--studies", "6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "answered C-ECHO: Success" in proc.stdout
+    assert "refused" in proc.stdout
+    assert len(list((out / "studies").rglob("*.dcm"))) >= 6
