@@ -1,0 +1,38 @@
+"""``make bench``: run every benchmark, print a table, write JSON under benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import bench_echo
+
+
+def main() -> int:
+    results = [bench_echo.run()]
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    payload = {
+        "when": stamp,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "results": results,
+    }
+    path = out / f"bench-{stamp}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"{'benchmark':40} {'dicomlab':>12} {'dcmtk':>12} {'ratio':>8}")
+    for r in results:
+        print(
+            f"{r['name']:40} {r['dicomlab']:>12.4g} {r['dcmtk']:>12.4g} "
+            f"{r['ratio']:>8.2f}  {r['unit']}"
+        )
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
