@@ -91,7 +91,12 @@ class ConfigError(DicomlabError, ValueError):
 
 
 class ValidationError(ConfigError):
-    """A value refused at construction; the message quotes it."""
+    """A value refused at construction; the message quotes it.
+
+    ``field`` names the refused field (``"port"``, ``"ae_title"``...) when known.
+    """
+
+    field: str | None = None
 
 
 class NodeBookError(ConfigError):

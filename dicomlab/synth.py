@@ -182,7 +182,7 @@ def generate(
         study_uid = uid(seed, "study", s)
         n_series = rng.randint(1, max(1, max_series))
         study_time = f"{rng.randint(7, 18):02d}{rng.randint(0, 59):02d}{rng.randint(0, 59):02d}"
-        accession = f"ACC{seed:02d}{s:06d}"
+        accession = f"ACC{seed % 1000:03d}{s:06d}"  # SH: at most 16 characters
         referrer = _REFERRERS[s % len(_REFERRERS)]
         body = mod.body_parts[s % len(mod.body_parts)]
         description = mod.descriptions[s % len(mod.descriptions)]
@@ -270,7 +270,7 @@ def write_studies(
 ) -> pd.DataFrame:
     """Write synthetic studies under ``folder`` and return their manifest.
 
-    Files are laid out as ``study_NNNN/series_NN/NNNN.dcm``. The manifest has one
+    Files are laid out as ``study_NNNN/series_NNN/NNNN.dcm``. The manifest has one
     row per instance with the columns :data:`MANIFEST_COLUMNS`.
     """
     root = Path(folder)

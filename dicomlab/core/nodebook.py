@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ class NodeBook:
                 )
             self._nodes[node.name] = node
 
-    def edit(self, name: str, **changes: Any) -> Node:
+    def edit(self, name: str, /, **changes: Any) -> Node:
         """Change fields of node ``name`` (validated); returns the new node."""
         with self._lock:
             old = self[name]
@@ -249,7 +249,7 @@ class NodeBook:
             raise NodeBookError(
                 f"not valid TOML: {exc}",
                 path=where,
-                line=toml.parse_error_line(str(exc)),
+                line=toml.parse_error_line(str(exc), text),
                 hint="fix that line by hand, or move the file away to start a new book",
             ) from None
         return cls._from_doc(doc, text, where, path)
@@ -281,7 +281,7 @@ class NodeBook:
         try:
             local = LocalIdentity(**local_doc)
         except (ValidationError, TypeError) as exc:
-            key = _guess_key(str(exc), local_doc)
+            key = _field_of(exc)
             raise fail(f"[local]: {exc}", ("local",), key) from None
 
         nodes_doc = doc.get("nodes", {})
@@ -309,7 +309,7 @@ class NodeBook:
             try:
                 nodes.append(Node(name=name, tls=tls, **fields))
             except (ValidationError, TypeError) as exc:
-                key = _guess_key(str(exc), entry)
+                key = _field_of(exc)
                 raise fail(f"node {name!r}: {exc}", table, key) from None
 
         book = cls(nodes=nodes, local=local, path=path)
@@ -382,14 +382,6 @@ class NodeBook:
             return p
 
 
-def _guess_key(message: str, entry: Mapping[str, Any]) -> str | None:
-    """The field an error message is about (for the line number), if it names one."""
-    lowered = message.lower()
-    for key in entry:
-        if key.replace("_", " ") in lowered or key in lowered:
-            return key
-    aliases = {"ae title": "ae_title", "host": "host", "port": "port"}
-    for words, key in aliases.items():
-        if words in lowered and key in entry:
-            return key
-    return None
+def _field_of(exc: Exception) -> str | None:
+    """The field a construction error is about (for its line number), if known."""
+    return getattr(exc, "field", None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +28,17 @@ RetrieveMethod = Literal["move", "get"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _MAX_TIMEOUT_S = 3600.0
 _MAX_CONNECTIONS = 64
+
+
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """Tag a ValidationError raised inside with the field it is about."""
+    try:
+        yield
+    except ValidationError as exc:
+        if exc.field is None:
+            exc.field = name
+        raise
 
 
 def validate_ae_title(value: object, what: str = "AE title") -> str:
@@ -71,7 +84,7 @@ def validate_host(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"host must be a non-empty string, got {value!r}")
     host = value.strip()
-    if len(host) > 253 or any(c.isspace() for c in host):
+    if len(host) > 253 or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in host):
         raise ValidationError(f"host {value!r} is not a valid host name or address")
     return host
 
@@ -79,7 +92,7 @@ def validate_host(value: object) -> str:
 def _validate_charset(value: str | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or value not in python_encoding:
+    if not isinstance(value, str) or not value.strip() or value not in python_encoding:
         known = ", ".join(sorted(k for k in python_encoding if k.startswith("ISO_IR"))[:6])
         raise ValidationError(
             f"character set {value!r} is not a DICOM Specific Character Set term",
@@ -174,34 +187,45 @@ class Node:
     allow_retrieve: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise ValidationError(
                 f"node name {self.name!r} is not valid",
                 hint="use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
             )
-        object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
-        object.__setattr__(self, "host", validate_host(self.host))
-        validate_port(self.port)
-        if self.retrieve not in ("move", "get"):
-            raise ValidationError(f"retrieve {self.retrieve!r} must be 'move' or 'get'")
-        if self.tls is not None and not isinstance(self.tls, TLS):
-            raise ValidationError(f"tls must be a dl.TLS or None, got {self.tls!r}")
+        with _field("ae_title"):
+            object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
+        with _field("host"):
+            object.__setattr__(self, "host", validate_host(self.host))
+        with _field("port"):
+            validate_port(self.port)
+        with _field("retrieve"):
+            if self.retrieve not in ("move", "get"):
+                raise ValidationError(f"retrieve {self.retrieve!r} must be 'move' or 'get'")
+        with _field("tls"):
+            if self.tls is not None and not isinstance(self.tls, TLS):
+                raise ValidationError(f"tls must be a dl.TLS or None, got {self.tls!r}")
         mc = self.max_connections
-        if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= _MAX_CONNECTIONS:
-            raise ValidationError(f"max_connections {mc!r} must be an integer in 1-64")
+        with _field("max_connections"):
+            if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= _MAX_CONNECTIONS:
+                raise ValidationError(f"max_connections {mc!r} must be an integer in 1-64")
         t = self.timeout
-        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= _MAX_TIMEOUT_S:
-            raise ValidationError(f"timeout {t!r} must be a number of seconds in (0, 3600]")
+        with _field("timeout"):
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= _MAX_TIMEOUT_S:
+                raise ValidationError(f"timeout {t!r} must be a number of seconds in (0, 3600]")
         object.__setattr__(self, "timeout", float(t))
-        object.__setattr__(self, "charset", _validate_charset(self.charset))
+        with _field("charset"):
+            object.__setattr__(self, "charset", _validate_charset(self.charset))
         for flag in ("allow_store", "allow_query", "allow_retrieve"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValidationError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            with _field(flag):
+                if not isinstance(getattr(self, flag), bool):
+                    value = getattr(self, flag)
+                    raise ValidationError(f"{flag} must be True or False, got {value!r}")
 
     @property
     def address(self) -> str:
         """``AE@host:port``, the form the CLI accepts."""
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
 
     def replace(self, **changes: Any) -> Node:
         """A copy with ``changes`` applied (and validated)."""
@@ -209,8 +233,9 @@ class Node:
 
     @classmethod
     def parse(cls, text: str, name: str | None = None) -> Node:
-        """Build a node from ``AE@HOST:PORT`` (e.g. ``ORTHANC@127.0.0.1:4242``)."""
-        match = re.fullmatch(r"(?P<ae>[^@]+)@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d+)", text)
+        """Build a node from ``AE@HOST:PORT`` (``ORTHANC@127.0.0.1:4242``, ``PACS@[::1]:104``)."""
+        # The AE title may itself contain '@': the host starts after the last one.
+        match = re.fullmatch(r"(?P<ae>.+)@(?P<host>\[[^\]@]+\]|[^:@\[\]]+):(?P<port>\d+)", text)
         if not match:
             raise ValidationError(f"{text!r} is not of the form AE@HOST:PORT")
         host = match["host"].strip("[]")
@@ -234,6 +259,9 @@ class LocalIdentity:
     host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "our AE title"))
-        validate_port(self.port, "our port", allow_zero=True)
-        object.__setattr__(self, "host", validate_host(self.host))
+        with _field("ae_title"):
+            object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "our AE title"))
+        with _field("port"):
+            validate_port(self.port, "our port", allow_zero=True)
+        with _field("host"):
+            object.__setattr__(self, "host", validate_host(self.host))

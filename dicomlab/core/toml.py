@@ -32,7 +32,8 @@ def _value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         # JSON string escapes are valid TOML basic-string escapes.
-        return json.dumps(v, ensure_ascii=False)
+        # TOML forbids DEL and control characters unescaped; json leaves DEL as is.
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     raise TypeError(f"cannot write {type(v).__name__} value {v!r} to TOML")
 
 
@@ -60,10 +61,17 @@ def dumps(doc: Mapping[str, Any], header: str = "") -> str:
 _ERR_LINE = re.compile(r"line (\d+)")
 
 
-def parse_error_line(message: str) -> int | None:
-    """The line number in a ``tomllib.TOMLDecodeError`` message, if any."""
+def parse_error_line(message: str, text: str = "") -> int | None:
+    """The line number in a ``tomllib.TOMLDecodeError`` message, if any.
+
+    Errors "at end of document" are placed on the last line of ``text``.
+    """
     m = _ERR_LINE.search(message)
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    if "end of document" in message and text:
+        return max(1, len(text.splitlines()))
+    return None
 
 
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -89,5 +97,11 @@ def line_of(text: str, table: tuple[str, ...], key: str | None = None) -> int | 
         if key is not None and current == table:
             a = _ASSIGN.match(line)
             if a and a.group(1).strip('"') == key:
+                return number
+    if key is not None:
+        # The key may be a table of its own ([key] or [key.sub]): name its header.
+        for number, line in enumerate(text.splitlines(), start=1):
+            m = _HEADER.match(line)
+            if m and _split_header(m.group(1))[: len(table) + 1] == (*table, key):
                 return number
     return header_line

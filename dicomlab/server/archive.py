@@ -1,0 +1,249 @@
+"""The archive: DICOM files under a root in a readable layout, plus the SQLite index.
+
+Layout: ``ROOT/files/<patient>/<study>/<series>/<instance>.dcm``. Every path
+component is derived safely: a valid UID is used as is, anything else becomes
+a hash, so no UID or patient ID can ever place a file outside the root.
+
+Consistency: a file is written to a temporary name in its final folder,
+flushed (and fsynced unless ``fsync=False``), renamed, and only then indexed.
+A crash leaves at worst a ``.tmp`` file, which is removed at the next start.
+
+Duplicates: the same SOP Instance UID received again keeps the first copy,
+answers success and is counted (``stats["duplicates"]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicomlab.server.index import COLUMNS, Index
+
+__all__ = ["Archive", "HeaderError", "is_valid_uid", "safe_component"]
+
+log = logging.getLogger(__name__)
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
+_HEADER_KEYWORDS = [k for k, (vr, _) in COLUMNS.items() if vr and k != "TransferSyntaxUID"]
+
+
+class HeaderError(ValueError):
+    """A dataset that cannot be archived (missing or invalid UIDs)."""
+
+
+def is_valid_uid(value: object) -> bool:
+    """A UID as PS3.5 9.1 allows: digits and dots, at most 64 characters."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+
+
+def safe_component(value: str, uid: bool = True) -> str:
+    """A file-name-safe form of ``value`` that can never leave its folder."""
+    if uid and is_valid_uid(value):
+        return value
+    cleaned = _SAFE_RE.sub("_", value)[:32].strip("_")
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned or 'x'}-{digest}"
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def header_row(ds: Dataset) -> dict[str, Any]:
+    """Index values of a (header-only) dataset; raises :class:`HeaderError` on bad UIDs."""
+    row = {k: _text(ds, k) for k in _HEADER_KEYWORDS}
+    for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not is_valid_uid(row[key]):
+            raise HeaderError(f"{key} {row[key]!r} is missing or not a valid UID")
+    return row
+
+
+def read_header(data: bytes | BytesIO | str | Path) -> tuple[Dataset, str]:
+    """Read only the index attributes of a DICOM file (no pixel data): dataset, TS UID."""
+    src: Any = BytesIO(data) if isinstance(data, bytes) else data
+    ds = dcmread(
+        src, stop_before_pixels=True, specific_tags=["SpecificCharacterSet", *_HEADER_KEYWORDS]
+    )
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    return ds, ts
+
+
+class Archive:
+    """Files plus index under ``root``. Thread-safe."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.files = self.root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self.index = Index(self.root / "index.sqlite")
+        self.stats = {"stored": 0, "duplicates": 0, "failed": 0, "bytes": 0}
+        self._inflight: set[str] = set()
+        self._lock = threading.Lock()
+        self._clean_temporaries()
+
+    def close(self) -> None:
+        self.index.close()
+
+    def _clean_temporaries(self) -> None:
+        for tmp in self.files.rglob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def path_for(self, row: dict[str, Any]) -> Path:
+        """Where an instance lives (always inside ``root/files``)."""
+        path = (
+            self.files
+            / safe_component(row.get("PatientID") or "NOID", uid=False)
+            / safe_component(row["StudyInstanceUID"])
+            / safe_component(row["SeriesInstanceUID"])
+            / (safe_component(row["SOPInstanceUID"]) + ".dcm")
+        )
+        if not path.resolve().is_relative_to(self.files):  # defence in depth
+            raise HeaderError(f"refusing a path outside the archive: {path}")
+        return path
+
+    def _write(self, path: Path, chunks: Iterator[bytes]) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        size = 0
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    size += len(chunk)
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return size
+
+    def add(
+        self,
+        row: dict[str, Any],
+        transfer_syntax: str,
+        chunks: Iterator[bytes],
+        source_ae: str = "",
+    ) -> str:
+        """Write and index one instance. Returns ``"stored"`` or ``"duplicate"``.
+
+        ``chunks`` yields the complete DICOM file (preamble, meta, data set).
+        Raises ``OSError`` (disk full...) with nothing written or indexed.
+        """
+        uid = row["SOPInstanceUID"]
+        with self._lock:
+            if uid in self._inflight or self.index.contains(uid):
+                self.stats["duplicates"] += 1
+                return "duplicate"
+            self._inflight.add(uid)
+        try:
+            path = self.path_for(row)
+            size = self._write(path, chunks)
+            full = dict(row)
+            full.update(
+                TransferSyntaxUID=transfer_syntax,
+                path=str(path.relative_to(self.root)),
+                size=size,
+                received_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                source_ae=source_ae,
+            )
+            self.index.add(full)
+            with self._lock:
+                self.stats["stored"] += 1
+                self.stats["bytes"] += size
+            return "stored"
+        finally:
+            with self._lock:
+                self._inflight.discard(uid)
+
+    def import_files(self, path: str | os.PathLike[str]) -> pd.DataFrame:
+        """Copy existing DICOM files (a file or a folder, recursively) into the archive.
+
+        Returns one row per file: ``path``, ``SOPInstanceUID``, ``status``
+        (stored, duplicate, not-dicom, invalid, failed) and ``error``.
+        """
+        src = Path(path)
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        out: list[dict[str, str]] = []
+        for f in files:
+            uid, status, error = "", "failed", ""
+            try:
+                data = f.read_bytes()
+                ds, ts = read_header(data)
+                row = header_row(ds)
+                uid = row["SOPInstanceUID"]
+                status = self.add(row, ts, iter([data]), source_ae="import")
+            except InvalidDicomError as exc:
+                status, error = "not-dicom", str(exc)
+            except HeaderError as exc:
+                status, error = "invalid", str(exc)
+            except OSError as exc:
+                error = str(exc)
+            out.append({"path": str(f), "SOPInstanceUID": uid, "status": status, "error": error})
+        return pd.DataFrame(out, columns=["path", "SOPInstanceUID", "status", "error"])
+
+    def absolute(self, relative: str) -> Path:
+        return self.root / relative
+
+    def instances(self) -> pd.DataFrame:
+        """One row per instance held (index columns; ``path`` is absolute)."""
+        cols = list(COLUMNS)
+        df = pd.DataFrame(self.index.rows(cols), columns=cols)
+        df["path"] = [str(self.root / p) for p in df["path"]]
+        df["size"] = df["size"].astype("int64")
+        df["received_at"] = pd.to_datetime(df["received_at"], utc=True)
+        return df
+
+    def studies(self) -> pd.DataFrame:
+        """One row per study with its counts and modalities."""
+        rows = list(self.index.find("STUDY", {}, root="PATIENT"))
+        cols = [
+            "PatientID",
+            "PatientName",
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "StudyDescription",
+            "ModalitiesInStudy",
+            "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances",
+        ]
+        df = pd.DataFrame(rows, columns=cols)
+        df["ModalitiesInStudy"] = df["ModalitiesInStudy"].fillna("").str.replace(",", "\\")
+        return df
+
+    def delete_study(self, study_instance_uid: str) -> int:
+        """Delete a study's files and index rows; returns how many instances went."""
+        paths = self.index.delete('"StudyInstanceUID" = ?', [study_instance_uid])
+        for rel in paths:
+            (self.root / rel).unlink(missing_ok=True)
+        for rel in {str(Path(p).parent) for p in paths}:
+            folder = self.root / rel
+            for d in (folder, folder.parent):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        return len(paths)

@@ -1,0 +1,265 @@
+"""The archive index: one SQLite table (WAL) with what Q/R matching needs at every level.
+
+Each row is an instance with its patient, study and series attributes copied
+in (a small archive needs no joins). Values are stored decoded (Unicode names);
+file paths are relative to the archive root.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicomlab.core.matching import condition
+
+__all__ = ["COLUMNS", "LEVEL_KEYS", "Index", "Match"]
+
+# keyword -> (VR, SQL type); order is the table's column order.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "SOPInstanceUID": ("UI", "TEXT PRIMARY KEY"),
+    "SOPClassUID": ("UI", "TEXT"),
+    "TransferSyntaxUID": ("UI", "TEXT"),
+    "StudyInstanceUID": ("UI", "TEXT NOT NULL"),
+    "SeriesInstanceUID": ("UI", "TEXT NOT NULL"),
+    "PatientID": ("LO", "TEXT"),
+    "PatientName": ("PN", "TEXT"),
+    "PatientBirthDate": ("DA", "TEXT"),
+    "PatientSex": ("CS", "TEXT"),
+    "StudyDate": ("DA", "TEXT"),
+    "StudyTime": ("TM", "TEXT"),
+    "AccessionNumber": ("SH", "TEXT"),
+    "StudyID": ("SH", "TEXT"),
+    "StudyDescription": ("LO", "TEXT"),
+    "ReferringPhysicianName": ("PN", "TEXT"),
+    "InstitutionName": ("LO", "TEXT"),
+    "Modality": ("CS", "TEXT"),
+    "SeriesNumber": ("IS", "TEXT"),
+    "SeriesDescription": ("LO", "TEXT"),
+    "SeriesDate": ("DA", "TEXT"),
+    "SeriesTime": ("TM", "TEXT"),
+    "BodyPartExamined": ("CS", "TEXT"),
+    "InstanceNumber": ("IS", "TEXT"),
+    "SpecificCharacterSet": ("CS", "TEXT"),
+    "path": ("", "TEXT NOT NULL"),
+    "size": ("", "INTEGER"),
+    "received_at": ("", "TEXT"),
+    "source_ae": ("", "TEXT"),
+}
+
+# Attributes that belong to each level (copied into answers at that level).
+LEVEL_ATTRS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"),
+    "STUDY": (
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "InstitutionName",
+    ),
+    "SERIES": (
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+    ),
+    "IMAGE": ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
+}
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+LEVEL_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One C-FIND match: attribute keyword -> value (strings, ints for counts)."""
+
+    values: Mapping[str, Any]
+
+
+def _attrs_up_to(level: str, root: str) -> list[str]:
+    """Attributes of ``level`` and the levels above it (from the model's root)."""
+    start = LEVELS.index(root)
+    out: list[str] = []
+    for lv in LEVELS[start : LEVELS.index(level) + 1]:
+        out.extend(LEVEL_ATTRS[lv])
+    return out
+
+
+class Index:
+    """SQLite index of an archive, safe to use from several threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        cols = ", ".join(f'"{k}" {t}' for k, (_, t) in COLUMNS.items())
+        with self._lock:
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS instances ({cols})")
+            for col in (
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "PatientID",
+                "StudyDate",
+                "AccessionNumber",
+            ):
+                self._db.execute(f'CREATE INDEX IF NOT EXISTS ix_{col} ON instances("{col}")')
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------
+    def add(self, row: Mapping[str, Any]) -> bool:
+        """Insert an instance row; False when the SOP Instance UID is already indexed."""
+        keys = [k for k in COLUMNS if k in row]
+        sql = (
+            f"INSERT OR IGNORE INTO instances ({', '.join(f'{k!r}' for k in keys)}) "
+            f"VALUES ({', '.join('?' * len(keys))})"
+        ).replace("'", '"')
+        with self._lock:
+            cur = self._db.execute(sql, [row[k] for k in keys])
+            return cur.rowcount == 1
+
+    def contains(self, sop_instance_uid: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT 1 FROM instances WHERE SOPInstanceUID = ?", (sop_instance_uid,)
+            )
+            return cur.fetchone() is not None
+
+    def delete(self, where: str, params: Sequence[Any]) -> list[str]:
+        """Delete matching rows; returns their relative paths."""
+        with self._lock:
+            paths = [
+                r[0] for r in self._db.execute(f"SELECT path FROM instances WHERE {where}", params)
+            ]
+            self._db.execute(f"DELETE FROM instances WHERE {where}", params)
+            return paths
+
+    # -- reading -------------------------------------------------------------
+    def rows(
+        self, columns: Sequence[str] | None = None, where: str = "", params: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        cols = ", ".join(f'"{c}"' for c in (columns or list(COLUMNS)))
+        sql = f"SELECT {cols} FROM instances" + (f" WHERE {where}" if where else "")
+        with self._lock:
+            return list(
+                self._db.execute(
+                    sql + " ORDER BY StudyInstanceUID, SeriesInstanceUID, "
+                    "CAST(InstanceNumber AS INTEGER)",
+                    params,
+                )
+            )
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+    def _where(self, filters: Mapping[str, str]) -> tuple[str, list[Any], list[str]]:
+        """SQL WHERE for the filters we can match; also the list of unmatched keywords."""
+        parts: list[str] = []
+        params: list[Any] = []
+        unknown: list[str] = []
+        for kw, value in filters.items():
+            if kw == "ModalitiesInStudy":
+                mods = [m for m in value.split("\\") if m]
+                if len(mods) > 1:
+                    cond, p = f"Modality IN ({', '.join('?' * len(mods))})", mods
+                else:
+                    cond, p = condition("Modality", "CS", value)
+                if cond:
+                    parts.append(
+                        f"StudyInstanceUID IN (SELECT StudyInstanceUID FROM instances WHERE {cond})"
+                    )
+                    params.extend(p)
+                continue
+            if kw not in COLUMNS or not COLUMNS[kw][0]:
+                unknown.append(kw)
+                continue
+            vr = COLUMNS[kw][0]
+            if vr != "UI" and "\\" in value.strip("\\"):
+                values = [v for v in value.split("\\") if v]
+                subs = [condition(kw, vr, v, f'"{kw}"') for v in values]
+                subs = [s for s in subs if s[0]]
+                if subs:
+                    parts.append("(" + " OR ".join(s[0] for s in subs) + ")")
+                    for s in subs:
+                        params.extend(s[1])
+                continue
+            cond, p = condition(kw, vr, value, f'"{kw}"')
+            if cond:
+                parts.append(cond)
+                params.extend(p)
+        return " AND ".join(parts), params, unknown
+
+    def paths(self, filters: Mapping[str, str]) -> list[tuple[str, str, str]]:
+        """``(path, SOPClassUID, TransferSyntaxUID)`` of every instance matching ``filters``."""
+        where, params, _ = self._where(filters)
+        return [
+            (r[0], r[1], r[2])
+            for r in self.rows(["path", "SOPClassUID", "TransferSyntaxUID"], where, params)
+        ]
+
+    def find(
+        self, level: str, filters: Mapping[str, str], root: str = "PATIENT"
+    ) -> Iterator[dict[str, Any]]:
+        """Matches at ``level`` for the query ``filters``, one dict per match (streamed).
+
+        Each dict holds the level's attributes, those of the levels above it, and
+        the computed counts (NumberOf...Related..., ModalitiesInStudy...).
+        """
+        if level not in LEVEL_KEYS:
+            raise ValueError(f"query level {level!r} is not one of {list(LEVEL_KEYS)}")
+        key = LEVEL_KEYS[level]
+        where, params, _ = self._where(filters)
+        attrs = _attrs_up_to(level, root if level != "PATIENT" else "PATIENT")
+        if key not in attrs:
+            attrs.append(key)
+        select = [f'MIN("{a}") AS "{a}"' for a in attrs if a != key]
+        select.append('MIN("SpecificCharacterSet") AS "SpecificCharacterSet"')
+        computed = {
+            "PATIENT": [
+                ("NumberOfPatientRelatedStudies", "COUNT(DISTINCT StudyInstanceUID)"),
+                ("NumberOfPatientRelatedSeries", "COUNT(DISTINCT SeriesInstanceUID)"),
+                ("NumberOfPatientRelatedInstances", "COUNT(*)"),
+            ],
+            "STUDY": [
+                ("NumberOfStudyRelatedSeries", "COUNT(DISTINCT SeriesInstanceUID)"),
+                ("NumberOfStudyRelatedInstances", "COUNT(*)"),
+                ("ModalitiesInStudy", "GROUP_CONCAT(DISTINCT Modality)"),
+                ("SOPClassesInStudy", "GROUP_CONCAT(DISTINCT SOPClassUID)"),
+            ],
+            "SERIES": [("NumberOfSeriesRelatedInstances", "COUNT(*)")],
+            "IMAGE": [],
+        }[level]
+        select.extend(f'{expr} AS "{name}"' for name, expr in computed)
+        inner = f'SELECT DISTINCT "{key}" FROM instances' + (f" WHERE {where}" if where else "")
+        sql = (
+            f'SELECT "{key}", {", ".join(select)} FROM instances '
+            f'WHERE "{key}" IN ({inner}) GROUP BY "{key}" ORDER BY MIN(StudyDate), "{key}"'
+        )
+        names = [key] + [a for a in attrs if a != key] + ["SpecificCharacterSet"]
+        names += [n for n, _ in computed]
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        for row in rows:
+            yield dict(zip(names, row, strict=True))
+
+    def table(self, columns: Iterable[str]) -> list[tuple[Any, ...]]:
+        return self.rows(list(columns))
