@@ -32,6 +32,7 @@ from dicomlab.errors import (
     ValidationError,
 )
 from dicomlab.net.echo import EchoResult, echo
+from dicomlab.server.localpacs import LocalPACS
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "DimseTimeout",
     "EchoResult",
     "LocalIdentity",
+    "LocalPACS",
     "NetworkError",
     "NoAcceptedContext",
     "Node",

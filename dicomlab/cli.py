@@ -74,6 +74,46 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import tempfile
+    import threading
+
+    from dicomlab import synth
+    from dicomlab.server.localpacs import LocalPACS
+
+    book = NodeBook.load()
+    allow = [s.strip() for s in args.allow.split(",") if s.strip()]
+    pacs = LocalPACS(
+        args.root,
+        ae_title=args.ae,
+        port=args.port,
+        host=args.host,
+        book=book,
+        allow_unknown=allow,
+        fsync=not args.no_fsync,
+    )
+    if args.seed_demo:
+        with tempfile.TemporaryDirectory() as tmp:
+            synth.write_studies(tmp, n_studies=args.seed_demo, seed=0)
+            done = pacs.import_files(tmp)
+        _out(f"seeded {int((done.status == 'stored').sum())} synthetic instances")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop
+    with pacs:
+        _out(
+            f"LocalPACS {pacs.ae_title} serving {pacs.archive.root} on {pacs.host}:{pacs.port} "
+            f"(unknown callers may: {', '.join(allow) or 'nothing'}); Ctrl-C stops"
+        )
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            _out("stopping...")
+    _out(f"stopped; {pacs.stats}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dicomlab", description="DICOM networking for notebooks")
     p.add_argument("--version", action="version", version=f"dicomlab {__version__}")
@@ -97,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=16, help="image rows/columns (512 for benchmarks)")
     s.set_defaults(func=_cmd_synth)
+
+    v = sub.add_parser("serve", help="run a LocalPACS in the foreground")
+    v.add_argument("--root", required=True, help="archive folder")
+    v.add_argument("--port", type=int, default=11112)
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    v.add_argument("--ae", default="DICOMLAB", help="our AE title")
+    v.add_argument(
+        "--allow",
+        default="echo",
+        help="services unknown callers may use: echo,store,find,move,get or all (default echo)",
+    )
+    v.add_argument(
+        "--seed-demo", type=int, default=0, metavar="N", help="import N synthetic studies"
+    )
+    v.add_argument("--no-fsync", action="store_true", help="do not fsync received files")
+    v.set_defaults(func=_cmd_serve)
 
     n = sub.add_parser("nodes", help="list or edit the node book")
     nsub = n.add_subparsers(dest="action", required=True)

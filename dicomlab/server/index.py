@@ -167,6 +167,10 @@ class Index:
                 )
             )
 
+    def supports(self, keyword: str) -> bool:
+        """True when matching on ``keyword`` is supported (an indexed or computed attribute)."""
+        return bool(COLUMNS.get(keyword, ("",))[0]) or keyword == "ModalitiesInStudy"
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
@@ -228,7 +232,8 @@ class Index:
             raise ValueError(f"query level {level!r} is not one of {list(LEVEL_KEYS)}")
         key = LEVEL_KEYS[level]
         where, params, _ = self._where(filters)
-        attrs = _attrs_up_to(level, root if level != "PATIENT" else "PATIENT")
+        # Patient attributes are answered at every level (Study Root includes them).
+        attrs = _attrs_up_to(level, "PATIENT")
         if key not in attrs:
             attrs.append(key)
         select = [f'MIN("{a}") AS "{a}"' for a in attrs if a != key]

@@ -47,6 +47,8 @@ def _weak(method: Any) -> Any:
     weakly lets a server whose owner is dropped (a notebook cell run again) be
     collected, and its ``__del__`` free the port.
     """
+    if not hasattr(method, "__self__"):
+        return method  # a plain function holds no owner
     ref = weakref.WeakMethod(method)
 
     def call(*args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,259 @@
+"""LocalPACS event handlers. Dependencies arrive as arguments; exceptions become statuses.
+
+Each handler checks the caller's permission (:class:`Policy`), does its work on
+the :class:`~dicomlab.server.archive.Archive`, and never lets an exception
+escape without a failure status (pynetdicom would otherwise answer a generic one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.server.archive import Archive, HeaderError, header_row, read_header
+
+__all__ = [
+    "SERVICES",
+    "Policy",
+    "handle_echo",
+    "handle_find",
+    "handle_get",
+    "handle_move",
+    "handle_store",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("echo", "store", "find", "move", "get")
+
+STATUS_SUCCESS = 0x0000
+STATUS_PENDING = 0xFF00
+STATUS_PENDING_OPTIONAL = 0xFF01
+STATUS_CANCEL = 0xFE00
+STATUS_NOT_AUTHORIZED = 0x0124
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_FIND_UNABLE = 0xC001
+
+_PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
+_COMPUTED_LISTS = {"ModalitiesInStudy", "SOPClassesInStudy"}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Who may do what: known nodes from the book, and what unknown callers may do."""
+
+    book: NodeBook | None
+    allow_unknown: frozenset[str]
+
+    def node_for(self, ae_title: str) -> Node | None:
+        return self.book.find_ae(ae_title) if self.book is not None else None
+
+    def permits(self, ae_title: str, service: str) -> bool:
+        node = self.node_for(ae_title)
+        if node is None:
+            return service in self.allow_unknown
+        return {
+            "echo": True,
+            "store": node.allow_store,
+            "find": node.allow_query,
+            "move": node.allow_retrieve,
+            "get": node.allow_retrieve,
+        }[service]
+
+
+def _calling(event: Any) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def handle_echo(event: Any, policy: Policy) -> int:
+    if not policy.permits(_calling(event), "echo"):
+        return STATUS_NOT_AUTHORIZED
+    return STATUS_SUCCESS
+
+
+def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
+    """Write the received bytes as they are (never decoded), then index them."""
+    calling = _calling(event)
+    if not policy.permits(calling, "store"):
+        log.warning("C-STORE from %s refused: not authorised", calling)
+        return STATUS_NOT_AUTHORIZED
+    try:
+        data = event.encoded_dataset(include_meta=True)
+        ds, ts = read_header(data)
+        row = header_row(ds)
+    except HeaderError as exc:
+        log.warning("C-STORE from %s refused: %s", calling, exc)
+        archive.stats["failed"] += 1
+        return STATUS_CANNOT_UNDERSTAND
+    except Exception as exc:  # undecodable header
+        log.warning("C-STORE from %s: cannot read the data set: %s", calling, exc)
+        archive.stats["failed"] += 1
+        return STATUS_CANNOT_UNDERSTAND
+    try:
+        archive.add(row, ts or str(event.context.transfer_syntax), iter([data]), source_ae=calling)
+    except OSError as exc:
+        log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
+        archive.stats["failed"] += 1
+        return STATUS_OUT_OF_RESOURCES
+    return STATUS_SUCCESS
+
+
+def _filters(identifier: Dataset) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for elem in identifier:
+        kw = elem.keyword
+        if not kw or kw in ("QueryRetrieveLevel", "SpecificCharacterSet") or elem.VR == "SQ":
+            continue
+        value = elem.value
+        if value is None:
+            out[kw] = ""
+        elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            out[kw] = "\\".join(str(v) for v in value)
+        else:
+            out[kw] = str(value)
+    return out
+
+
+def _root(event: Any) -> str:
+    return (
+        "PATIENT"
+        if str(event.context.abstract_syntax).startswith(_PATIENT_ROOT_PREFIX)
+        else "STUDY"
+    )
+
+
+def _answer(identifier: Dataset, level: str, match: Mapping[str, Any]) -> Dataset:
+    rsp = Dataset()
+    non_ascii = False
+    for elem in identifier:
+        kw = elem.keyword
+        if not kw or kw in ("SpecificCharacterSet", "QueryRetrieveLevel") or elem.VR == "SQ":
+            continue
+        value = match.get(kw)
+        if value is None or value == "":
+            setattr(rsp, kw, None)
+            continue
+        if kw in _COMPUTED_LISTS:
+            value = str(value).split(",")
+        elif dictionary_VR(kw) in ("IS", "US", "UL") and isinstance(value, int):
+            value = int(value)
+        elif isinstance(value, str) and "\\" in value and dictionary_VR(kw) != "PN":
+            value = value.split("\\")
+        if isinstance(value, str) and not value.isascii():
+            non_ascii = True
+        setattr(rsp, kw, value)
+    rsp.QueryRetrieveLevel = level
+    if non_ascii:
+        rsp.SpecificCharacterSet = "ISO_IR 192"
+    return rsp
+
+
+def handle_find(
+    event: Any, archive: Archive, policy: Policy
+) -> Iterator[tuple[int, Dataset | None]]:
+    calling = _calling(event)
+    if not policy.permits(calling, "find"):
+        yield STATUS_NOT_AUTHORIZED, None
+        return
+    identifier: Dataset = event.identifier
+    level = str(identifier.get("QueryRetrieveLevel", "")).upper()
+    if level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+        yield 0xA900, None  # identifier does not match SOP class
+        return
+    filters = _filters(identifier)
+    root = _root(event)
+    try:
+        matches = archive.index.find(level, filters, root=root)
+        unsupported = [k for k, v in filters.items() if v and not archive.index.supports(k)]
+        pending = STATUS_PENDING_OPTIONAL if unsupported else STATUS_PENDING
+        for match in matches:
+            if event.is_cancelled:
+                yield STATUS_CANCEL, None
+                return
+            yield pending, _answer(identifier, level, match)
+    except Exception:
+        log.exception("C-FIND from %s failed", calling)
+        yield STATUS_FIND_UNABLE, None
+        return
+    yield STATUS_SUCCESS, None
+
+
+def _retrieve_filters(identifier: Dataset) -> dict[str, str]:
+    keys = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    return {k: v for k, v in _filters(identifier).items() if k in keys and v}
+
+
+def storage_contexts(pairs: list[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts to send these (SOP class, transfer syntax) pairs: as stored, or uncompressed."""
+    by_class: dict[str, list[str | bytes | UID]] = {}
+    for sop_class, ts in pairs:
+        syntaxes = by_class.setdefault(sop_class, [])
+        for t in (ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            if t and t not in syntaxes:
+                syntaxes.append(t)
+    contexts = []
+    for sop_class, syntaxes in list(by_class.items())[:128]:
+        cx = PresentationContext()
+        cx.abstract_syntax = sop_class
+        cx.transfer_syntax = syntaxes
+        contexts.append(cx)
+    return contexts
+
+
+def _send(event: Any, archive: Archive, items: list[tuple[str, str, str]]) -> Iterator[Any]:
+    for rel, _, _ in items:
+        if event.is_cancelled:
+            yield STATUS_CANCEL, None
+            return
+        try:
+            ds = dcmread(archive.absolute(rel))
+        except Exception as exc:  # a file gone missing or damaged on disk
+            log.error("cannot read %s for retrieve: %s", rel, exc)
+            yield 0xA702, None  # out of resources: unable to perform sub-operations
+            return
+        yield STATUS_PENDING, ds
+
+
+def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
+    calling = _calling(event)
+    destination = str(
+        event.move_destination.decode()
+        if isinstance(event.move_destination, bytes)
+        else event.move_destination
+    ).strip()
+    if not policy.permits(calling, "move"):
+        log.warning("C-MOVE from %s refused: not authorised", calling)
+        raise PermissionError(f"{calling} may not retrieve")
+    node = policy.node_for(destination)
+    if node is None:
+        log.warning("C-MOVE from %s to unknown destination %r", calling, destination)
+        yield None, None
+        return
+    items = archive.index.paths(_retrieve_filters(event.identifier))
+    contexts = storage_contexts([(c, t) for _, c, t in items])
+    # An empty move still needs one context to associate (and answer 0 sub-operations).
+    yield node.host, node.port, {"contexts": contexts or [build_context(Verification)]}
+    yield len(items)
+    yield from _send(event, archive, items)
+
+
+def handle_get(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
+    calling = _calling(event)
+    if not policy.permits(calling, "get"):
+        log.warning("C-GET from %s refused: not authorised", calling)
+        raise PermissionError(f"{calling} may not retrieve")
+    items = archive.index.paths(_retrieve_filters(event.identifier))
+    yield len(items)
+    yield from _send(event, archive, items)

@@ -1,0 +1,180 @@
+"""LocalPACS: a complete small PACS in background threads.
+
+Verification, Storage (every storage SOP class, any transfer syntax, stored as
+received), and Query/Retrieve FIND, MOVE and GET in the Patient Root and Study
+Root models, over its own :class:`~dicomlab.server.archive.Archive`.
+
+Access control: callers whose AE title is in ``book`` get that node's
+permissions (``allow_store``, ``allow_query``, ``allow_retrieve``); others may
+use only the services in ``allow_unknown`` (default: echo). C-MOVE destinations
+are the book's nodes. ``max_associations`` bounds concurrent associations;
+callers past it are rejected ("local limit exceeded").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.errors import ValidationError
+from dicomlab.server import handlers
+from dicomlab.server.archive import Archive
+from dicomlab.server.lifecycle import ServerThread
+
+__all__ = ["LocalPACS"]
+
+log = logging.getLogger(__name__)
+
+_QR = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+
+def _services(allow: Iterable[str] | str) -> frozenset[str]:
+    if isinstance(allow, str):
+        allow = [allow]
+    services = frozenset(allow)
+    if services & {"*", "all"}:
+        services = frozenset(handlers.SERVICES)
+    bad = services - set(handlers.SERVICES)
+    if bad:
+        raise ValidationError(
+            f"allow_unknown {sorted(bad)!r} not among the services {list(handlers.SERVICES)}"
+        )
+    return services
+
+
+class LocalPACS(ServerThread):
+    """A small PACS serving its own archive under ``root``.
+
+    Parameters
+    ----------
+    root
+        Folder for files and the index (created if needed).
+    ae_title, port, host
+        Our identity; ``port=0`` picks a free port (see :attr:`port`).
+    book
+        Known nodes: their permissions, and C-MOVE destinations.
+    allow_unknown
+        Services callers not in the book may use: any of ``echo``, ``store``,
+        ``find``, ``move``, ``get``, or ``"all"``.
+    max_associations
+        Concurrent associations served; further ones are rejected.
+    fsync
+        fsync each received file before answering success (default on).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        ae_title: str = "DICOMLAB",
+        port: int = 11112,
+        host: str = "127.0.0.1",
+        book: NodeBook | None = None,
+        allow_unknown: Iterable[str] | str = ("echo",),
+        max_associations: int = 16,
+        fsync: bool = True,
+    ) -> None:
+        super().__init__(ae_title, host, port)
+        if not 1 <= max_associations <= 1000:
+            raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
+        self.archive = Archive(root, fsync=fsync)
+        self.book = book
+        self.policy = handlers.Policy(book, _services(allow_unknown))
+        self.max_associations = max_associations
+        self.counters = {"associations": 0, "rejected": 0, "aborted": 0}
+        self._count_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = f"port {self.port}" if self.running else "stopped"
+        return f"LocalPACS({self.ae_title!r}, {state}, root={str(self.archive.root)!r})"
+
+    # -- server wiring -------------------------------------------------------------
+    def _configure(self, ae: AE) -> None:
+        ae.maximum_associations = self.max_associations
+        ae.maximum_pdu_size = 0  # no limit: peers may send large PDUs
+        ae.add_supported_context(Verification)
+        for cx in AllStoragePresentationContexts:
+            # Any transfer syntax, stored as received; SCP role accepted for C-GET.
+            ae.add_supported_context(
+                str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        for uid in _QR:
+            ae.add_supported_context(uid)
+        if self.book is not None and not self.policy.allow_unknown:
+            ae.require_calling_aet = [n.ae_title for n in self.book] or ["\x00NOBODY"]
+
+    def _handlers(self) -> list[Any]:
+        p, a = self.policy, self.archive
+        return [
+            (evt.EVT_C_ECHO, handlers.handle_echo, [p]),
+            (evt.EVT_C_STORE, handlers.handle_store, [a, p]),
+            (evt.EVT_C_FIND, handlers.handle_find, [a, p]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [a, p]),
+            (evt.EVT_C_GET, handlers.handle_get, [a, p]),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+
+    def _on_established(self, event: Any) -> None:
+        with self._count_lock:
+            self.counters["associations"] += 1
+
+    def _on_rejected(self, event: Any) -> None:
+        with self._count_lock:
+            self.counters["rejected"] += 1
+
+    def _on_aborted(self, event: Any) -> None:
+        with self._count_lock:
+            self.counters["aborted"] += 1
+
+    @property
+    def node(self) -> Node:
+        """A :class:`Node` pointing at this LocalPACS (retrieve by C-GET: needs no registration)."""
+        return super().node.replace(name=self.ae_title.lower()[:64] or "local", retrieve="get")
+
+    # -- archive ----------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: stored, duplicates, failed, bytes, associations, rejected, aborted."""
+        return {**self.archive.stats, **self.counters}
+
+    def instances(self) -> pd.DataFrame:
+        """One row per instance held."""
+        return self.archive.instances()
+
+    def studies(self) -> pd.DataFrame:
+        """One row per study held, with counts and modalities."""
+        return self.archive.studies()
+
+    def import_files(self, path: str | os.PathLike[str]) -> pd.DataFrame:
+        """Copy existing DICOM files into the archive; one outcome row per file."""
+        return self.archive.import_files(Path(path))
+
+    def delete_study(self, study_instance_uid: str) -> int:
+        """Delete one study (files and index rows); returns how many instances went."""
+        return self.archive.delete_study(study_instance_uid)
