@@ -68,7 +68,7 @@ def _findscu(local: dl.LocalPACS, tmp: Path, keys: list[str], study_root: bool =
 def test_storescu_into_localpacs_indexes_everything(
     local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
 ) -> None:
-    folder, manifest = synthetic
+    _, manifest = synthetic
     _storescu(local, list(manifest.path))
     held = local.instances()
     assert sorted(held.SOPInstanceUID) == sorted(manifest.SOPInstanceUID)
@@ -251,7 +251,7 @@ def test_orthanc_both_directions(
     local: dl.LocalPACS, book: dl.NodeBook, synthetic: tuple[Path, pd.DataFrame], tmp_path: Path
 ) -> None:
     need_peer("Orthanc")
-    folder, manifest = synthetic
+    _, manifest = synthetic
     half = manifest.StudyInstanceUID.unique()
     to_orthanc, to_local = half[:4], half[4:]
     for path in manifest[manifest.StudyInstanceUID.isin(to_local)].path:
