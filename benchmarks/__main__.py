@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import bench_echo
+from benchmarks import bench_echo, bench_receive
 
 
 def main() -> int:
-    results = [bench_echo.run()]
+    results = [bench_echo.run(), *bench_receive.run()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicomlab.core.header import scan_header
 from dicomlab.server.index import COLUMNS, Index
 
-__all__ = ["Archive", "HeaderError", "is_valid_uid", "safe_component"]
+__all__ = ["Archive", "HeaderError", "file_header", "header_row", "is_valid_uid", "safe_component"]
 
 log = logging.getLogger(__name__)
 
+EXPLICIT_LE_UID = "1.2.840.10008.1.2.1"
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
 _HEADER_KEYWORDS = [k for k, (vr, _) in COLUMNS.items() if vr and k != "TransferSyntaxUID"]
@@ -68,9 +70,18 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value)
 
 
-def header_row(ds: Dataset) -> dict[str, Any]:
-    """Index values of a (header-only) dataset; raises :class:`HeaderError` on bad UIDs."""
-    row = {k: _text(ds, k) for k in _HEADER_KEYWORDS}
+HEADER_KEYWORDS = _HEADER_KEYWORDS
+
+
+def header_row(ds: Dataset | dict[str, str]) -> dict[str, Any]:
+    """Index values of a (header-only) dataset or of already decoded values.
+
+    Raises :class:`HeaderError` when a UID is missing or invalid.
+    """
+    if isinstance(ds, Dataset):
+        row: dict[str, Any] = {k: _text(ds, k) for k in _HEADER_KEYWORDS}
+    else:
+        row = {k: ds.get(k, "") for k in _HEADER_KEYWORDS}
     for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not is_valid_uid(row[key]):
             raise HeaderError(f"{key} {row[key]!r} is missing or not a valid UID")
@@ -85,6 +96,22 @@ def read_header(data: bytes | BytesIO | str | Path) -> tuple[Dataset, str]:
     )
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     return ds, ts
+
+
+def file_header(data: bytes) -> tuple[dict[str, Any], str]:
+    """Index row and transfer syntax of a whole DICOM file (fast path, then pydicom)."""
+    if data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00":
+        # Group length of the file meta tells where the data set starts.
+        meta_len = int.from_bytes(data[140:144], "little")
+        meta_end = 144 + meta_len
+        meta = scan_header(memoryview(data)[132:meta_end], EXPLICIT_LE_UID, ["TransferSyntaxUID"])
+        ts = (meta or {}).get("TransferSyntaxUID", "")
+        if ts:
+            values = scan_header(memoryview(data)[meta_end:], ts, _HEADER_KEYWORDS)
+            if values is not None:
+                return header_row(values), ts
+    ds, ts = read_header(data)
+    return header_row(ds), ts
 
 
 class Archive:
@@ -121,7 +148,7 @@ class Archive:
             raise HeaderError(f"refusing a path outside the archive: {path}")
         return path
 
-    def _write(self, path: Path, chunks: Iterator[bytes]) -> int:
+    def _write(self, path: Path, chunks: Iterable[bytes | memoryview]) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
         size = 0
@@ -143,7 +170,7 @@ class Archive:
         self,
         row: dict[str, Any],
         transfer_syntax: str,
-        chunks: Iterator[bytes],
+        chunks: Iterable[bytes | memoryview],
         source_ae: str = "",
     ) -> str:
         """Write and index one instance. Returns ``"stored"`` or ``"duplicate"``.
@@ -190,8 +217,7 @@ class Archive:
             uid, status, error = "", "failed", ""
             try:
                 data = f.read_bytes()
-                ds, ts = read_header(data)
-                row = header_row(ds)
+                row, ts = file_header(data)
                 uid = row["SOPInstanceUID"]
                 status = self.add(row, ts, iter([data]), source_ae="import")
             except InvalidDicomError as exc:

@@ -19,9 +19,15 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomlab.core.header import (
+    IMPLEMENTATION_UID,
+    IMPLEMENTATION_VERSION,
+    encode_file_meta,
+    scan_header,
+)
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
-from dicomlab.server.archive import Archive, HeaderError, header_row, read_header
+from dicomlab.server.archive import HEADER_KEYWORDS, Archive, HeaderError, header_row, read_header
 
 __all__ = [
     "SERVICES",
@@ -89,10 +95,24 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
     if not policy.permits(calling, "store"):
         log.warning("C-STORE from %s refused: not authorised", calling)
         return STATUS_NOT_AUTHORIZED
+    request = event.request
+    ts = str(event.context.transfer_syntax)
     try:
-        data = event.encoded_dataset(include_meta=True)
-        ds, ts = read_header(data)
-        row = header_row(ds)
+        # The data set exactly as received: a view, not a copy, and never decoded.
+        body = request.DataSet.getbuffer()
+        values = scan_header(body, ts, HEADER_KEYWORDS)
+        if values is None:  # unusual encoding: let pydicom read the header
+            ds, _ = read_header(event.encoded_dataset(include_meta=True))
+            row = header_row(ds)
+        else:
+            row = header_row(values)
+        meta = encode_file_meta(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            ts,
+            IMPLEMENTATION_UID,
+            IMPLEMENTATION_VERSION,
+        )
     except HeaderError as exc:
         log.warning("C-STORE from %s refused: %s", calling, exc)
         archive.stats["failed"] += 1
@@ -102,7 +122,7 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
         archive.stats["failed"] += 1
         return STATUS_CANNOT_UNDERSTAND
     try:
-        archive.add(row, ts or str(event.context.transfer_syntax), iter([data]), source_ae=calling)
+        archive.add(row, ts, (meta, body), source_ae=calling)
     except OSError as exc:
         log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
         archive.stats["failed"] += 1

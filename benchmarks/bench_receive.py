@@ -1,0 +1,63 @@
+"""Receive: dcmtk storescu -> LocalPACS (fsync on/off) vs -> dcmtk storescp vs -> Orthanc.
+
+1,000 CT instances of 512x512 16-bit (DICOMLAB_BENCH_N to change), one association,
+all receivers writing to disk. Throughput in instances/s; ratio = receiver / storescp.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dicomlab as dl
+from benchmarks.common import count, dataset, median_of, storescu
+from dicomlab.testing.peers import Orthanc, StoreSCP
+
+
+def run() -> list[dict[str, Any]]:
+    n = int(os.environ.get("DICOMLAB_BENCH_N", "1000"))
+    data = dataset("ct", n, 512)
+    total = count(data)
+    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
+        work = Path(tmp)
+
+        def into_storescp() -> float:
+            with StoreSCP(work / "scp") as scp:
+                s = storescu(scp.port, data, scp.ae_title)
+            shutil.rmtree(work / "scp")
+            return s
+
+        def into_local(fsync: bool) -> float:
+            root = work / "local"
+            with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=fsync) as lp:
+                s = storescu(lp.port, data, lp.ae_title)
+                assert len(lp.instances()) == total, "LocalPACS lost instances"
+            shutil.rmtree(root)
+            return s
+
+        def into_orthanc() -> float:
+            with Orthanc(work / "orthanc") as o:
+                s = storescu(o.port, data, o.ae_title)
+            shutil.rmtree(work / "orthanc")
+            return s
+
+        scp_s, scp_runs = median_of(into_storescp)
+        on_s, on_runs = median_of(lambda: into_local(True))
+        off_s, off_runs = median_of(lambda: into_local(False))
+        orth_s, orth_runs = median_of(into_orthanc)
+    rate = lambda s: total / s  # noqa: E731
+    base = rate(scp_s)
+    unit = "instances/s (higher is better; ratio = receiver / storescp)"
+    rows = []
+    for name, s, runs in (
+        ("receive: storescu -> LocalPACS fsync on", on_s, on_runs),
+        ("receive: storescu -> LocalPACS fsync off", off_s, off_runs),
+        ("receive: storescu -> Orthanc", orth_s, orth_runs),
+    ):
+        rows.append({"name": name, "unit": unit, "dicomlab": rate(s), "dcmtk": base,
+                     "ratio": rate(s) / base, "runs_s": runs, "storescp_runs_s": scp_runs,
+                     "instances": total})
+    return rows

@@ -1,0 +1,60 @@
+"""Shared pieces of the benchmarks: synthetic sets (cached), timing, peers."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import dicomlab as dl
+from dicomlab.testing.peers import peer_env, require_binary
+
+CACHE = Path(os.environ.get("DICOMLAB_BENCH_DATA", Path(__file__).parent / ".data"))
+REPEATS = int(os.environ.get("DICOMLAB_BENCH_REPEATS", "3"))
+
+
+def dataset(name: str, n_instances: int, image_size: int) -> Path:
+    """A cached folder of ``n_instances`` synthetic CT instances of ``image_size``²."""
+    folder = CACHE / f"{name}-{n_instances}-{image_size}"
+    marker = folder.with_name(folder.name + ".complete")  # outside: storescu +sd scans all
+    if marker.exists():
+        return folder
+    per_series = 100
+    n_studies = max(1, n_instances // per_series)
+    written = 0
+    for ds in dl.synth.generate(
+        n_studies * 2, seed=99, today=date(2026, 1, 1), image_size=image_size,
+        max_series=1, max_instances=per_series, modalities=("CT",),
+    ):
+        if written >= n_instances:
+            break
+        path = folder / f"{written:05d}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        written += 1
+    marker.write_text(str(written))
+    return folder
+
+
+def count(folder: Path) -> int:
+    return sum(1 for _ in folder.glob("*.dcm"))
+
+
+def storescu(port: int, folder: Path, called: str) -> float:
+    """Seconds for dcmtk storescu to send every file in ``folder`` on one association."""
+    exe = require_binary("storescu")
+    t0 = time.perf_counter()
+    subprocess.run(
+        [exe, "-aet", "BENCH", "-aec", called, "+sd", "+r", "127.0.0.1", str(port), str(folder)],
+        check=True, env=peer_env(), capture_output=True,
+    )
+    return time.perf_counter() - t0
+
+
+def median_of(fn: Callable[[], float], repeats: int = REPEATS) -> tuple[float, list[float]]:
+    runs = [fn() for _ in range(repeats)]
+    return statistics.median(runs), runs

@@ -1,0 +1,155 @@
+"""Fast, pure reading of the few header attributes an archive index needs, and file meta.
+
+Receiving an instance should not cost a full pydicom parse. :func:`scan_header`
+walks the encoded data set element by element, keeps the raw values of the
+wanted tags and stops at the first tag past the last wanted one (data sets are
+sorted by tag). It handles explicit and implicit VR little endian; anything it
+cannot walk safely (big endian, deflate, an undefined-length sequence before
+the wanted tags) returns ``None`` and the caller falls back to pydicom.
+
+:func:`encode_file_meta` writes a PS3.10 file meta group (with preamble) directly.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.valuerep import PN_DELIMS
+
+__all__ = ["IMPLEMENTATION_UID", "IMPLEMENTATION_VERSION", "encode_file_meta", "scan_header"]
+
+# dicomlab's implementation class UID (PS3.7 D.3.3.2), under the UUID-derived root 2.25.
+IMPLEMENTATION_UID = "2.25.226918052906498262405914311036853104837"
+IMPLEMENTATION_VERSION = "DICOMLAB_010"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UC", "UT", "PN"}
+_CHARSET_TAG = 0x00080005
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
+    if vr in _TEXT_VRS:
+        delims = PN_DELIMS if vr == "PN" else set()
+        text = decode_bytes(raw, encodings, delims) if not raw.isascii() else raw.decode("ascii")
+    else:
+        text = raw.decode("ascii", "replace")
+    return text.rstrip(" \x00").lstrip(" ") if vr != "UI" else text.rstrip("\x00 ")
+
+
+def scan_header(
+    data: bytes | memoryview, transfer_syntax: str, keywords: Mapping[str, str] | list[str]
+) -> dict[str, str] | None:
+    """Decoded values of ``keywords`` from an encoded data set, or ``None`` to fall back.
+
+    Missing attributes come back as ``""``. Multi-valued values keep their
+    backslashes.
+    """
+    if transfer_syntax in (EXPLICIT_BE, DEFLATED):
+        return None
+    implicit = transfer_syntax == IMPLICIT_LE
+    wanted: dict[int, str] = {}
+    for kw in keywords:
+        tag = tag_for_keyword(kw)
+        if tag is None:
+            raise ValueError(f"unknown DICOM keyword {kw!r}")
+        wanted[tag] = kw
+    wanted[_CHARSET_TAG] = "SpecificCharacterSet"
+    last = max(wanted)
+    raw_values: dict[int, tuple[str, bytes]] = {}
+    buf = memoryview(data)
+    pos, end = 0, len(buf)
+    unpack_tag = struct.Struct("<HH").unpack_from
+    unpack_u32 = struct.Struct("<I").unpack_from
+    unpack_u16 = struct.Struct("<H").unpack_from
+    try:
+        while pos + 8 <= end:
+            group, elem = unpack_tag(buf, pos)
+            tag = (group << 16) | elem
+            if tag > last:
+                break
+            if implicit:
+                length = unpack_u32(buf, pos + 4)[0]
+                vr = dictionary_VR(tag) if tag in wanted else ""
+                pos += 8
+            else:
+                vr_bytes = bytes(buf[pos + 4 : pos + 6])
+                if vr_bytes in _LONG_VRS:
+                    length = unpack_u32(buf, pos + 8)[0]
+                    pos += 12
+                else:
+                    length = unpack_u16(buf, pos + 6)[0]
+                    pos += 8
+                vr = vr_bytes.decode("ascii", "replace")
+            if length == _UNDEFINED:
+                return None  # an undefined-length item before our tags: let pydicom walk it
+            if pos + length > end:
+                return None  # truncated
+            if tag in wanted:
+                raw_values[tag] = (vr, bytes(buf[pos : pos + length]))
+            pos += length
+    except struct.error:
+        return None
+    charset_raw = raw_values.get(_CHARSET_TAG, ("CS", b""))[1].decode("ascii", "replace")
+    terms = [t.strip() for t in charset_raw.split("\\")] if charset_raw.strip() else None
+    encodings = convert_encodings(terms)
+    out: dict[str, str] = {}
+    for tag, kw in wanted.items():
+        if tag in raw_values:
+            vr, raw = raw_values[tag]
+            out[kw] = _decode(raw, vr, encodings)
+        else:
+            out[kw] = ""
+    return out
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr in (b"UI", b"OB") else b" "
+    group, elem = tag >> 16, tag & 0xFFFF
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def encode_file_meta(
+    sop_class: str,
+    sop_instance: str,
+    transfer_syntax: str,
+    implementation_uid: str,
+    implementation_version: str = "",
+) -> bytes:
+    """Preamble, ``DICM`` and the group 0002 elements, explicit VR little endian."""
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\x00\x01"),
+            _element(0x00020002, b"UI", sop_class.encode("ascii")),
+            _element(0x00020003, b"UI", sop_instance.encode("ascii")),
+            _element(0x00020010, b"UI", transfer_syntax.encode("ascii")),
+            _element(0x00020012, b"UI", implementation_uid.encode("ascii")),
+            _element(0x00020013, b"SH", implementation_version.encode("ascii"))
+            if implementation_version
+            else b"",
+        )
+    )
+    length = _element(0x00020000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + length + body
