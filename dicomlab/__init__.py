@@ -13,6 +13,7 @@ import logging as _logging
 from dicomlab import synth
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
+from dicomlab.core.query import Query
 from dicomlab.core.status import decode_status
 from dicomlab.errors import (
     AssociationAborted,
@@ -32,6 +33,7 @@ from dicomlab.errors import (
     ValidationError,
 )
 from dicomlab.net.echo import EchoResult, echo
+from dicomlab.net.find import find, find_many, reconcile
 from dicomlab.server.localpacs import LocalPACS
 
 __version__ = "0.1.0"
@@ -55,13 +57,17 @@ __all__ = [
     "NodeBook",
     "NodeBookConflict",
     "NodeBookError",
+    "Query",
     "ResolveError",
     "TLSError",
     "ValidationError",
     "__version__",
     "decode_status",
     "echo",
+    "find",
+    "find_many",
     "home",
+    "reconcile",
     "synth",
 ]
 

@@ -1,0 +1,209 @@
+"""C-FIND responses to typed DataFrames (pure).
+
+Each response identifier is turned into a row of plain Python values as it
+arrives (:meth:`ResultBuilder.add`), so no list of pydicom Datasets is kept;
+:meth:`ResultBuilder.frame` converts the columns once, by VR:
+
+=============  ==============================================================
+VR             dtype
+=============  ==============================================================
+DA             ``datetime64[ns]`` (NaT when empty or invalid)
+TM             ``timedelta64[ns]`` since midnight
+DT             ``datetime64[ns, UTC]`` when any value carries an offset, else naive
+IS, US, UL...  ``Int64`` (nullable integers)
+DS, FL, FD     ``Float64``
+everything     ``string``; multi-valued attributes are joined with a backslash
+else           (``"CT\\MR"``), as on the wire
+=============  ==============================================================
+
+Text is decoded with the response's Specific Character Set. A value that does
+not decode is replaced (U+FFFD) and flagged in ``df.attrs["undecodable"]``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from datetime import timedelta, timezone
+from typing import Any
+
+import pandas as pd
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.valuerep import PN_DELIMS
+
+__all__ = ["ResultBuilder", "dtype_for"]
+
+_INT_VRS = {"IS", "US", "UL", "SS", "SL", "UV", "SV"}
+_FLOAT_VRS = {"DS", "FL", "FD"}
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UC", "UT", "PN"}
+_TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
+_DT_RE = re.compile(
+    r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?$"
+)
+
+
+def dtype_for(keyword: str) -> str:
+    """The pandas dtype of a result column."""
+    vr = dictionary_VR(keyword)
+    if vr == "DA":
+        return "datetime64[ns]"
+    if vr == "TM":
+        return "timedelta64[ns]"
+    if vr == "DT":
+        return "datetime64[ns]"
+    if vr in _INT_VRS:
+        return "Int64"
+    if vr in _FLOAT_VRS:
+        return "Float64"
+    return "string"
+
+
+def _decode(raw: bytes, vr: str, encodings: list[str]) -> tuple[str, bool]:
+    """Decode text strictly; on failure give a best guess and report it (``ok=False``)."""
+    if raw.isascii():
+        return raw.decode("ascii"), True
+    if encodings == ["iso8859"]:
+        # No Specific Character Set: the default repertoire is ASCII, so these
+        # bytes break the standard. UTF-8 is the likeliest intent.
+        return raw.decode("utf-8", "replace"), False
+    if len(encodings) == 1:
+        try:
+            return raw.decode(encodings[0]), True
+        except (UnicodeDecodeError, LookupError):
+            return raw.decode("utf-8", "replace"), False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return decode_bytes(raw, encodings, PN_DELIMS if vr == "PN" else set()), True
+        except (UserWarning, ValueError, LookupError):
+            return raw.decode("utf-8", "replace"), False
+
+
+def _raw_text(ds: Dataset, tag: int, vr: str, encodings: list[str]) -> tuple[str | None, bool]:
+    """The text of an element from its raw bytes where possible (no lossy pydicom decode)."""
+    if tag not in ds:
+        return None, True
+    raw_elem = ds.get_item(tag)
+    value = getattr(raw_elem, "value", None)
+    if isinstance(value, bytes):
+        text, ok = (
+            _decode(value, vr, encodings)
+            if vr in _TEXT_VRS
+            else (value.decode("ascii", "replace"), True)
+        )
+        text = text.rstrip(" \x00") if vr != "UI" else text.rstrip("\x00 ")
+        return text.lstrip(" ") if vr not in ("LT", "ST", "UT") else text, ok
+    elem = ds[tag]
+    if elem.value is None or elem.value == "":
+        return "", True
+    if elem.VM > 1:
+        return "\\".join(str(v) for v in elem.value), True
+    return str(elem.value), True
+
+
+class ResultBuilder:
+    """Accumulates C-FIND responses as columns of plain values."""
+
+    def __init__(self, keys: Sequence[str], extra: Sequence[str] = ()) -> None:
+        self.keys = list(keys)
+        self.extra = list(extra)
+        self._tags = [
+            (kw, int(tag_for_keyword(kw) or 0), str(dictionary_VR(kw))) for kw in self.keys
+        ]
+        self._cols: dict[str, list[Any]] = {kw: [] for kw in [*self.keys, *self.extra]}
+        self.undecodable: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._cols[self.keys[0]]) if self.keys else 0
+
+    def add(self, identifier: Dataset, **extra: Any) -> None:
+        """Add one response identifier (consumed at once: the Dataset can be dropped)."""
+        charset = identifier.get("SpecificCharacterSet")
+        terms: Any = list(charset) if charset and not isinstance(charset, str) else charset
+        encodings = convert_encodings(terms or None)
+        row = len(self)
+        for kw, tag, vr in self._tags:
+            text, ok = _raw_text(identifier, tag, vr, encodings)
+            if not ok:
+                self.undecodable.append((row, kw))
+            self._cols[kw].append(text)
+        for kw in self.extra:
+            self._cols[kw].append(extra.get(kw))
+
+    def frame(self, extra_dtypes: dict[str, str] | None = None) -> pd.DataFrame:
+        """The typed DataFrame (same columns and dtypes when empty)."""
+        data: dict[str, pd.Series] = {}
+        for kw in self.keys:
+            data[kw] = _convert(self._cols[kw], str(dictionary_VR(kw)))
+        for kw in self.extra:
+            data[kw] = pd.Series(self._cols[kw], dtype=(extra_dtypes or {}).get(kw, "object"))
+        df = pd.DataFrame(data, columns=[*self.keys, *self.extra])
+        df.attrs["undecodable"] = list(self.undecodable)
+        return df
+
+
+def _convert(values: list[str | None], vr: str) -> pd.Series:
+    if vr == "DA":
+        return pd.to_datetime(pd.Series(values, dtype="object"), format="%Y%m%d", errors="coerce")
+    if vr == "TM":
+        return pd.Series([_tm(v) for v in values], dtype="timedelta64[ns]")
+    if vr == "DT":
+        parsed = [_dt(v) for v in values]
+        if any(p is not None and p.tzinfo is not None for p in parsed):
+            return pd.to_datetime(pd.Series(parsed, dtype="object"), utc=True)
+        return pd.Series(pd.to_datetime(pd.Series(parsed, dtype="object")), dtype="datetime64[ns]")
+    if vr in _INT_VRS:
+        return pd.to_numeric(
+            pd.Series([_first(v) for v in values], dtype="object"), errors="coerce"
+        ).astype("Int64")
+    if vr in _FLOAT_VRS:
+        return pd.to_numeric(
+            pd.Series([_first(v) for v in values], dtype="object"), errors="coerce"
+        ).astype("Float64")
+    return pd.Series([v if v is not None else pd.NA for v in values], dtype="string")
+
+
+def _first(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    return value.split("\\")[0].strip()
+
+
+def _tm(value: str | None) -> Any:
+    if not value:
+        return pd.NaT
+    m = _TM_RE.match(value.strip().replace(":", ""))
+    if not m:
+        return pd.NaT
+    h, mi, s, frac = m.groups()
+    micro = int((frac or "0").ljust(6, "0"))
+    return pd.Timedelta(hours=int(h), minutes=int(mi or 0), seconds=int(s or 0), microseconds=micro)
+
+
+def _dt(value: str | None) -> pd.Timestamp | None:
+    if not value:
+        return None
+    m = _DT_RE.match(value.strip())
+    if not m:
+        return None
+    y, mo, d, h, mi, s, frac, off = m.groups()
+    try:
+        ts = pd.Timestamp(
+            year=int(y),
+            month=int(mo or 1),
+            day=int(d or 1),
+            hour=int(h or 0),
+            minute=int(mi or 0),
+            second=int(s or 0),
+            microsecond=int((frac or "0").ljust(6, "0")),
+        )
+    except ValueError:
+        return None
+    if off:
+        sign = 1 if off[0] == "+" else -1
+        minutes = sign * (int(off[1:3]) * 60 + int(off[3:5]))
+        ts = ts.tz_localize(timezone(timedelta(minutes=minutes)))
+    return ts

@@ -1,0 +1,349 @@
+"""C-FIND as a client: ``find`` and ``find_many`` returning typed DataFrames."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import ExitStack
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.core.query import Query, to_identifier
+from dicomlab.core.results import ResultBuilder
+from dicomlab.core.status import decode_status
+from dicomlab.errors import DicomlabError, NoAcceptedContext, ValidationError
+from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+
+__all__ = ["find", "find_many", "reconcile"]
+
+log = logging.getLogger(__name__)
+
+_MODELS = {
+    "study": StudyRootQueryRetrieveInformationModelFind,
+    "patient": PatientRootQueryRetrieveInformationModelFind,
+}
+
+
+def _model_order(node: Node, query: Query) -> list[str]:
+    """Models to try, preferred first: the query's, else Study Root (Patient Root for patients)."""
+    if query.level == "patient":
+        return ["patient"]
+    first = query.model or "study"
+    return [first, "patient" if first == "study" else "study"]
+
+
+def _pick_model(assoc: Association, order: list[str], node: Node) -> Any:
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    for name in order:
+        if str(_MODELS[name]) in accepted:
+            return _MODELS[name]
+    raise NoAcceptedContext(
+        f"{node.address} accepted neither Query/Retrieve model "
+        f"({', '.join(order)} root) for C-FIND",
+        node=node,
+        hint="the peer does not let us query it: check its configuration for our AE title",
+    )
+
+
+class _Outcome:
+    """What one C-FIND ended with."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.error: str | None = None
+        self.n = 0
+
+
+def _run_find(
+    assoc: Association,
+    model: Any,
+    identifier: Any,
+    builder: ResultBuilder,
+    node: Node,
+    **extra: Any,
+) -> _Outcome:
+    """Send one C-FIND on an open association, streaming matches into ``builder``."""
+    out = _Outcome()
+    for status, rsp in assoc.send_c_find(identifier, model):
+        if "Status" not in status:
+            out.error = (
+                f"no C-FIND response from {node.address} within {node.timeout:g} s"
+                if assoc.is_established
+                else f"{node.address} aborted the association during C-FIND"
+            )
+            break
+        code = int(status.Status)
+        info = decode_status(code)
+        if info.category == "pending":
+            if rsp is not None:
+                builder.add(rsp, **extra)
+                out.n += 1
+            continue
+        out.status = code
+        if info.category != "success":
+            out.error = f"C-FIND ended with {info}"
+        break
+    return out
+
+
+def find(
+    node: Node | str,
+    query: Query,
+    *,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    today: date | None = None,
+) -> pd.DataFrame:
+    """Query ``node`` and return one typed row per match.
+
+    A filter holding several values (a list or a DataFrame column) fans out into
+    one query per value (see :func:`find_many`).
+
+    ``df.attrs``: ``node`` (name), ``query`` (description), ``status`` (final
+    DIMSE status or None), ``complete`` (False when the peer stopped early,
+    failed or the association broke: the rows are then partial), ``elapsed_s``,
+    ``error`` and ``undecodable`` ((row, keyword) pairs whose text did not decode).
+
+    Raises
+    ------
+    ValidationError
+        A bad query (before anything is sent).
+    NetworkError
+        No association (refused, rejected...): nothing was queried.
+    KeyboardInterrupt
+        Propagated after aborting the association; nothing half-built is returned.
+    """
+    if not isinstance(query, Query):
+        raise ValidationError(f"expected a dl.Query, got {query!r}")
+    many = query.fan_out()
+    if many is not None:
+        keyword, values = many
+        base = Query(
+            query.level,
+            tuple((k, v) for k, v in query.filters if k != keyword),
+            query.return_keys,
+            query.date,
+            query.model,
+        )
+        return find_many(
+            node,
+            base,
+            progress=False,
+            calling_ae=calling_ae,
+            book=book,
+            today=today,
+            **{keyword: values},
+        )
+    target = resolve_node(node, book)
+    ours = calling_ae_title(calling_ae, book)
+    identifier = to_identifier(query, today=today, charset=target.charset)
+    builder = ResultBuilder(query.keys)
+    order = _model_order(target, query)
+    t0 = time.perf_counter()
+    with open_association(target, [_MODELS[m] for m in order], calling_ae=ours) as opened:
+        model = _pick_model(opened.assoc, order, target)
+        outcome = _run_find(opened.assoc, model, identifier, builder, target)
+        if outcome.error and opened.assoc.is_established:
+            opened.assoc.abort()  # never reuse an association after a broken operation
+    df = builder.frame()
+    _finish(df, target, query.describe(), outcome.status, outcome.error, time.perf_counter() - t0)
+    return df
+
+
+def _finish(
+    df: pd.DataFrame, node: Node, what: str, status: int | None, error: str | None, elapsed: float
+) -> None:
+    complete = status == 0x0000 and error is None
+    df.attrs.update(
+        node=node.name, query=what, status=status, complete=complete, elapsed_s=elapsed, error=error
+    )
+    if not complete:
+        log.warning("C-FIND %s on %s incomplete: %s", what, node.address, error or status)
+
+
+def find_many(
+    node: Node | str,
+    base: Query,
+    *,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    today: date | None = None,
+    **values: Iterable[Any],
+) -> pd.DataFrame:
+    """Run ``base`` once per value of one keyword, over at most ``max_connections`` associations.
+
+    >>> # dl.find_many(pacs, dl.Query.studies(), AccessionNumber=accessions)  # doctest: +SKIP
+
+    Returns one DataFrame with a ``query_value`` column. ``df.attrs`` holds
+    ``complete`` (every value answered with Success), ``failed`` (values whose
+    query failed, with the error), and what :func:`reconcile` summarises:
+    values that matched nothing or several rows.
+    """
+    if len(values) != 1:
+        raise ValidationError(f"find_many takes exactly one keyword of values, got {list(values)}")
+    ((keyword, raw),) = values.items()
+    items = list(dict.fromkeys(str(v) for v in raw if v is not None and str(v) != ""))
+    probe = base.with_filters(**{keyword: items[0] if items else ""})  # validates the keyword
+    target = resolve_node(node, book)
+    ours = calling_ae_title(calling_ae, book)
+    builder = ResultBuilder(probe.keys, extra=["query_value"])
+    lock = threading.Lock()
+    failed: dict[str, str] = {}
+    statuses: dict[str, int | None] = {}
+    work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    for item in items:
+        work.put(item)
+    n_workers = max(1, min(target.max_connections, len(items)))
+    for _ in range(n_workers):
+        work.put(None)
+    bar = _progress(len(items), f"C-FIND {target.name}", progress)
+    order = _model_order(target, probe)
+    stop = threading.Event()
+
+    def worker() -> None:
+        # One association per worker, reused for value after value; after any
+        # failure it is aborted (never reused) and the next value opens a new one.
+        stack: ExitStack | None = None
+        assoc: Association | None = None
+        model: Any = None
+        try:
+            while not stop.is_set():
+                value = work.get()
+                if value is None:
+                    return
+                error: str | None = None
+                status: int | None = None
+                local = ResultBuilder(probe.keys, extra=["query_value"])
+                try:
+                    if assoc is None:
+                        stack = ExitStack()
+                        op = stack.enter_context(
+                            open_association(target, [_MODELS[m] for m in order], calling_ae=ours)
+                        )
+                        assoc, model = op.assoc, _pick_model(op.assoc, order, target)
+                    identifier = to_identifier(
+                        base.with_filters(**{keyword: value}), today=today, charset=target.charset
+                    )
+                    outcome = _run_find(assoc, model, identifier, local, target, query_value=value)
+                    status, error = outcome.status, outcome.error
+                except DicomlabError as exc:
+                    error = str(exc)
+                if error is not None and stack is not None:
+                    if assoc is not None:
+                        assoc.abort()
+                    stack.close()
+                    stack, assoc = None, None
+                _merge(builder, local, lock)
+                with lock:
+                    statuses[value] = status
+                    if error is not None:
+                        failed[value] = error
+                bar.update(1)
+        finally:
+            if stack is not None:
+                stack.close()
+
+    t0 = time.perf_counter()
+    threads = [
+        threading.Thread(target=worker, name=f"dicomlab-find-{i}", daemon=True)
+        for i in range(n_workers)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.1)
+    except BaseException:
+        stop.set()
+        for t in threads:
+            t.join(target.timeout + 5)
+        raise
+    finally:
+        bar.close()
+    df = builder.frame(extra_dtypes={"query_value": "string"})
+    elapsed = time.perf_counter() - t0
+    df.attrs.update(
+        node=target.name,
+        query=f"{base.describe()} x {len(items)} {keyword}",
+        elapsed_s=elapsed,
+        status=0 if not failed else None,
+        complete=not failed,
+        failed=dict(failed),
+        error=None if not failed else f"{len(failed)} of {len(items)} queries failed",
+        requested=items,
+        keyword=keyword,
+    )
+    if failed:
+        log.warning(
+            "find_many on %s: %d of %d queries failed", target.address, len(failed), len(items)
+        )
+    return df
+
+
+def _merge(into: ResultBuilder, part: ResultBuilder, lock: threading.Lock) -> None:
+    with lock:
+        offset = len(into)
+        for kw, column in part._cols.items():
+            into._cols[kw].extend(column)
+        into.undecodable.extend((offset + r, kw) for r, kw in part.undecodable)
+
+
+def reconcile(df: pd.DataFrame) -> pd.DataFrame:
+    """Per requested value of a :func:`find_many` result: how many rows matched, and status.
+
+    Columns: ``query_value``, ``n_matches``, ``outcome`` (``matched``, ``none``,
+    ``several``, ``failed``), ``error``.
+    """
+    requested = df.attrs.get("requested")
+    if requested is None:
+        raise ValidationError("reconcile() needs a DataFrame returned by find_many")
+    counts = df["query_value"].value_counts()
+    failed = df.attrs.get("failed", {})
+    rows = []
+    for value in requested:
+        n = int(counts.get(value, 0))
+        if value in failed:
+            outcome = "failed"
+        elif n == 0:
+            outcome = "none"
+        elif n == 1:
+            outcome = "matched"
+        else:
+            outcome = "several"
+        rows.append(
+            {"query_value": value, "n_matches": n, "outcome": outcome, "error": failed.get(value)}
+        )
+    out = pd.DataFrame(rows, columns=["query_value", "n_matches", "outcome", "error"])
+    return out.astype(
+        {"query_value": "string", "n_matches": "int64", "outcome": "string", "error": "string"}
+    )
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    return tqdm(total=total, desc=desc, unit="query")
