@@ -371,6 +371,8 @@ def to_identifier(
     """
     today = today or date.today()
     ds = Dataset()
+    if charset is None and any(isinstance(v, str) and not v.isascii() for _, v in query.filters):
+        charset = "ISO_IR 192"  # non-ASCII filter values are sent in UTF-8
     if charset:
         ds.SpecificCharacterSet = charset
     ds.QueryRetrieveLevel = _DICOM_LEVEL[query.level]

@@ -23,6 +23,7 @@ from dicomlab.errors import (
     TLSError,
 )
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.transport import quiesce
 
 __all__ = ["EchoResult", "echo"]
 
@@ -115,6 +116,7 @@ def echo(
     t0 = time.perf_counter()
     try:
         with open_association(target, [Verification], calling_ae=ours) as opened:
+            quiesce(opened.assoc)
             rsp = opened.assoc.send_c_echo()
             latency = time.perf_counter() - t0
             if "Status" not in rsp:

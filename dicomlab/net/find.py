@@ -25,6 +25,7 @@ from dicomlab.core.results import ResultBuilder
 from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, NoAcceptedContext, ValidationError
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.transport import quiesce
 
 __all__ = ["find", "find_many", "reconcile"]
 
@@ -76,6 +77,7 @@ def _run_find(
 ) -> _Outcome:
     """Send one C-FIND on an open association, streaming matches into ``builder``."""
     out = _Outcome()
+    quiesce(assoc)
     for status, rsp in assoc.send_c_find(identifier, model):
         if "Status" not in status:
             out.error = (
@@ -92,8 +94,13 @@ def _run_find(
                 out.n += 1
             continue
         out.status = code
-        if info.category != "success":
-            out.error = f"C-FIND ended with {info}"
+        if info.category == "cancel":
+            out.error = (
+                f"the peer stopped after {out.n} matches with {info} "
+                "(often a result cap, such as Orthanc's LimitFindResults): the result is partial"
+            )
+        elif info.category != "success":
+            out.error = f"C-FIND ended with {info} after {out.n} matches"
         break
     return out
 

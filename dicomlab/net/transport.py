@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -19,7 +20,7 @@ from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocke
 
 from dicomlab.core.nodes import TLS
 
-__all__ = ["ClientAE", "client_ssl_context", "connect_error_of", "set_nodelay"]
+__all__ = ["ClientAE", "client_ssl_context", "connect_error_of", "quiesce", "set_nodelay"]
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -111,3 +112,29 @@ def client_ssl_context(tls: TLS) -> ssl.SSLContext:
     if tls.cert and tls.key:
         ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
     return ctx
+
+
+def quiesce(assoc: Association, settle_s: float = 0.003) -> None:
+    """Make sure the association's reactor thread is really paused before we send.
+
+    pynetdicom pauses its reactor before each request by clearing a checkpoint
+    and waiting for ``_is_paused``; but the reactor sets ``_is_paused`` just
+    before a ``wait()`` that may return at once, so the flag can be stale and
+    the reactor may then take our response off the queue ("Received unexpected
+    C-FIND service message": the response is lost, pynetdicom issue #875).
+    Here the checkpoint is cleared first and the flag must hold for
+    ``settle_s`` (longer than one reactor loop), so the reactor is blocked
+    before the request goes out. pynetdicom's own pause then finds it paused.
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not assoc.is_established:  # pragma: no cover - other versions
+        return
+    checkpoint.clear()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if getattr(assoc, "_is_paused", False):
+            time.sleep(settle_s)
+            if getattr(assoc, "_is_paused", False):
+                return
+        else:
+            time.sleep(0.0001)

@@ -234,11 +234,14 @@ class DcmQRSCP(Peer):
             f"NetworkTCPPort = {self.port}\nMaxPDUSize = 65536\nMaxAssociations = 16\n"
             f"HostTable BEGIN\n{hosts}\nHostTable END\n"
             "VendorTable BEGIN\nVendorTable END\n"
-            f"AETable BEGIN\n{self.ae_title} {self.db} RW (10000, 1024mb) ANY\nAETable END\n"
+            f"AETable BEGIN\n{self.ae_title} {self.db} RW (500, 1024mb) ANY\nAETable END\n"
         )
+        # -Cr +U8: always answer in UTF-8 (dcmtk 3.6.7 crashes converting non-ASCII
+        # names to the default ASCII repertoire a query without charset asks for).
         return [
             require_binary("dcmqrscp"),
-            "--single-process",
+            "-Cr",
+            "+U8",
             "-c",
             str(self.config),
             str(self.port),
