@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dicomlab import __version__
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
-from dicomlab.errors import DicomlabError
+from dicomlab.errors import DicomlabError, ValidationError
 
 __all__ = ["main"]
 
@@ -31,6 +31,29 @@ def _cmd_echo(args: argparse.Namespace) -> int:
     result = echo(target, calling_ae=args.calling_ae, book=book)
     _out(str(result))
     return 0 if result.ok else 2
+
+
+def _cmd_find(args: argparse.Namespace) -> int:
+    from dicomlab.core.query import Query
+    from dicomlab.net.find import find
+
+    filters: dict[str, str] = {}
+    for item in args.filters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValidationError(f"filter {item!r} is not KEYWORD=VALUE")
+        filters[key] = value
+    query = Query(args.level, tuple(filters.items()), (), args.date)
+    df = find(args.node, query, calling_ae=args.calling_ae)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    if args.parquet:
+        df.to_parquet(args.parquet, index=False)
+    if not args.csv and not args.parquet:
+        _out(df.to_string(max_rows=args.max_rows, max_colwidth=40))
+    state = "complete" if df.attrs["complete"] else f"INCOMPLETE: {df.attrs['error']}"
+    _out(f"{len(df)} matches in {df.attrs['elapsed_s']:.2f} s ({state})")
+    return 0 if df.attrs["complete"] else 3
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -126,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--timeout", type=float, help="seconds (default: the node's)")
     e.set_defaults(func=_cmd_echo)
 
+    f = sub.add_parser("find", help="C-FIND: query a node, print or save a table")
+    f.add_argument("node", help="a node name from the node book, or AE@HOST:PORT")
+    f.add_argument("filters", nargs="*", help="KEYWORD=VALUE filters (wildcards, ranges A-B)")
+    f.add_argument("--level", choices=["patient", "study", "series", "image"], default="study")
+    f.add_argument("--date", help="today, yesterday, last7days, lastNdays, all, or YYYYMMDD")
+    f.add_argument("--calling-ae", help="our AE title (default: the node book's)")
+    f.add_argument("--csv", help="write the result as CSV")
+    f.add_argument("--parquet", help="write the result as Parquet")
+    f.add_argument("--max-rows", type=int, default=50)
+    f.set_defaults(func=_cmd_find)
+
     d = sub.add_parser("demo", help="run the demo")
     d.add_argument("--out", default="demo-output", help="folder for the demo's files")
     d.add_argument("--studies", type=int, default=20)
@@ -172,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # KEYWORD=VALUE filters may follow options: dicomlab find N --date today PatientName=X*
+        if args.command == "find" and all("=" in e and not e.startswith("-") for e in extra):
+            args.filters = [*args.filters, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -61,3 +61,31 @@ def test_console_script_demo(tmp_path: Path) -> None:
     assert "answered C-ECHO: Success" in proc.stdout
     assert "refused" in proc.stdout
     assert len(list((out / "studies").rglob("*.dcm"))) >= 6
+
+
+def test_find_writes_parquet_and_quotes_bad_keywords(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime
+
+    import pandas as pd
+
+    dl.synth.write_studies(tmp_path / "s", n_studies=6, seed=3, today=datetime.date.today())
+    with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as lp:
+        lp.import_files(tmp_path / "s")
+        out = tmp_path / "week.parquet"
+        argv = [
+            "find",
+            lp.node.address,
+            "--date",
+            "last7days",
+            "PatientName=*",
+            "--parquet",
+            str(out),
+        ]
+        assert main(argv) == 0
+        week = pd.read_parquet(out)
+        expected = dl.find(lp.node, dl.Query.studies(date="last7days"), calling_ae="T")
+        assert set(week.StudyInstanceUID) == set(expected.StudyInstanceUID) and len(week) > 0
+        assert main(["find", lp.node.address, "Bogus=1"]) == 1
+        assert "'Bogus'" in capsys.readouterr().err
