@@ -7,12 +7,20 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from benchmarks import bench_echo, bench_receive
+from benchmarks import bench_echo, bench_query, bench_receive
 
 
 def main() -> int:
-    results = [bench_echo.run(), *bench_receive.run()]
+    only = set(sys.argv[1:])
+    results: list[dict[str, Any]] = []
+    if not only or "echo" in only:
+        results.append(bench_echo.run())
+    if not only or "receive" in only:
+        results.extend(bench_receive.run())
+    if not only or "query" in only:
+        results.append(bench_query.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -57,7 +57,16 @@ def run() -> list[dict[str, Any]]:
         ("receive: storescu -> LocalPACS fsync off", off_s, off_runs),
         ("receive: storescu -> Orthanc", orth_s, orth_runs),
     ):
-        rows.append({"name": name, "unit": unit, "dicomlab": rate(s), "dcmtk": base,
-                     "ratio": rate(s) / base, "runs_s": runs, "storescp_runs_s": scp_runs,
-                     "instances": total})
+        rows.append(
+            {
+                "name": name,
+                "unit": unit,
+                "dicomlab": rate(s),
+                "dcmtk": base,
+                "ratio": rate(s) / base,
+                "runs_s": runs,
+                "storescp_runs_s": scp_runs,
+                "instances": total,
+            }
+        )
     return rows

@@ -27,8 +27,13 @@ def dataset(name: str, n_instances: int, image_size: int) -> Path:
     n_studies = max(1, n_instances // per_series)
     written = 0
     for ds in dl.synth.generate(
-        n_studies * 2, seed=99, today=date(2026, 1, 1), image_size=image_size,
-        max_series=1, max_instances=per_series, modalities=("CT",),
+        n_studies * 2,
+        seed=99,
+        today=date(2026, 1, 1),
+        image_size=image_size,
+        max_series=1,
+        max_instances=per_series,
+        modalities=("CT",),
     ):
         if written >= n_instances:
             break
@@ -50,7 +55,9 @@ def storescu(port: int, folder: Path, called: str) -> float:
     t0 = time.perf_counter()
     subprocess.run(
         [exe, "-aet", "BENCH", "-aec", called, "+sd", "+r", "127.0.0.1", str(port), str(folder)],
-        check=True, env=peer_env(), capture_output=True,
+        check=True,
+        env=peer_env(),
+        capture_output=True,
     )
     return time.perf_counter() - t0
 

@@ -1,0 +1,98 @@
+"""Query: a study-level C-FIND returning 5,000 matches from Orthanc.
+
+``dl.find`` to a typed DataFrame versus dcmtk ``findscu`` writing every response
+to a file (``-X``), same Orthanc, same query. Ratio = dicomlab time / findscu
+time (target: <= 1.5).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dicomlab as dl
+from benchmarks.common import CACHE, median_of
+from dicomlab.testing.peers import Orthanc, peer_env, require_binary
+
+
+def _studies(n: int) -> Path:
+    folder = CACHE / f"studies-{n}"
+    marker = folder.with_name(folder.name + ".complete")
+    if not marker.exists():
+        dl.synth.write_studies(
+            folder,
+            n_studies=n,
+            seed=5,
+            today=date(2026, 1, 1),
+            image_size=8,
+            max_series=1,
+            max_instances=1,
+        )
+        marker.write_text(str(n))
+    return folder
+
+
+def run() -> dict[str, Any]:
+    n = int(os.environ.get("DICOMLAB_BENCH_STUDIES", "5000"))
+    folder = _studies(n)
+    files = sorted(folder.rglob("*.dcm"))
+    with tempfile.TemporaryDirectory() as tmp, Orthanc(Path(tmp) / "o") as orthanc:
+        orthanc.upload(files)
+        node = orthanc.node.replace(timeout=120)
+        query = dl.Query.studies()
+
+        def ours() -> float:
+            t0 = time.perf_counter()
+            df = dl.find(node, query, calling_ae="BENCH")
+            s = time.perf_counter() - t0
+            assert len(df) == n and df.attrs["complete"], (len(df), df.attrs)
+            return s
+
+        def findscu() -> float:
+            out = Path(tmp) / "rsp"
+            out.mkdir(exist_ok=True)
+            keys = [a for k in query.keys for a in ("-k", k)]
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    require_binary("findscu"),
+                    "-S",
+                    "-X",
+                    "-od",
+                    str(out),
+                    "-aet",
+                    "BENCH",
+                    "-aec",
+                    orthanc.ae_title,
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    *keys,
+                    "127.0.0.1",
+                    str(orthanc.port),
+                ],
+                check=True,
+                env=peer_env(),
+                capture_output=True,
+            )
+            s = time.perf_counter() - t0
+            assert sum(1 for _ in out.iterdir()) == n
+            shutil.rmtree(out)
+            return s
+
+        mine, mine_runs = median_of(ours)
+        theirs, their_runs = median_of(findscu)
+    return {
+        "name": f"query: {n}-match study C-FIND from Orthanc",
+        "unit": "seconds (lower is better; ratio = dicomlab / findscu, target <= 1.5)",
+        "dicomlab": mine,
+        "dcmtk": theirs,
+        "ratio": mine / theirs,
+        "runs_dicomlab_s": mine_runs,
+        "runs_dcmtk_s": their_runs,
+    }
