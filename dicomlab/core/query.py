@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
 _DATE_KEY: dict[Level, str] = {"study": "StudyDate", "series": "SeriesDate", "image": "ContentDate"}
 # Unique keys of each level: a query may not filter on those of a lower level.
 _UNIQUE = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "image": "SOPInstanceUID"}
+_CONSTRUCTOR = {"patient": "patients", "study": "studies", "series": "series", "image": "instances"}
 _PRESET_N = re.compile(r"^last(\d{1,4})days$")
 _DA = re.compile(r"^\d{8}$")
 
@@ -151,6 +153,11 @@ def date_range(spec: DateSpec, today: date) -> tuple[date, date] | None:
     return day, day
 
 
+def _da(day: date) -> str:
+    """YYYYMMDD with a four-digit year (strftime does not pad years before 1000)."""
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
 def _format_value(keyword: str, vr: str, value: Any) -> str:
     """A filter value in DICOM query syntax; lists become ``A\\B`` (or fan out, see find)."""
     if value is None:
@@ -161,14 +168,14 @@ def _format_value(keyword: str, vr: str, value: Any) -> str:
             _format_value(keyword, vr, high) if high is not None else ""
         )
     if vr == "DA" and isinstance(value, date | datetime):
-        return value.strftime("%Y%m%d")
+        return _da(value)
     if vr == "TM" and isinstance(value, time):
         return value.strftime("%H%M%S")
     if vr == "DT" and isinstance(value, datetime):
-        return value.strftime("%Y%m%d%H%M%S")
+        return _da(value) + value.strftime("%H%M%S")
     if isinstance(value, bool):
         raise ValidationError(f"{keyword}={value!r}: a filter value must be text, not a bool")
-    if isinstance(value, int | float):
+    if isinstance(value, numbers.Real):  # also numpy integers from Int64 columns
         return str(value)
     if isinstance(value, str):
         if vr == "DA" and value and "*" not in value and "?" not in value:
@@ -250,6 +257,10 @@ class Query:
         for kw in self.return_keys:
             _check_keyword(kw)
         if self.date is not None:
+            if self.level != "patient" and _DATE_KEY[self.level] in seen:
+                raise ValidationError(
+                    f"both date={self.date!r} and {_DATE_KEY[self.level]} given: use one of them"
+                )
             if self.level == "patient":
                 raise ValidationError("a patient-level query has no date; query studies instead")
             date_range(self.date, date.today())
@@ -261,7 +272,7 @@ class Query:
                 raise ValidationError(
                     f"{keyword} is a {lv}-level key: "
                     f"a {self.level}-level query cannot filter on it",
-                    hint=f"use Query.{'instances' if lv == 'image' else lv}(...) instead",
+                    hint=f"use Query.{_CONSTRUCTOR[lv]}(...) instead",
                 )
         if keyword == "Modality" and self.level in ("patient", "study"):
             raise ValidationError(
@@ -386,10 +397,6 @@ def to_identifier(
     span = date_range(query.date, today)
     if span is not None:
         first, last = span
-        text = (
-            first.strftime("%Y%m%d")
-            if first == last
-            else (f"{first.strftime('%Y%m%d')}-{last.strftime('%Y%m%d')}")
-        )
+        text = _da(first) if first == last else (f"{_da(first)}-{_da(last)}")
         setattr(ds, _DATE_KEY[query.level], text)
     return ds

@@ -63,7 +63,8 @@ def dtype_for(keyword: str) -> str:
 
 def _decode(raw: bytes, vr: str, encodings: list[str]) -> tuple[str, bool]:
     """Decode text strictly; on failure give a best guess and report it (``ok=False``)."""
-    if raw.isascii():
+    if raw.isascii() and (len(encodings) == 1 or b"\x1b" not in raw):
+        # (ISO 2022 code extensions switch character sets with 7-bit escapes)
         return raw.decode("ascii"), True
     if encodings == ["iso8859"]:
         # No Specific Character Set: the default repertoire is ASCII, so these
@@ -179,6 +180,8 @@ def _tm(value: str | None) -> Any:
     if not m:
         return pd.NaT
     h, mi, s, frac = m.groups()
+    if int(h) > 23 or int(mi or 0) > 59 or int(s or 0) > 60:  # 60: a leap second
+        return pd.NaT
     micro = int((frac or "0").ljust(6, "0"))
     return pd.Timedelta(hours=int(h), minutes=int(mi or 0), seconds=int(s or 0), microseconds=micro)
 
