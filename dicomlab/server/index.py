@@ -261,10 +261,16 @@ class Index:
         )
         names = [key] + [a for a in attrs if a != key] + ["SpecificCharacterSet"]
         names += [n for n, _ in computed]
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        for row in rows:
-            yield dict(zip(names, row, strict=True))
+        # A connection of its own: matches stream out in batches (bounded memory, even
+        # for 50,000 of them) while other threads keep writing through the main one.
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            cursor = reader.execute(sql, params)
+            while batch := cursor.fetchmany(500):
+                for row in batch:
+                    yield dict(zip(names, row, strict=True))
+        finally:
+            reader.close()
 
     def table(self, columns: Iterable[str]) -> list[tuple[Any, ...]]:
         return self.rows(list(columns))

@@ -8,8 +8,10 @@ frees the port; servers still running at interpreter exit are stopped.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import logging
+import socket
 import threading
 import time
 import weakref
@@ -58,6 +60,27 @@ def _weak(method: Any) -> Any:
         return bound(*args, **kwargs)
 
     return call
+
+
+def _wake(assoc: Any) -> None:
+    """End an acceptor still waiting for its A-ASSOCIATE-RQ now, not after acse_timeout.
+
+    pynetdicom's acceptor thread blocks on the DUL queue until a request or
+    the timeout; an empty item reads as a timeout, so the thread ends at once
+    (and stops counting against ``max_associations``).
+    """
+    queue = getattr(getattr(assoc, "dul", None), "to_user_queue", None)
+    if queue is not None:
+        queue.put(None)
+
+
+def _wake_unassociated(event: Any) -> None:
+    # Sta2: transport open, awaiting A-ASSOCIATE-RQ. A port probe or garbage that
+    # closes here would otherwise hold a thread and an association slot for
+    # acse_timeout.
+    assoc = event.assoc
+    if assoc.is_acceptor and assoc.dul.state_machine.current_state == "Sta2":
+        _wake(assoc)
 
 
 class ServerThread:
@@ -109,14 +132,17 @@ class ServerThread:
                 return self
             ae = AE(ae_title=self.ae_title)
             ae.network_timeout = 60
-            ae.acse_timeout = 30
+            ae.acse_timeout = 10  # a silent connection is dropped after this
             ae.dimse_timeout = 60
             self._configure(ae)
             try:
                 server = ae.start_server(
                     (self.host, self._requested_port),
                     block=False,
-                    evt_handlers=[(h[0], _weak(h[1]), *h[2:]) for h in self._handlers()],
+                    evt_handlers=[
+                        (evt.EVT_CONN_CLOSE, _wake_unassociated),
+                        *((h[0], _weak(h[1]), *h[2:]) for h in self._handlers()),
+                    ],
                 )
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
@@ -147,7 +173,16 @@ class ServerThread:
         server.shutdown()  # stops accepting and closes the listening socket
         deadline = time.monotonic() + timeout
         for assoc in list(server.active_associations):
-            assoc.abort()
+            if assoc.is_established:
+                assoc.abort()
+            else:
+                # Not associated yet (aborting there upsets pynetdicom's state machine):
+                # close the connection, then wake the thread waiting for the request.
+                raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+                if raw is not None:
+                    with contextlib.suppress(OSError):
+                        raw.shutdown(socket.SHUT_RDWR)
+                _wake(assoc)
         for assoc in list(server.active_associations):
             assoc.join(max(0.0, deadline - time.monotonic()))
         log.info("%s stopped", self.ae_title)
