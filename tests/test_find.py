@@ -230,3 +230,16 @@ def test_network_failure_raises_typed_error() -> None:
             dl.Query.studies(),
             calling_ae="TESTER",
         )
+
+
+def test_patient_root_preference_and_fallback(
+    local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    manifest = synthetic[1]
+    node = local.node.replace(query_model="patient")
+    df = dl.find(node, dl.Query.studies(date="all"), calling_ae="TESTER")
+    assert set(df.StudyInstanceUID) == set(manifest.StudyInstanceUID)
+    patients = dl.find(local.node, dl.Query.patients(), calling_ae="TESTER")
+    assert set(patients.PatientID) == set(manifest.PatientID)
+    with pytest.raises(dl.ValidationError, match="'visit'"):
+        dl.Node("n", ae_title="N", query_model="visit")  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ _NODE_KEYS = {
     "allow_store",
     "allow_query",
     "allow_retrieve",
+    "query_model",
     "tls",
 }
 _TLS_KEYS = {"ca", "cert", "key", "verify", "server_hostname", "require_client_cert"}
@@ -218,6 +219,7 @@ class NodeBook:
                 "allow_store": n.allow_store,
                 "allow_query": n.allow_query,
                 "allow_retrieve": n.allow_retrieve,
+                "query_model": n.query_model,
             }
             if n.charset is not None:
                 entry["charset"] = n.charset

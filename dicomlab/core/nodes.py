@@ -171,6 +171,9 @@ class Node:
         Specific Character Set to send in queries (``None``: default repertoire).
     allow_store, allow_query, allow_retrieve
         What this node may do when it calls our LocalPACS.
+    query_model
+        Preferred Query/Retrieve information model, ``"study"`` (Study Root) or
+        ``"patient"`` (Patient Root); the other is proposed too, as a fallback.
     """
 
     name: str
@@ -185,6 +188,7 @@ class Node:
     allow_store: bool = True
     allow_query: bool = True
     allow_retrieve: bool = True
+    query_model: Literal["study", "patient"] = "study"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -201,6 +205,11 @@ class Node:
         with _field("retrieve"):
             if self.retrieve not in ("move", "get"):
                 raise ValidationError(f"retrieve {self.retrieve!r} must be 'move' or 'get'")
+        with _field("query_model"):
+            if self.query_model not in ("study", "patient"):
+                raise ValidationError(
+                    f"query_model {self.query_model!r} must be 'study' or 'patient'"
+                )
         with _field("tls"):
             if self.tls is not None and not isinstance(self.tls, TLS):
                 raise ValidationError(f"tls must be a dl.TLS or None, got {self.tls!r}")

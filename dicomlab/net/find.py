@@ -41,7 +41,7 @@ def _model_order(node: Node, query: Query) -> list[str]:
     """Models to try, preferred first: the query's, else Study Root (Patient Root for patients)."""
     if query.level == "patient":
         return ["patient"]
-    first = query.model or "study"
+    first = query.model or node.query_model
     return [first, "patient" if first == "study" else "study"]
 
 
