@@ -35,6 +35,8 @@ from dicomlab.errors import (
 from dicomlab.net.echo import EchoResult, echo
 from dicomlab.net.find import find, find_many, reconcile
 from dicomlab.server.localpacs import LocalPACS
+from dicomlab.transfer.job import Job
+from dicomlab.transfer.retrieve import retrieve
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "DimseError",
     "DimseTimeout",
     "EchoResult",
+    "Job",
     "LocalIdentity",
     "LocalPACS",
     "NetworkError",
@@ -68,6 +71,7 @@ __all__ = [
     "find_many",
     "home",
     "reconcile",
+    "retrieve",
     "synth",
 ]
 

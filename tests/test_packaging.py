@@ -42,7 +42,7 @@ def test_exported_members() -> None:
     exported = set(dl.__all__)
     public = {n for n in vars(dl) if not n.startswith("_") and n != "annotations"}
     # Submodules imported as a side effect of package import are not API unless listed.
-    modules = {"core", "net", "server", "errors", "log", "testing", "cli", "demo"}
+    modules = {"core", "net", "server", "errors", "log", "testing", "cli", "demo", "transfer"}
     assert exported - {"__version__"} <= public
     assert public - exported - modules == set(), "public names missing from __all__"
     for name in dl.__all__:

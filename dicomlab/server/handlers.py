@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
@@ -62,11 +62,15 @@ class Policy:
 
     book: NodeBook | None
     allow_unknown: frozenset[str]
+    # AE titles we are retrieving from right now: they may store into us (C-MOVE).
+    trusted_senders: set[str] = field(default_factory=set)
 
     def node_for(self, ae_title: str) -> Node | None:
         return self.book.find_ae(ae_title) if self.book is not None else None
 
     def permits(self, ae_title: str, service: str) -> bool:
+        if service == "store" and ae_title in self.trusted_senders:
+            return True
         node = self.node_for(ae_title)
         if node is None:
             return service in self.allow_unknown

@@ -171,6 +171,16 @@ class Index:
         """True when matching on ``keyword`` is supported (an indexed or computed attribute)."""
         return bool(COLUMNS.get(keyword, ("",))[0]) or keyword == "ModalitiesInStudy"
 
+    def count_matching(self, filters: Mapping[str, str]) -> tuple[int, int]:
+        """How many instances match ``filters``, and their total size in bytes."""
+        where, params, _ = self._where(filters)
+        sql = "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances" + (
+            f" WHERE {where}" if where else ""
+        )
+        with self._lock:
+            n, size = self._db.execute(sql, params).fetchone()
+        return int(n), int(size)
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])

@@ -1,0 +1,180 @@
+"""A transfer job: a queue of items served by at most N worker threads, with progress.
+
+The job owns its threads: they end when the queue is empty or the job is
+cancelled; :meth:`Job.result` waits for them (Ctrl-C cancels and returns what
+finished).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import pandas as pd
+
+__all__ = ["Job", "run_items"]
+
+log = logging.getLogger(__name__)
+
+
+class _HasCancel(Protocol):
+    cancel: threading.Event
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    return tqdm(total=total, desc=desc, unit="inst")
+
+
+class Job:
+    """A running transfer. Usable from a widget: poll :attr:`progress`, call :meth:`cancel`."""
+
+    def __init__(self, items: Sequence[Any], columns: list[str]) -> None:
+        self.items = list(items)
+        self.columns = columns
+        self.started_at = time.time()
+        self._rows: dict[int, dict[str, Any]] = {}
+        self._state = ["queued"] * len(self.items)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._ctx: _HasCancel | None = None
+        self._finished = threading.Event()
+
+    def __repr__(self) -> str:
+        counts = pd.Series(self._state).value_counts().to_dict() if self._state else {}
+        return f"Job({len(self.items)} items, {counts})"
+
+    @property
+    def progress(self) -> pd.DataFrame:
+        """One row per item: its state (queued, running, done, cancelled) and outcome so far."""
+        with self._lock:
+            rows = []
+            for i, item in enumerate(self.items):
+                row = dict(self._rows.get(i, {}))
+                row["item"] = getattr(item, "uid", str(item))
+                row["state"] = self._state[i]
+                rows.append(row)
+        return pd.DataFrame(rows, columns=["item", "state", *self.columns])
+
+    def cancel(self) -> None:
+        """Stop: running operations are aborted (what was received stays), queued ones skipped."""
+        if self._ctx is not None:
+            self._ctx.cancel.set()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def result(self, timeout: float | None = None) -> pd.DataFrame:
+        """The outcome table, once every worker has ended (Ctrl-C cancels the job first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._finished.wait(0.1):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{self!r} still running after {timeout} s")
+        except KeyboardInterrupt:
+            log.warning("interrupted: cancelling the transfer; what finished is kept")
+            self.cancel()
+            self._finished.wait()
+        with self._lock:
+            rows = [self._rows.get(i) or self._cancelled_row(i) for i in range(len(self.items))]
+        df = pd.DataFrame(rows, columns=self.columns)
+        df.attrs["complete"] = bool(len(df) == 0 or df["complete"].fillna(False).all())
+        return df
+
+    def _cancelled_row(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        row: dict[str, Any] = dict.fromkeys(self.columns)
+        for key, attr in (
+            ("StudyInstanceUID", "study"),
+            ("SeriesInstanceUID", "series"),
+            ("SOPInstanceUID", "sop"),
+            ("level", "level"),
+        ):
+            if key in row:
+                row[key] = getattr(item, attr, None)
+        row.update(complete=False, error="cancelled before it started")
+        return row
+
+
+def run_items(
+    items: Sequence[Any],
+    make_context: Callable[[Callable[[int], None]], Any],
+    work: Callable[[Any, Any], dict[str, Any]],
+    columns: list[str],
+    *,
+    workers: int,
+    total: int,
+    desc: str,
+    progress: bool,
+    on_finish: Callable[[], None] | None = None,
+) -> Job:
+    """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads."""
+    job = Job(items, columns)
+    bar = _bar(total, desc, progress)
+    bar_lock = threading.Lock()
+
+    def advance(n: int) -> None:
+        if n > 0:
+            with bar_lock:
+                bar.update(n)
+
+    ctx = make_context(advance)
+    job._ctx = ctx
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(items)):
+        todo.put(i)
+
+    def worker() -> None:
+        while not ctx.cancel.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            with job._lock:
+                job._state[i] = "running"
+            try:
+                row = work(ctx, items[i])
+            except Exception as exc:  # a bug must not lose the other items' outcomes
+                log.exception("transfer of %s failed", items[i])
+                row = job._cancelled_row(i)
+                row["error"] = f"internal error: {exc!r}"
+            with job._lock:
+                job._rows[i] = row
+                job._state[i] = "cancelled" if row.get("error") == "cancelled" else "done"
+
+    def supervise() -> None:
+        try:
+            for t in job._threads:
+                t.start()
+            for t in job._threads:
+                t.join()
+        finally:
+            with job._lock:
+                job._state = [s if s != "queued" else "cancelled" for s in job._state]
+            bar.close()
+            if on_finish is not None:
+                on_finish()
+            job._finished.set()
+
+    n = max(1, min(workers, len(items)))
+    job._threads = [
+        threading.Thread(target=worker, name=f"dicomlab-transfer-{k}", daemon=True)
+        for k in range(n)
+    ]
+    threading.Thread(target=supervise, name="dicomlab-transfer", daemon=True).start()
+    return job

@@ -1,0 +1,409 @@
+"""Retrieve studies, series or instances from a node into a LocalPACS (C-MOVE or C-GET)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom.presentation import PresentationContext, build_context, build_role
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from dicomlab.core.items import Item, identifier_keys, items_from_frame, items_from_uids
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.core.query import Query
+from dicomlab.core.status import decode_status
+from dicomlab.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectTimeout,
+    DicomlabError,
+    DimseTimeout,
+    NoAcceptedContext,
+    ValidationError,
+)
+from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.find import find
+from dicomlab.net.transport import quiesce
+from dicomlab.server import handlers
+from dicomlab.server.localpacs import LocalPACS
+from dicomlab.transfer.job import Job, run_items
+
+__all__ = ["OUTCOME_COLUMNS", "retrieve"]
+
+log = logging.getLogger(__name__)
+
+OUTCOME_COLUMNS = [
+    "node",
+    "method",
+    "level",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "status",
+    "status_text",
+    "completed",
+    "failed",
+    "warning",
+    "expected_instances",
+    "received_instances",
+    "complete",
+    "skipped",
+    "bytes",
+    "duration_s",
+    "mb_per_s",
+    "attempts",
+    "error",
+]
+_MOVE = {
+    "study": StudyRootQueryRetrieveInformationModelMove,
+    "patient": PatientRootQueryRetrieveInformationModelMove,
+}
+_GET = {
+    "study": StudyRootQueryRetrieveInformationModelGet,
+    "patient": PatientRootQueryRetrieveInformationModelGet,
+}
+_TRANSIENT = (AssociationAborted, ConnectTimeout, DimseTimeout)
+_MAX_STORAGE_CONTEXTS = 120
+
+
+class _Stop(Exception):
+    """Raised inside a worker when the job was cancelled."""
+
+
+def _identifier(item: Item) -> Dataset:
+    ds = Dataset()
+    for k, v in identifier_keys(item).items():
+        setattr(ds, k, v)
+    return ds
+
+
+def _plan(node: Node, item: Item, ours: str, need_classes: bool) -> tuple[int | None, list[str]]:
+    """Expected instance count and SOP classes of an item, from an image-level C-FIND."""
+    if item.expected is not None and not need_classes:
+        return item.expected, []
+    q = Query("image", tuple(item.filters().items()), ("SOPClassUID",))
+    df = find(node, q, calling_ae=ours)
+    classes = sorted({str(c) for c in df.SOPClassUID.dropna() if str(c)})
+    expected = len(df) if df.attrs.get("complete") else item.expected
+    return expected, classes
+
+
+def _counts(status: Dataset) -> tuple[int, int, int, int]:
+    def get(keyword: str) -> int:
+        return int(status.get(keyword, 0) or 0)
+
+    return (
+        get("NumberOfRemainingSuboperations"),
+        get("NumberOfCompletedSuboperations"),
+        get("NumberOfFailedSuboperations"),
+        get("NumberOfWarningSuboperations"),
+    )
+
+
+class _Context:
+    """Everything a worker needs for one retrieve call."""
+
+    def __init__(
+        self, node: Node, into: LocalPACS, method: str, ours: str, progress: Callable[[int], None]
+    ) -> None:
+        self.node, self.into, self.method, self.ours = node, into, method, ours
+        self.progress = progress
+        self.cancel = threading.Event()
+
+
+def _run_operation(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any]) -> None:
+    """One C-MOVE or C-GET of an item on a fresh association; fills ``row``."""
+    node = ctx.node
+    is_get = ctx.method == "get"
+    models = _GET if is_get else _MOVE
+    contexts: list[PresentationContext | str] = [models["study"], models["patient"]]
+    ext_neg: list[Any] = []
+    handlers_: list[Any] = []
+    if is_get:
+        if len(classes) > _MAX_STORAGE_CONTEXTS:
+            raise ValidationError(
+                f"{item.uid} holds {len(classes)} SOP classes: more than one C-GET association "
+                "can carry; retrieve it by series instead"
+            )
+        # Peers that do not report SOP Class UIDs in C-FIND (Orthanc by default): propose
+        # pynetdicom's 120 common storage classes, within the 128-context limit.
+        for uid in classes or [str(c.abstract_syntax) for c in StoragePresentationContexts]:
+            contexts.append(build_context(uid, ALL_TRANSFER_SYNTAXES))
+            ext_neg.append(build_role(uid, scp_role=True))
+        policy = handlers.Policy(None, frozenset({"store"}))
+        handlers_.append((evt.EVT_C_STORE, handlers.handle_store, [ctx.into.archive, policy]))
+    with open_association(
+        node, contexts, calling_ae=ctx.ours, evt_handlers=handlers_, ext_neg=ext_neg or None
+    ) as opened:
+        assoc = opened.assoc
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        model = next((models[m] for m in ("study", "patient") if str(models[m]) in accepted), None)
+        if model is None:
+            raise NoAcceptedContext(
+                f"{node.address} does not accept C-{ctx.method.upper()} from us",
+                node=node,
+                hint="try the other retrieve method (node.retrieve='get' or 'move')",
+            )
+        quiesce(assoc)
+        responses = (
+            assoc.send_c_get(_identifier(item), model)
+            if is_get
+            else assoc.send_c_move(_identifier(item), ctx.into.ae_title, model)
+        )
+        done_before = 0
+        for status, _ in responses:
+            if ctx.cancel.is_set():
+                assoc.abort()
+                raise _Stop()
+            if "Status" not in status:
+                raise DimseTimeout(
+                    f"no C-{ctx.method.upper()} response from {node.address} within "
+                    f"{node.timeout:g} s (or the association broke)",
+                    node=node,
+                )
+            code = int(status.Status)
+            _, completed, failed, warning = _counts(status)
+            ctx.progress(max(0, completed + failed + warning - done_before))
+            done_before = completed + failed + warning
+            info = decode_status(code)
+            if info.category == "pending":
+                continue
+            row.update(
+                status=code,
+                status_text=str(info),
+                completed=completed,
+                failed=failed,
+                warning=warning,
+            )
+            if info.category != "success" and info.category != "warning":
+                row["error"] = _diagnose(code, node, ctx, completed)
+            return
+    raise DimseTimeout(f"C-{ctx.method.upper()} ended without a final status", node=node)
+
+
+def _diagnose(code: int, node: Node, ctx: _Context, completed: int) -> str:
+    info = decode_status(code)
+    # 0xA801 says so; Orthanc answers 0xC000 for an unknown destination, so a C-MOVE
+    # failing before any instance arrived gets the same advice.
+    if code == 0xA801 or (ctx.method == "move" and completed == 0):
+        return (
+            f"{info}. {node.address} may not know our AE title {ctx.into.ae_title!r}: register "
+            f"it there as AE {ctx.into.ae_title}, host = this machine's address as the PACS "
+            f"sees it, port {ctx.into.port}; or retrieve with method='get', which needs no "
+            "registration"
+        )
+    return str(info)
+
+
+def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(OUTCOME_COLUMNS)
+    row.update(
+        node=ctx.node.name,
+        method=ctx.method,
+        level=item.level,
+        StudyInstanceUID=item.study,
+        SeriesInstanceUID=item.series,
+        SOPInstanceUID=item.sop,
+        skipped=False,
+        attempts=0,
+    )
+    t0 = time.perf_counter()
+    have0, bytes0 = ctx.into.archive.index.count_matching(item.filters())
+    try:
+        expected, classes = _plan(ctx.node, item, ctx.ours, ctx.method == "get")
+    except DicomlabError as exc:
+        expected, classes = item.expected, []
+        row["error"] = f"could not count the instances first: {exc}"
+    row["expected_instances"] = expected
+    if expected is not None and expected > 0 and have0 >= expected:
+        row.update(
+            skipped=True,
+            status=0,
+            status_text="already in the archive",
+            received_instances=have0,
+            complete=True,
+            duration_s=0.0,
+            bytes=0,
+        )
+        ctx.progress(expected)
+        return row
+    delays = [0.5, 1.0, 2.0]
+    while True:
+        row["attempts"] += 1
+        try:
+            _run_operation(ctx, item, classes, row)
+            break
+        except _Stop:
+            row["error"] = "cancelled"
+            break
+        except AssociationRejected as exc:
+            row["error"] = str(exc)
+            if not exc.transient or not delays:
+                break
+        except _TRANSIENT as exc:
+            row["error"] = str(exc)
+            if not delays:
+                break
+        except DicomlabError as exc:  # permanent: refused, no context, bad input
+            row["error"] = str(exc)
+            break
+        time.sleep(delays.pop(0))
+        if ctx.cancel.is_set():
+            row["error"] = "cancelled"
+            break
+    have, size = ctx.into.archive.index.count_matching(item.filters())
+    duration = time.perf_counter() - t0
+    row.update(
+        received_instances=have,
+        bytes=size - bytes0,
+        duration_s=duration,
+        mb_per_s=(size - bytes0) / 2**20 / duration if duration > 0 else None,
+    )
+    ok_status = row["status"] is not None and decode_status(int(row["status"])).category in (
+        "success",
+        "warning",
+    )
+    row["complete"] = bool(ok_status and (expected is None or have >= expected))
+    if ok_status and expected is not None and have < expected and not row["error"]:
+        row["error"] = (
+            f"the peer reported success but only {have} of {expected} instances "
+            "are here: incomplete"
+        )
+    return row
+
+
+_DEFAULT: dict[str, LocalPACS] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_local(book: NodeBook | None = None) -> LocalPACS:
+    """The notebook's default LocalPACS (``home()/archive``, our AE and port), started once."""
+    with _DEFAULT_LOCK:
+        lp = _DEFAULT.get("local")
+        if lp is None or not lp.running:
+            from dicomlab.core.nodebook import home
+
+            book = book if book is not None else NodeBook.load()
+            lp = LocalPACS(
+                home() / "archive",
+                ae_title=book.local.ae_title,
+                port=book.local.port,
+                host=book.local.host,
+                book=book,
+            )
+            lp.start()
+            _DEFAULT["local"] = lp
+        return lp
+
+
+def _items(node: Node, what: Any, level: str | None, ours: str) -> list[Item]:
+    if isinstance(what, Query):
+        what = find(node, what, calling_ae=ours)
+        if not what.attrs.get("complete"):
+            raise DicomlabError(
+                f"the query was incomplete ({what.attrs.get('error')}): "
+                "not retrieving a partial list",
+                node=node,
+            )
+    if isinstance(what, pd.DataFrame):
+        return items_from_frame(what, level)  # type: ignore[arg-type]
+    if isinstance(what, str):
+        what = [what]
+    if level not in (None, "study"):
+        raise ValidationError(
+            "a list of UIDs is retrieved by study; pass a DataFrame "
+            "from dl.find for series or image level"
+        )
+    return items_from_uids(what)
+
+
+def retrieve(
+    node: Node | str,
+    what: Any,
+    into: LocalPACS | str | os.PathLike[str] | None = None,
+    method: str | None = None,
+    level: str | None = None,
+    max_connections: int | None = None,
+    wait: bool = True,
+    *,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+) -> pd.DataFrame | Job:
+    """Retrieve ``what`` from ``node`` into a LocalPACS; one outcome row per item.
+
+    Parameters
+    ----------
+    what
+        A DataFrame from :func:`dicomlab.find` (study, series or image rows), a list
+        of Study Instance UIDs, or a :class:`Query` (run first).
+    into
+        A running :class:`LocalPACS`, a folder (a LocalPACS is started there for the
+        transfer), or ``None`` for the notebook's default LocalPACS.
+    method
+        ``"move"`` or ``"get"`` (default: the node's).
+    max_connections
+        Concurrent associations (default: the node's); the rest wait in a queue.
+    wait
+        ``False`` returns a :class:`Job` at once (``.progress``, ``.cancel()``,
+        ``.done()``, ``.result()``).
+
+    Items already complete in the archive are skipped, so running the same cell
+    twice transfers nothing. A study the peer reports as done but of which fewer
+    instances arrived than expected is flagged ``complete=False``.
+    """
+    target = resolve_node(node, book)
+    how = method or target.retrieve
+    if how not in ("move", "get"):
+        raise ValidationError(f"method {how!r} must be 'move' or 'get'")
+    ours = calling_ae_title(calling_ae, book)
+    owned: LocalPACS | None = None
+    if into is None:
+        local = default_local(book)
+    elif isinstance(into, LocalPACS):
+        local = into
+        if not local.running:
+            raise ValidationError(f"{local!r} is not running: call start() first")
+    else:
+        b = book if book is not None else NodeBook.load()
+        owned = local = LocalPACS(
+            Path(into), ae_title=b.local.ae_title, port=b.local.port, host=b.local.host, book=b
+        ).start()
+    items = _items(target, what, level, ours)
+    workers = max_connections or target.max_connections
+    if how == "move":
+        local.policy.trusted_senders.add(target.ae_title)
+
+    def finish() -> None:
+        if how == "move":
+            local.policy.trusted_senders.discard(target.ae_title)
+        if owned is not None:
+            owned.stop()
+
+    total = sum(i.expected or 1 for i in items)
+    job = run_items(
+        items,
+        lambda ctx_progress: _Context(target, local, how, ours, ctx_progress),
+        _retrieve_one,
+        OUTCOME_COLUMNS,
+        workers=workers,
+        total=total,
+        desc=f"{how} from {target.name}",
+        progress=progress,
+        on_finish=finish,
+    )
+    return job.result() if wait else job
