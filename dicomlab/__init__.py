@@ -37,6 +37,7 @@ from dicomlab.net.find import find, find_many, reconcile
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.retrieve import retrieve
+from dicomlab.transfer.store import store
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,7 @@ __all__ = [
     "home",
     "reconcile",
     "retrieve",
+    "store",
     "synth",
 ]
 

@@ -44,11 +44,14 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 class Job:
     """A running transfer. Usable from a widget: poll :attr:`progress`, call :meth:`cancel`."""
 
-    def __init__(self, items: Sequence[Any], columns: list[str]) -> None:
+    def __init__(
+        self, items: Sequence[Any], columns: list[str], extra_rows: Sequence[dict[str, Any]] = ()
+    ) -> None:
         self.items = list(items)
         self.columns = columns
+        self._extra_rows = list(extra_rows)
         self.started_at = time.time()
-        self._rows: dict[int, dict[str, Any]] = {}
+        self._rows: dict[int, Any] = {}  # a row, or a list of rows (one per instance)
         self._state = ["queued"] * len(self.items)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -65,7 +68,8 @@ class Job:
         with self._lock:
             rows = []
             for i, item in enumerate(self.items):
-                row = dict(self._rows.get(i, {}))
+                got = self._rows.get(i, {})
+                row = dict(got) if isinstance(got, dict) else {}
                 row["item"] = getattr(item, "uid", str(item))
                 row["state"] = self._state[i]
                 rows.append(row)
@@ -90,10 +94,17 @@ class Job:
             log.warning("interrupted: cancelling the transfer; what finished is kept")
             self.cancel()
             self._finished.wait()
+        rows: list[dict[str, Any]] = []
         with self._lock:
-            rows = [self._rows.get(i) or self._cancelled_row(i) for i in range(len(self.items))]
-        df = pd.DataFrame(rows, columns=self.columns)
-        df.attrs["complete"] = bool(len(df) == 0 or df["complete"].fillna(False).all())
+            for i in range(len(self.items)):
+                got = self._rows.get(i) or self._cancelled_row(i)
+                rows.extend(got if isinstance(got, list) else [got])
+        df = _typed(pd.DataFrame(rows + self._extra_rows, columns=self.columns))
+        if "complete" in df.columns:
+            done = df["complete"].astype("boolean").fillna(False)
+        else:
+            done = df["error"].isna()
+        df.attrs["complete"] = bool(done.all())
         return df
 
     def _cancelled_row(self, i: int) -> dict[str, Any]:
@@ -111,10 +122,30 @@ class Job:
         return row
 
 
+_INT_COLUMNS = ("status", "completed", "failed", "warning", "expected_instances",
+                "received_instances", "attempts", "bytes")
+_BOOL_COLUMNS = ("complete", "skipped")
+_FLOAT_COLUMNS = ("duration_s", "mb_per_s")
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Outcome tables have stable dtypes: nullable integers, booleans and floats."""
+    for col in df.columns:
+        if col in _INT_COLUMNS:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        elif col in _BOOL_COLUMNS:
+            df[col] = df[col].astype("boolean")
+        elif col in _FLOAT_COLUMNS:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
+        else:
+            df[col] = df[col].astype("string")
+    return df
+
+
 def run_items(
     items: Sequence[Any],
     make_context: Callable[[Callable[[int], None]], Any],
-    work: Callable[[Any, Any], dict[str, Any]],
+    work: Callable[[Any, Any], Any],
     columns: list[str],
     *,
     workers: int,
@@ -122,9 +153,10 @@ def run_items(
     desc: str,
     progress: bool,
     on_finish: Callable[[], None] | None = None,
+    extra_rows: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads."""
-    job = Job(items, columns)
+    job = Job(items, columns, extra_rows)
     bar = _bar(total, desc, progress)
     bar_lock = threading.Lock()
 
@@ -153,9 +185,11 @@ def run_items(
                 log.exception("transfer of %s failed", items[i])
                 row = job._cancelled_row(i)
                 row["error"] = f"internal error: {exc!r}"
+            row = row if not isinstance(row, list) else list(row)
             with job._lock:
                 job._rows[i] = row
-                job._state[i] = "cancelled" if row.get("error") == "cancelled" else "done"
+                cancelled = isinstance(row, dict) and row.get("error") == "cancelled"
+                job._state[i] = "cancelled" if cancelled else "done"
 
     def supervise() -> None:
         try:

@@ -1,0 +1,297 @@
+"""Send files, folders, datasets or a LocalPACS selection to a node (C-STORE)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import PresentationContext
+
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.core.status import decode_status
+from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.transport import quiesce
+from dicomlab.server.archive import HeaderError, file_header
+from dicomlab.transfer.job import Job, run_items
+
+__all__ = ["STORE_COLUMNS", "store"]
+
+log = logging.getLogger(__name__)
+
+STORE_COLUMNS = [
+    "node",
+    "path",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "transfer_syntax",
+    "sent_as",
+    "status",
+    "status_text",
+    "bytes",
+    "duration_s",
+    "attempts",
+    "error",
+]
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    path: str | None
+    dataset: Dataset | None
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    size: int
+    error: str | None = None
+
+    @property
+    def uid(self) -> str:
+        return self.sop_instance or (self.path or "")
+
+
+def _sources(what: Any) -> list[_Source]:
+    """Everything to send, each read once (header only for files)."""
+    if isinstance(what, pd.DataFrame):
+        if "path" not in what.columns:
+            raise ValidationError("a DataFrame to store needs a 'path' column (local.instances())")
+        what = list(what["path"])
+    if isinstance(what, Dataset | str | os.PathLike):
+        what = [what]
+    out: list[_Source] = []
+    for entry in what:
+        if isinstance(entry, Dataset):
+            ts = str(
+                getattr(getattr(entry, "file_meta", None), "TransferSyntaxUID", "")
+                or ExplicitVRLittleEndian
+            )
+            out.append(
+                _Source(None, entry, str(entry.SOPClassUID), str(entry.SOPInstanceUID), ts, 0)
+            )
+            continue
+        p = Path(entry)
+        if not p.exists():
+            raise ValidationError(f"{str(p)!r} does not exist")
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            out.append(_read_source(f))
+    return out
+
+
+def _read_source(path: Path) -> _Source:
+    try:
+        data = path.read_bytes()
+        row, ts = file_header(data)
+        return _Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, len(data))
+    except (InvalidDicomError, HeaderError, OSError, ValueError) as exc:
+        reason = "not a DICOM file" if isinstance(exc, InvalidDicomError) else str(exc)
+        return _Source(str(path), None, "", "", "", 0, error=reason)
+
+
+def _contexts(sources: list[_Source]) -> list[PresentationContext]:
+    """One context per SOP class: the files' own syntaxes first, then uncompressed."""
+    by_class: dict[str, list[str]] = {}
+    for s in sources:
+        syntaxes = by_class.setdefault(s.sop_class, [])
+        for ts in (s.transfer_syntax, *_UNCOMPRESSED):
+            if ts and ts not in syntaxes:
+                syntaxes.append(ts)
+    out = []
+    for sop_class, syntaxes in by_class.items():
+        cx = PresentationContext()
+        cx.abstract_syntax = sop_class
+        cx.transfer_syntax = syntaxes  # type: ignore[assignment]
+        out.append(cx)
+    return out
+
+
+class _Context:
+    def __init__(self, node: Node, ours: str, progress: Callable[[int], None]) -> None:
+        self.node, self.ours, self.progress = node, ours, progress
+        self.cancel = threading.Event()
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Sources sent on one association (at most 128 SOP classes)."""
+
+    sources: tuple[_Source, ...]
+
+    @property
+    def uid(self) -> str:
+        return f"{len(self.sources)} instances"
+
+
+def _payload(src: _Source, accepted: dict[str, set[str]]) -> tuple[Any, str] | str:
+    """What to send for ``src`` given the accepted contexts, or an error text."""
+    syntaxes = accepted.get(src.sop_class)
+    if not syntaxes:
+        return f"the peer accepted no context for {UID(src.sop_class).name}"
+    if src.transfer_syntax in syntaxes:
+        return (src.path if src.path else src.dataset), src.transfer_syntax
+    if UID(src.transfer_syntax).is_compressed if src.transfer_syntax else False:
+        return (
+            f"the peer does not accept {UID(src.transfer_syntax).name} for this class and "
+            "dicomlab does not decompress on send"
+        )
+    ds = src.dataset if src.dataset is not None else dcmread(src.path or "")
+    for ts in _UNCOMPRESSED:
+        if ts in syntaxes:
+            ds.file_meta.TransferSyntaxUID = ts
+            return ds, ts
+    return "no common transfer syntax"
+
+
+def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
+    rows = []
+    with open_association(ctx.node, _contexts(list(batch.sources)), calling_ae=ctx.ours) as op:
+        assoc = op.assoc
+        accepted: dict[str, set[str]] = {}
+        for cx in assoc.accepted_contexts:
+            accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+        for src in batch.sources:
+            row = _row(ctx.node, src)
+            if ctx.cancel.is_set():
+                row["error"] = "cancelled"
+                rows.append(row)
+                continue
+            t0 = time.perf_counter()
+            payload = _payload(src, accepted)
+            if isinstance(payload, str):
+                row["error"] = payload
+            else:
+                data, ts = payload
+                row["sent_as"] = ts
+                quiesce(assoc)
+                rsp = assoc.send_c_store(data)
+                row["attempts"] = 1
+                if "Status" in rsp:
+                    code = int(rsp.Status)
+                    info = decode_status(code)
+                    row.update(status=code, status_text=str(info))
+                    if info.category not in ("success", "warning"):
+                        row["error"] = str(info)
+                else:
+                    row["error"] = (
+                        f"no C-STORE response from {ctx.node.address} within "
+                        f"{ctx.node.timeout:g} s (or the association broke)"
+                    )
+            row["duration_s"] = time.perf_counter() - t0
+            rows.append(row)
+            ctx.progress(1)
+            if row["error"] and not assoc.is_established:
+                break  # the association is gone: the rest gets a fresh one below
+    return rows
+
+
+def _row(node: Node, src: _Source) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(STORE_COLUMNS)
+    row.update(
+        node=node.name,
+        path=src.path,
+        SOPInstanceUID=src.sop_instance or None,
+        SOPClassUID=src.sop_class or None,
+        transfer_syntax=src.transfer_syntax or None,
+        bytes=src.size,
+        attempts=0,
+    )
+    return row
+
+
+def _batches(sources: list[_Source], n: int) -> list[_Batch]:
+    """Split into ``n`` batches of similar size, each under the 128-context limit."""
+    n = max(1, min(n, len(sources)))
+    parts: list[list[_Source]] = [[] for _ in range(n)]
+    for i, s in enumerate(sources):
+        parts[i % n].append(s)
+    out = []
+    for part in parts:
+        chunk: list[_Source] = []
+        classes: set[str] = set()
+        for s in part:
+            if s.sop_class not in classes and len(classes) >= 120:
+                out.append(_Batch(tuple(chunk)))
+                chunk, classes = [], set()
+            chunk.append(s)
+            classes.add(s.sop_class)
+        if chunk:
+            out.append(_Batch(tuple(chunk)))
+    return out
+
+
+def store(
+    node: Node | str,
+    what: str | os.PathLike[str] | Dataset | pd.DataFrame | Iterable[Any],
+    max_connections: int | None = None,
+    wait: bool = True,
+    *,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+) -> pd.DataFrame | Job:
+    """Send DICOM files (folders recursively), datasets, or ``local.instances()`` rows.
+
+    One outcome row per file: non-DICOM files get a row saying so; each instance
+    is sent in its own transfer syntax when the peer accepts it, else converted
+    to an accepted uncompressed syntax where possible, else refused with a clear
+    error. Files are spread over ``max_connections`` associations.
+    """
+    target = resolve_node(node, book)
+    ours = calling_ae_title(calling_ae, book)
+    sources = _sources(what)
+    good = [s for s in sources if s.error is None]
+    bad_rows = []
+    for s in sources:
+        if s.error is not None:
+            row = _row(target, s)
+            row["error"] = s.error
+            bad_rows.append(row)
+    batches = _batches(good, max_connections or target.max_connections)
+
+    def work(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        remaining = list(batch.sources)
+        for attempt in range(3):
+            try:
+                sent = _send_batch(ctx, _Batch(tuple(remaining)))
+            except DicomlabError as exc:
+                if attempt == 2 or ctx.cancel.is_set():
+                    for s in remaining:
+                        row = _row(target, s)
+                        row.update(error=str(exc), attempts=attempt + 1)
+                        rows.append(row)
+                    break
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            rows.extend(sent)
+            done = {r["SOPInstanceUID"] for r in sent}
+            remaining = [s for s in remaining if s.sop_instance not in done]
+            if not remaining:
+                break
+        return rows
+
+    job = run_items(
+        batches,
+        lambda prog: _Context(target, ours, prog),
+        work,
+        STORE_COLUMNS,
+        workers=len(batches) or 1,
+        total=len(good),
+        desc=f"store to {target.name}",
+        progress=progress,
+        extra_rows=bad_rows,
+    )
+    return job.result() if wait else job
