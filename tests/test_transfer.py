@@ -1,0 +1,242 @@
+"""dl.retrieve and dl.store against real peers: Orthanc (C-MOVE, C-GET, C-STORE) and storescp."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydicom import dcmread
+
+import dicomlab as dl
+from dicomlab.testing.fixtures import need_peer
+from dicomlab.testing.peers import Orthanc, StoreSCP
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    folder = tmp_path_factory.mktemp("synth")
+    return folder, dl.synth.write_studies(folder, n_studies=10, seed=31, today=date(2026, 5, 1))
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[dl.LocalPACS]:
+    with dl.LocalPACS(tmp_path / "lp", ae_title="DLRECV", port=0, fsync=False) as lp:
+        yield lp
+
+
+@pytest.fixture
+def orthanc(
+    tmp_path: Path, local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
+) -> Iterator[Orthanc]:
+    need_peer("Orthanc")
+    with Orthanc(tmp_path / "o", modalities={local.ae_title: ("127.0.0.1", local.port)}) as o:
+        o.upload(synthetic[1].path)
+        yield o
+
+
+def _intact(local: dl.LocalPACS, manifest: pd.DataFrame) -> None:
+    held = local.instances().set_index("SOPInstanceUID")
+    assert set(held.index) == set(manifest.SOPInstanceUID)
+    for row in manifest.itertuples():
+        assert (
+            dcmread(held.loc[row.SOPInstanceUID, "path"]).PixelData == dcmread(row.path).PixelData
+        )
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+@pytest.mark.parametrize("connections", [1, 4])
+def test_retrieve_ten_studies_intact_then_nothing_twice(
+    orthanc: Orthanc,
+    local: dl.LocalPACS,
+    synthetic: tuple[Path, pd.DataFrame],
+    method: str,
+    connections: int,
+) -> None:
+    manifest = synthetic[1]
+    studies = dl.find(orthanc.node, dl.Query.studies(), calling_ae=local.ae_title)
+    assert len(studies) == 10
+    res = dl.retrieve(
+        orthanc.node,
+        studies,
+        into=local,
+        method=method,
+        max_connections=connections,
+        progress=False,
+        calling_ae=local.ae_title,
+    )
+    assert len(res) == 10
+    assert res.complete.all(), res[["error"]]
+    assert (res.status == 0).all()
+    assert (res.received_instances == res.expected_instances).all()
+    assert res.received_instances.sum() == len(manifest)
+    assert res.attrs["complete"]
+    _intact(local, manifest)
+
+    stored = local.stats["stored"]
+    again = dl.retrieve(
+        orthanc.node,
+        studies,
+        into=local,
+        method=method,
+        max_connections=connections,
+        progress=False,
+        calling_ae=local.ae_title,
+    )
+    assert again.skipped.all() and again.complete.all()
+    assert (again.attempts == 0).all()
+    assert local.stats["stored"] == stored and local.stats["duplicates"] == 0
+
+
+def test_retrieve_series_rows_and_uid_lists(
+    orthanc: Orthanc, local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    manifest = synthetic[1]
+    study = manifest.StudyInstanceUID.iloc[0]
+    series = dl.find(
+        orthanc.node, dl.Query.series(StudyInstanceUID=study), calling_ae=local.ae_title
+    )
+    res = dl.retrieve(
+        orthanc.node,
+        series.head(1),
+        into=local,
+        method="get",
+        progress=False,
+        calling_ae=local.ae_title,
+    )
+    assert list(res.level) == ["series"] and res.complete.all()
+    one = manifest[manifest.SeriesInstanceUID == series.SeriesInstanceUID.iloc[0]]
+    assert set(local.instances().SOPInstanceUID) == set(one.SOPInstanceUID)
+    res = dl.retrieve(
+        orthanc.node,
+        [manifest.StudyInstanceUID.iloc[1]],
+        into=local,
+        method="move",
+        progress=False,
+        calling_ae=local.ae_title,
+    )
+    assert (
+        res.complete.all()
+        and res.expected_instances.iloc[0]
+        == (manifest.StudyInstanceUID == manifest.StudyInstanceUID.iloc[1]).sum()
+    )
+
+
+def test_success_with_missing_instances_is_flagged_incomplete(
+    orthanc: Orthanc, local: dl.LocalPACS
+) -> None:
+    studies = dl.find(orthanc.node, dl.Query.studies(), calling_ae=local.ae_title).head(1)
+    # The PACS's count says one more than it will send: the silent C-MOVE failure.
+    studies["NumberOfStudyRelatedInstances"] += 1
+    res = dl.retrieve(
+        orthanc.node, studies, into=local, method="move", progress=False, calling_ae=local.ae_title
+    )
+    assert res.status.iloc[0] == 0
+    assert not res.complete.iloc[0]
+    assert "incomplete" in res.error.iloc[0]
+    assert not res.attrs["complete"]
+
+
+def test_unknown_move_destination_explains_what_to_register(
+    tmp_path: Path, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    need_peer("Orthanc")
+    with (
+        dl.LocalPACS(tmp_path / "lp", ae_title="NOTREGISTERED", port=0) as lp,
+        Orthanc(tmp_path / "o2") as o,
+    ):
+        o.upload(synthetic[1].path[:3])
+        studies = dl.find(o.node, dl.Query.studies(), calling_ae="X")
+        res = dl.retrieve(o.node, studies, into=lp, method="move", progress=False, calling_ae="X")
+        assert not res.complete.any()
+        err = res.error.iloc[0]
+        assert "NOTREGISTERED" in err and str(lp.port) in err and "method='get'" in err
+        fixed = dl.retrieve(o.node, studies, into=lp, method="get", progress=False, calling_ae="X")
+        assert fixed.complete.all()
+
+
+def test_cancel_part_way_keeps_valid_files(
+    tmp_path: Path, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    need_peer("Orthanc")
+    big = dl.synth.write_studies(
+        tmp_path / "big", n_studies=30, seed=8, image_size=128, max_series=2, max_instances=6
+    )
+    with (
+        dl.LocalPACS(tmp_path / "lp", ae_title="DLCANCEL", port=0, fsync=False) as lp,
+        Orthanc(tmp_path / "o3", modalities={"DLCANCEL": ("127.0.0.1", lp.port)}) as o,
+    ):
+        o.upload(big.path)
+        studies = dl.find(o.node, dl.Query.studies(), calling_ae="DLCANCEL")
+        job = dl.retrieve(
+            o.node,
+            studies,
+            into=lp,
+            method="get",
+            max_connections=1,
+            wait=False,
+            progress=False,
+            calling_ae="DLCANCEL",
+        )
+        assert isinstance(job, dl.Job)
+        deadline = time.monotonic() + 30
+        while (job.progress.state == "done").sum() < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job.cancel()
+        res = job.result(timeout=60)
+        assert job.done()
+        assert not res.attrs["complete"]
+        assert res.complete.sum() >= 2 and (~res.complete).sum() >= 1
+        assert res.error.str.contains("cancel").any()
+        held = lp.instances()
+        assert 0 < len(held) < len(big)
+        for path in held.path:  # every file that arrived is whole
+            assert dcmread(path).SOPInstanceUID
+
+
+def test_store_mixed_folder_into_storescp_and_orthanc(
+    tmp_path: Path, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    need_peer("storescp")
+    need_peer("Orthanc")
+    folder, manifest = synthetic
+    (folder / "notes.txt").write_text("not DICOM")
+    try:
+        with StoreSCP(tmp_path / "scp") as scp:
+            res = dl.store(scp.node, folder, max_connections=2, progress=False, calling_ae="SENDER")
+            received = {dcmread(p).SOPInstanceUID for p in scp.output.iterdir()}
+        assert received == set(manifest.SOPInstanceUID)
+        assert len(res) == len(manifest) + 1
+        bad = res[res.path.str.endswith("notes.txt")]
+        assert bad.status.isna().all() and bad.error.iloc[0] == "not a DICOM file"
+        good = res.drop(bad.index)
+        assert (good.status == 0).all() and good.error.isna().all()
+        assert not res.attrs["complete"]
+
+        with Orthanc(tmp_path / "o4") as o:
+            res = dl.store(
+                o.node, manifest.path, max_connections=4, progress=False, calling_ae="SENDER"
+            )
+            assert (res.status == 0).all() and res.attrs["complete"]
+            assert len(o.rest("GET", "/instances")) == len(manifest)
+    finally:
+        (folder / "notes.txt").unlink()
+
+
+def test_store_local_instances_and_datasets(
+    tmp_path: Path, local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
+) -> None:
+    need_peer("storescp")
+    local.import_files(synthetic[0])
+    with StoreSCP(tmp_path / "scp2") as scp:
+        res = dl.store(scp.node, local.instances().head(5), progress=False, calling_ae="S")
+        assert (res.status == 0).all() and len(res) == 5
+        ds = next(iter(dl.synth.generate(1, seed=77)))
+        one = dl.store(scp.node, ds, progress=False, calling_ae="S")
+        assert one.status.iloc[0] == 0
+        assert len(list(scp.output.iterdir())) == 6
