@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import pandas as pd
+
 from dicomlab import __version__
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
@@ -54,6 +56,47 @@ def _cmd_find(args: argparse.Namespace) -> int:
     state = "complete" if df.attrs["complete"] else f"INCOMPLETE: {df.attrs['error']}"
     _out(f"{len(df)} matches in {df.attrs['elapsed_s']:.2f} s ({state})")
     return 0 if df.attrs["complete"] else 3
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from dicomlab.transfer.retrieve import retrieve
+
+    res = retrieve(
+        args.node,
+        args.study,
+        into=args.into,
+        method=args.method,
+        max_connections=args.max_connections,
+        calling_ae=args.calling_ae,
+    )
+    assert isinstance(res, pd.DataFrame)
+    cols = [
+        "StudyInstanceUID",
+        "status",
+        "expected_instances",
+        "received_instances",
+        "complete",
+        "skipped",
+        "attempts",
+        "error",
+    ]
+    _out(res[cols].to_string(max_colwidth=60))
+    return 0 if res.attrs["complete"] else 3
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from dicomlab.transfer.store import store
+
+    res = store(
+        args.node, args.path, max_connections=args.max_connections, calling_ae=args.calling_ae
+    )
+    assert isinstance(res, pd.DataFrame)
+    bad = res[res["error"].notna()]
+    if len(bad):
+        _out(bad[["path", "status", "error"]].to_string(max_colwidth=80))
+    summary = res["status"].value_counts(dropna=False).to_dict()
+    _out(f"{len(res)} files: statuses {summary}")
+    return 0 if res.attrs["complete"] else 3
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -159,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--parquet", help="write the result as Parquet")
     f.add_argument("--max-rows", type=int, default=50)
     f.set_defaults(func=_cmd_find)
+
+    r = sub.add_parser("retrieve", help="C-MOVE/C-GET studies into a LocalPACS folder")
+    r.add_argument("node", help="a node name from the node book, or AE@HOST:PORT")
+    r.add_argument("--study", action="append", required=True, help="Study Instance UID")
+    r.add_argument("--into", help="archive folder (default: the default LocalPACS)")
+    r.add_argument("--method", choices=["move", "get"], help="default: the node's")
+    r.add_argument("--max-connections", type=int)
+    r.add_argument("--calling-ae", help="our AE title (default: the node book's)")
+    r.set_defaults(func=_cmd_retrieve)
+
+    t = sub.add_parser("store", help="C-STORE files or folders to a node")
+    t.add_argument("node", help="a node name from the node book, or AE@HOST:PORT")
+    t.add_argument("path", nargs="+", help="files or folders (recursive)")
+    t.add_argument("--max-connections", type=int)
+    t.add_argument("--calling-ae", help="our AE title (default: the node book's)")
+    t.set_defaults(func=_cmd_store)
 
     d = sub.add_parser("demo", help="run the demo")
     d.add_argument("--out", default="demo-output", help="folder for the demo's files")

@@ -89,3 +89,33 @@ def test_find_writes_parquet_and_quotes_bad_keywords(
         assert set(week.StudyInstanceUID) == set(expected.StudyInstanceUID) and len(week) > 0
         assert main(["find", lp.node.address, "Bogus=1"]) == 1
         assert "'Bogus'" in capsys.readouterr().err
+
+
+def test_retrieve_and_store_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    book = dl.NodeBook(local=dl.LocalIdentity(ae_title="CLIRECV", port=0))
+    book.save()
+    manifest = dl.synth.write_studies(tmp_path / "s", n_studies=3, seed=4)
+    with dl.LocalPACS(tmp_path / "src", port=0, allow_unknown="all", fsync=False) as src:
+        src.import_files(tmp_path / "s")
+        study = manifest.StudyInstanceUID.iloc[0]
+        argv = [
+            "retrieve",
+            src.node.address,
+            "--study",
+            study,
+            "--into",
+            str(tmp_path / "dst"),
+            "--method",
+            "get",
+        ]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert study in out and "True" in out
+        got = dl.LocalPACS(tmp_path / "dst", port=0).instances()
+        assert set(got.SOPInstanceUID) == set(
+            manifest[manifest.StudyInstanceUID == study].SOPInstanceUID
+        )
+    with dl.LocalPACS(tmp_path / "sink", port=0, allow_unknown="all", fsync=False) as sink:
+        assert main(["store", sink.node.address, str(tmp_path / "s")]) == 0
+        assert f"{len(manifest)} files" in capsys.readouterr().out
+        assert len(sink.instances()) == len(manifest)

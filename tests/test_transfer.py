@@ -240,3 +240,28 @@ def test_store_local_instances_and_datasets(
         one = dl.store(scp.node, ds, progress=False, calling_ae="S")
         assert one.status.iloc[0] == 0
         assert len(list(scp.output.iterdir())) == 6
+
+
+def test_store_negotiates_syntaxes_from_the_files(tmp_path: Path) -> None:
+    """An RLE file goes as is where accepted; to an implicit-only peer it is converted."""
+    need_peer("storescp")
+    from pydicom.uid import ImplicitVRLittleEndian, RLELossless
+
+    ds = next(iter(dl.synth.generate(1, seed=12, image_size=32)))
+    ds.compress(RLELossless)
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle, enforce_file_format=True)
+    plain = tmp_path / "plain.dcm"
+    next(iter(dl.synth.generate(1, seed=13))).save_as(plain, enforce_file_format=True)
+    with StoreSCP(tmp_path / "all") as scp:
+        res = dl.store(scp.node, [rle, plain], progress=False, calling_ae="S")
+        assert (res.status == 0).all()
+        assert set(res.sent_as) == {RLELossless, "1.2.840.10008.1.2.1"}
+        got = {dcmread(p).SOPInstanceUID: dcmread(p) for p in scp.output.iterdir()}
+        assert got[ds.SOPInstanceUID].file_meta.TransferSyntaxUID == RLELossless
+    with StoreSCP(tmp_path / "implicit", extra=["+xi"]) as scp:
+        res = dl.store(scp.node, [rle, plain], progress=False, calling_ae="S")
+        assert (res.status == 0).all(), res.error.tolist()
+        assert set(res.sent_as) == {ImplicitVRLittleEndian}
+        got = {dcmread(p).SOPInstanceUID: dcmread(p) for p in scp.output.iterdir()}
+        assert got[ds.SOPInstanceUID].pixel_array.tolist() == ds.pixel_array.tolist()

@@ -122,8 +122,16 @@ class Job:
         return row
 
 
-_INT_COLUMNS = ("status", "completed", "failed", "warning", "expected_instances",
-                "received_instances", "attempts", "bytes")
+_INT_COLUMNS = (
+    "status",
+    "completed",
+    "failed",
+    "warning",
+    "expected_instances",
+    "received_instances",
+    "attempts",
+    "bytes",
+)
 _BOOL_COLUMNS = ("complete", "skipped")
 _FLOAT_COLUMNS = ("duration_s", "mb_per_s")
 

@@ -102,19 +102,24 @@ def _read_source(path: Path) -> _Source:
 
 
 def _contexts(sources: list[_Source]) -> list[PresentationContext]:
-    """One context per SOP class: the files' own syntaxes first, then uncompressed."""
-    by_class: dict[str, list[str]] = {}
+    """Two contexts per SOP class: the files' own syntaxes, and uncompressed as a fallback.
+
+    Separate contexts let the peer accept each file's own syntax (sent as is, no
+    re-encoding) while still offering a conversion path.
+    """
+    own: dict[str, list[str]] = {}
     for s in sources:
-        syntaxes = by_class.setdefault(s.sop_class, [])
-        for ts in (s.transfer_syntax, *_UNCOMPRESSED):
-            if ts and ts not in syntaxes:
-                syntaxes.append(ts)
+        syntaxes = own.setdefault(s.sop_class, [])
+        if s.transfer_syntax and s.transfer_syntax not in syntaxes:
+            syntaxes.append(s.transfer_syntax)
     out = []
-    for sop_class, syntaxes in by_class.items():
-        cx = PresentationContext()
-        cx.abstract_syntax = sop_class
-        cx.transfer_syntax = syntaxes  # type: ignore[assignment]
-        out.append(cx)
+    for sop_class, syntaxes in own.items():
+        for group in (syntaxes, list(_UNCOMPRESSED)):
+            if group:
+                cx = PresentationContext()
+                cx.abstract_syntax = sop_class
+                cx.transfer_syntax = group  # type: ignore[assignment]
+                out.append(cx)
     return out
 
 
@@ -142,16 +147,22 @@ def _payload(src: _Source, accepted: dict[str, set[str]]) -> tuple[Any, str] | s
         return f"the peer accepted no context for {UID(src.sop_class).name}"
     if src.transfer_syntax in syntaxes:
         return (src.path if src.path else src.dataset), src.transfer_syntax
-    if UID(src.transfer_syntax).is_compressed if src.transfer_syntax else False:
-        return (
-            f"the peer does not accept {UID(src.transfer_syntax).name} for this class and "
-            "dicomlab does not decompress on send"
-        )
     ds = src.dataset if src.dataset is not None else dcmread(src.path or "")
+    if src.transfer_syntax and UID(src.transfer_syntax).is_compressed:
+        if not any(ts in syntaxes for ts in _UNCOMPRESSED):
+            return "no common transfer syntax"
+        try:
+            ds.decompress(
+                generate_instance_uid=False
+            )  # pydicom's decoders (and plugins such as pylibjpeg, if present)
+        except Exception as exc:
+            return (
+                f"the peer does not accept {UID(src.transfer_syntax).name} for this class "
+                f"and pydicom cannot decompress it here ({exc})"
+            )
     for ts in _UNCOMPRESSED:
         if ts in syntaxes:
-            ds.file_meta.TransferSyntaxUID = ts
-            return ds, ts
+            return ds, ts  # pynetdicom re-encodes between uncompressed syntaxes
     return "no common transfer syntax"
 
 
@@ -222,7 +233,7 @@ def _batches(sources: list[_Source], n: int) -> list[_Batch]:
         chunk: list[_Source] = []
         classes: set[str] = set()
         for s in part:
-            if s.sop_class not in classes and len(classes) >= 120:
+            if s.sop_class not in classes and len(classes) >= 60:  # 2 contexts each, <= 128
                 out.append(_Batch(tuple(chunk)))
                 chunk, classes = [], set()
             chunk.append(s)
