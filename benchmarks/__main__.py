@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_echo, bench_query, bench_receive
+from benchmarks import bench_echo, bench_query, bench_receive, bench_transfer
 
 
 def main() -> int:
@@ -19,6 +19,8 @@ def main() -> int:
         results.append(bench_echo.run())
     if not only or "receive" in only:
         results.extend(bench_receive.run())
+    if not only or "transfer" in only:
+        results.extend(bench_transfer.run())
     if not only or "query" in only:
         results.append(bench_query.run())
     out = Path(__file__).parent / "results"
@@ -32,10 +34,10 @@ def main() -> int:
     }
     path = out / f"bench-{stamp}.json"
     path.write_text(json.dumps(payload, indent=2))
-    print(f"{'benchmark':40} {'dicomlab':>12} {'dcmtk':>12} {'ratio':>8}")
+    print(f"{'benchmark':48} {'dicomlab':>12} {'dcmtk':>12} {'ratio':>8}")
     for r in results:
         print(
-            f"{r['name']:40} {r['dicomlab']:>12.4g} {r['dcmtk']:>12.4g} "
+            f"{r['name']:48} {r['dicomlab']:>12.4g} {r['dcmtk']:>12.4g} "
             f"{r['ratio']:>8.2f}  {r['unit']}"
         )
     print(f"written {path}")

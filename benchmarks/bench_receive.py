@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import dicomlab as dl
-from benchmarks.common import count, dataset, median_of, storescu
-from dicomlab.testing.peers import Orthanc, StoreSCP
+from benchmarks.common import count, dataset, median_of, storescu, storescu_into_storescp
+from dicomlab.testing.peers import Orthanc
 
 
 def run() -> list[dict[str, Any]]:
@@ -23,12 +23,6 @@ def run() -> list[dict[str, Any]]:
     total = count(data)
     with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
         work = Path(tmp)
-
-        def into_storescp() -> float:
-            with StoreSCP(work / "scp") as scp:
-                s = storescu(scp.port, data, scp.ae_title)
-            shutil.rmtree(work / "scp")
-            return s
 
         def into_local(fsync: bool) -> float:
             root = work / "local"
@@ -44,7 +38,7 @@ def run() -> list[dict[str, Any]]:
             shutil.rmtree(work / "orthanc")
             return s
 
-        scp_s, scp_runs = median_of(into_storescp)
+        scp_s, scp_runs = median_of(lambda: storescu_into_storescp(work, data))
         on_s, on_runs = median_of(lambda: into_local(True))
         off_s, off_runs = median_of(lambda: into_local(False))
         orth_s, orth_runs = median_of(into_orthanc)

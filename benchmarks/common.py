@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -11,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 import dicomlab as dl
-from dicomlab.testing.peers import peer_env, require_binary
+from dicomlab.testing.peers import StoreSCP, peer_env, require_binary
 
 CACHE = Path(os.environ.get("DICOMLAB_BENCH_DATA", Path(__file__).parent / ".data"))
 REPEATS = int(os.environ.get("DICOMLAB_BENCH_REPEATS", "3"))
@@ -60,6 +61,14 @@ def storescu(port: int, folder: Path, called: str) -> float:
         capture_output=True,
     )
     return time.perf_counter() - t0
+
+
+def storescu_into_storescp(work: Path, data: Path) -> float:
+    """Seconds for storescu -> a fresh storescp under ``work`` (the dcmtk baseline)."""
+    with StoreSCP(work / "scp") as scp:
+        s = storescu(scp.port, data, scp.ae_title)
+    shutil.rmtree(work / "scp")
+    return s
 
 
 def median_of(fn: Callable[[], float], repeats: int = REPEATS) -> tuple[float, list[float]]:

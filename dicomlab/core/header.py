@@ -57,12 +57,16 @@ def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
 
 
 def scan_header(
-    data: bytes | memoryview, transfer_syntax: str, keywords: Mapping[str, str] | list[str]
+    data: bytes | memoryview,
+    transfer_syntax: str,
+    keywords: Mapping[str, str] | list[str],
+    whole: bool = True,
 ) -> dict[str, str] | None:
     """Decoded values of ``keywords`` from an encoded data set, or ``None`` to fall back.
 
     Missing attributes come back as ``""``. Multi-valued values keep their
-    backslashes.
+    backslashes. With ``whole=False`` ``data`` is only the start of the data set:
+    ``None`` unless the scan got past the last wanted tag within it.
     """
     if transfer_syntax in (EXPLICIT_BE, DEFLATED):
         return None
@@ -86,6 +90,7 @@ def scan_header(
             group, elem = unpack_tag(buf, pos)
             tag = (group << 16) | elem
             if tag > last:
+                whole = True  # everything wanted lies before this point
                 break
             if implicit:
                 length = unpack_u32(buf, pos + 4)[0]
@@ -109,6 +114,8 @@ def scan_header(
             pos += length
     except struct.error:
         return None
+    if not whole:
+        return None  # ran out of data before the last wanted tag
     charset_raw = raw_values.get(_CHARSET_TAG, ("CS", b""))[1].decode("ascii", "replace")
     terms = [t.strip() for t in charset_raw.split("\\")] if charset_raw.strip() else None
     encodings = convert_encodings(terms)

@@ -19,6 +19,7 @@ from pynetdicom.association import Association
 from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
 from dicomlab.core.nodes import TLS
+from dicomlab.net import fastpath
 
 __all__ = ["ClientAE", "client_ssl_context", "connect_error_of", "quiesce", "set_nodelay"]
 
@@ -86,6 +87,7 @@ class ClientAE(AE):
     ) -> AssociationSocket:
         sock = _ClientSocket(assoc, address=address)
         sock.tls_args = tls_args
+        fastpath.install(assoc, sock)  # called before the association starts
         return sock
 
 
@@ -126,6 +128,8 @@ def quiesce(assoc: Association, settle_s: float = 0.003) -> None:
     ``settle_s`` (longer than one reactor loop), so the reactor is blocked
     before the request goes out. pynetdicom's own pause then finds it paused.
     """
+    if fastpath.is_installed(assoc):
+        return  # its reactor pauses without the race
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
     if checkpoint is None or not assoc.is_established:  # pragma: no cover - other versions
         return

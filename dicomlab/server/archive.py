@@ -98,8 +98,11 @@ def read_header(data: bytes | BytesIO | str | Path) -> tuple[Dataset, str]:
     return ds, ts
 
 
-def file_header(data: bytes) -> tuple[dict[str, Any], str]:
-    """Index row and transfer syntax of a whole DICOM file (fast path, then pydicom)."""
+def prefix_header(data: bytes, whole: bool = True) -> tuple[dict[str, Any], str] | None:
+    """Index row and transfer syntax by the fast scan, or ``None`` (then use pydicom).
+
+    ``whole=False``: ``data`` is only the start of the file.
+    """
     if data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00":
         # Group length of the file meta tells where the data set starts.
         meta_len = int.from_bytes(data[140:144], "little")
@@ -107,9 +110,17 @@ def file_header(data: bytes) -> tuple[dict[str, Any], str]:
         meta = scan_header(memoryview(data)[132:meta_end], EXPLICIT_LE_UID, ["TransferSyntaxUID"])
         ts = (meta or {}).get("TransferSyntaxUID", "")
         if ts:
-            values = scan_header(memoryview(data)[meta_end:], ts, _HEADER_KEYWORDS)
+            values = scan_header(memoryview(data)[meta_end:], ts, _HEADER_KEYWORDS, whole)
             if values is not None:
                 return header_row(values), ts
+    return None
+
+
+def file_header(data: bytes) -> tuple[dict[str, Any], str]:
+    """Index row and transfer syntax of a whole DICOM file (fast path, then pydicom)."""
+    fast = prefix_header(data)
+    if fast is not None:
+        return fast
     ds, ts = read_header(data)
     return header_row(ds), ts
 

@@ -23,6 +23,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomlab.core.nodes import Node, validate_ae_title, validate_host, validate_port
 from dicomlab.errors import ConfigError
+from dicomlab.net import fastpath
+from dicomlab.net.transport import set_nodelay
 
 __all__ = ["ServerThread", "VerificationServer"]
 
@@ -72,6 +74,14 @@ def _wake(assoc: Any) -> None:
     queue = getattr(getattr(assoc, "dul", None), "to_user_queue", None)
     if queue is not None:
         queue.put(None)
+
+
+def _tune_connection(event: Any) -> None:
+    """A new connection: TCP_NODELAY, and the event-driven reactors (before it starts)."""
+    raw = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        set_nodelay(raw)
+    fastpath.install(event.assoc)
 
 
 def _wake_unassociated(event: Any) -> None:
@@ -140,6 +150,7 @@ class ServerThread:
                     (self.host, self._requested_port),
                     block=False,
                     evt_handlers=[
+                        (evt.EVT_CONN_OPEN, _tune_connection),
                         (evt.EVT_CONN_CLOSE, _wake_unassociated),
                         *((h[0], _weak(h[1]), *h[2:]) for h in self._handlers()),
                     ],

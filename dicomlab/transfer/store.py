@@ -24,7 +24,7 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
 from dicomlab.net.transport import quiesce
-from dicomlab.server.archive import HeaderError, file_header
+from dicomlab.server.archive import HeaderError, file_header, prefix_header
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "store"]
@@ -91,11 +91,18 @@ def _sources(what: Any) -> list[_Source]:
     return out
 
 
+_HEAD_BYTES = 64 * 1024
+"""Bytes read to find a file's header; the whole file only when the header is longer."""
+
+
 def _read_source(path: Path) -> _Source:
     try:
-        data = path.read_bytes()
-        row, ts = file_header(data)
-        return _Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, len(data))
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+        fast = prefix_header(head, whole=len(head) >= size)
+        row, ts = fast if fast is not None else file_header(path.read_bytes())
+        return _Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
     except (InvalidDicomError, HeaderError, OSError, ValueError) as exc:
         reason = "not a DICOM file" if isinstance(exc, InvalidDicomError) else str(exc)
         return _Source(str(path), None, "", "", "", 0, error=reason)

@@ -1,0 +1,164 @@
+"""Send and retrieve: dl.store vs storescu, dl.retrieve vs movescu/getscu.
+
+Send: 1,000 CT instances of 512x512 16-bit (DICOMLAB_BENCH_N to change) from disk to
+dcmtk storescp on one association: ``dl.store`` versus ``storescu``.
+Ratio = dicomlab rate / storescu rate (target: >= 0.6).
+
+Retrieve: the same set (10 studies of 100) held by Orthanc, pulled study by study
+into a LocalPACS by C-MOVE and by C-GET with ``max_connections`` 1 and 4, versus dcmtk
+``movescu`` (Orthanc -> storescp) and ``getscu`` run once per study, one after the
+other. LocalPACS runs with fsync off, like storescp; the rate includes dicomlab's
+own planning queries (the image-level count used for resume and completeness).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import dicomlab as dl
+from benchmarks.common import count, dataset, median_of, storescu, storescu_into_storescp
+from dicomlab.testing.peers import Orthanc, StoreSCP, free_port, peer_env, require_binary
+
+UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
+
+
+def _row(name: str, ours: float, theirs: float, total: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "unit": UNIT,
+        "dicomlab": total / ours,
+        "dcmtk": total / theirs,
+        "ratio": theirs / ours,
+        "instances": total,
+        **extra,
+    }
+
+
+def _send(data: Path, work: Path, total: int) -> dict[str, Any]:
+    def ours() -> float:
+        with StoreSCP(work / "scp") as scp:
+            t0 = time.perf_counter()
+            out = dl.store(scp.node, data, max_connections=1, progress=False, calling_ae="BENCH")
+            s = time.perf_counter() - t0
+        assert isinstance(out, pd.DataFrame)
+        assert (out.status == 0).all() and len(out) == total, out.error.dropna().head()
+        shutil.rmtree(work / "scp")
+        return s
+
+    base, base_runs = median_of(lambda: storescu_into_storescp(work, data))
+    mine, runs = median_of(ours)
+    return _row(
+        "send: dl.store -> storescp",
+        mine,
+        base,
+        total,
+        runs_s=runs,
+        storescu_runs_s=base_runs,
+    )
+
+
+def _dcmtk_retrieve(tool: str, orthanc: Orthanc, uids: list[str], extra: list[str]) -> float:
+    exe = require_binary(tool)
+    t0 = time.perf_counter()
+    for uid in uids:
+        subprocess.run(
+            [
+                exe,
+                "-S",
+                "-aet",
+                "BENCH",
+                "-aec",
+                orthanc.ae_title,
+                *extra,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={uid}",
+                "127.0.0.1",
+                str(orthanc.port),
+            ],
+            check=True,
+            env=peer_env(),
+            capture_output=True,
+        )
+    return time.perf_counter() - t0
+
+
+def _retrieve(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
+    local_port = free_port()
+    scp = StoreSCP(work / "scp", ae_title="BENCHSCP")
+    modalities = {"DLRECV": ("127.0.0.1", local_port), scp.ae_title: ("127.0.0.1", scp.port)}
+    with Orthanc(work / "orthanc", modalities=modalities) as orthanc:
+        storescu(orthanc.port, data, orthanc.ae_title)
+        node = orthanc.node.replace(timeout=120)
+        studies = dl.find(node, dl.Query.studies(), calling_ae="DLRECV")
+        uids = list(studies.StudyInstanceUID)
+
+        def ours(method: str, connections: int) -> float:
+            root = work / "local"
+            with dl.LocalPACS(root, ae_title="DLRECV", port=local_port, fsync=False) as lp:
+                t0 = time.perf_counter()
+                res = dl.retrieve(
+                    node,
+                    studies,
+                    into=lp,
+                    method=method,
+                    max_connections=connections,
+                    progress=False,
+                    calling_ae="DLRECV",
+                )
+                s = time.perf_counter() - t0
+                assert res.complete.all() and len(lp.instances()) == total, res.error.dropna()
+            shutil.rmtree(root)
+            return s
+
+        def movescu() -> float:
+            with scp:
+                s = _dcmtk_retrieve("movescu", orthanc, uids, ["-aem", scp.ae_title])
+                got = sum(1 for _ in scp.output.iterdir())
+                assert got == total, got
+            shutil.rmtree(scp.output)
+            scp.output.mkdir()
+            return s
+
+        def getscu() -> float:
+            out = work / "get"
+            out.mkdir()
+            s = _dcmtk_retrieve("getscu", orthanc, uids, ["-od", str(out)])
+            assert sum(1 for _ in out.iterdir()) == total
+            shutil.rmtree(out)
+            return s
+
+        base = {"move": median_of(movescu), "get": median_of(getscu)}
+        rows = []
+        for method, tool in (("move", "movescu -> storescp"), ("get", "getscu")):
+            for connections in (1, 4):
+                mine, runs = median_of(lambda m=method, c=connections: ours(m, c))  # type: ignore[misc]
+                rows.append(
+                    _row(
+                        f"retrieve: {method} x{connections} (vs {tool})",
+                        mine,
+                        base[method][0],
+                        total,
+                        runs_s=runs,
+                        dcmtk_runs_s=base[method][1],
+                    )
+                )
+    return rows
+
+
+def run() -> list[dict[str, Any]]:
+    n = int(os.environ.get("DICOMLAB_BENCH_N", "1000"))
+    data = dataset("ct", n, 512)
+    total = count(data)
+    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
+        work = Path(tmp)
+        return [_send(data, work, total), *_retrieve(data, work, total)]

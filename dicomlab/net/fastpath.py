@@ -1,0 +1,390 @@
+"""Event-driven reactors for pynetdicom associations: the one place dicomlab changes its threads.
+
+pynetdicom 3.0 runs two polling loops per association:
+
+* the DUL thread checks the socket and the queue of outgoing primitives, and
+  sleeps 1 ms whenever a pass found nothing to do;
+* the association thread sleeps 1 ms at the top of every pass, then looks for an
+  incoming DIMSE message to serve.
+
+Each request/response pair therefore waits on the order of a millisecond or two in
+sleeps on each side; with large instances over loopback that is most of the time
+(measured: plain pynetdicom ~180-290 instances/s where dcmtk does ~700/s). Its
+reactor pause is also racy (pynetdicom issue #875: a response can be taken by the
+reactor and lost), which :func:`dicomlab.net.transport.quiesce` works around at a
+cost of a few milliseconds per message.
+
+:func:`install` adapts one association before it starts, without touching any
+class or global state:
+
+* the DUL's idle pass blocks in ``select()`` on the peer's socket and a wake-up
+  socket that is poked whenever a primitive is queued for sending (so both
+  incoming PDUs and outgoing requests are handled at once, and an idle
+  association costs no CPU);
+* each DIMSE message is encoded into its P-DATA-TF PDUs by the sending thread and
+  handed to the DUL as one block written with one ``sendall`` (pynetdicom queues
+  every 16 KB PDU separately, ~70 us of hand-offs each); blocks are capped at
+  4 MB so a large file is still streamed;
+* socket reads use ``recv_into`` a buffer of the PDU's size instead of 4 KB pieces;
+* the association's reactor waits on an event set when a DIMSE message or a
+  release/abort arrives, instead of sleeping, and pauses without the race: it only
+  reports itself paused while it is blocked, and checks the pause request again
+  after every wake-up, before it touches the message queue.
+
+One pynetdicom option is set for the whole process when this module is imported:
+``_config.STORE_SEND_CHUNKED_DATASET`` (a C-STORE of a file path streams the file's
+bytes as stored instead of decoding and re-encoding the dataset; dicomlab only sends
+a path when the peer accepted the file's own transfer syntax).
+
+Everything else (state machine, PDU codec, DIMSE, handlers) is pynetdicom's own.
+The behaviour is covered by the interoperability tests (dcmtk and Orthanc, both
+roles), which all run through this module. Set ``DICOMLAB_FASTPATH=0`` to turn it off
+(then pynetdicom runs as shipped, with :func:`quiesce` guarding the race).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import socket
+import struct
+import threading
+import weakref
+from collections.abc import Callable
+from types import MethodType
+from typing import Any
+
+from pynetdicom import _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+__all__ = ["enabled", "install", "is_installed"]
+
+log = logging.getLogger(__name__)
+
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+_BLOCK_BYTES = 4 * 1024 * 1024
+"""Largest block of encoded PDUs handed to the DUL at once (bounds memory per message)."""
+_RAW_CONTEXT = 0
+"""Marks a block of pre-encoded PDUs: presentation context IDs are odd, never 0."""
+
+_TICK_S = 0.05
+"""Longest idle wait: bounds how late timers (ARTIM, idle) and thread exits are seen."""
+
+
+def enabled() -> bool:
+    """Whether new associations get the event-driven reactors (``DICOMLAB_FASTPATH``)."""
+    return os.environ.get("DICOMLAB_FASTPATH", "1") not in ("0", "false", "no", "off")
+
+
+def is_installed(assoc: Association) -> bool:
+    return bool(getattr(assoc, "_dl_fastpath", False))
+
+
+class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue that calls ``wake()`` after each put."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self._wake()
+
+
+class _WakingEvent(threading.Event):
+    """The reactor's pause checkpoint; setting it also wakes the idle reactor."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
+
+class _Waker:
+    """A socket pair the DUL thread selects on, poked when there is something to send."""
+
+    def __init__(self) -> None:
+        self.r, self.w = socket.socketpair()
+        self.r.setblocking(False)
+        self.w.setblocking(False)
+        self.closed = False
+        self.waiting = False  # the DUL is (about to be) blocked in select()
+
+    def poke(self) -> None:
+        if self.closed or not self.waiting:
+            return
+        try:
+            self.w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already poked (buffer full) or closing: the DUL will wake anyway
+
+    def drain(self) -> None:
+        try:
+            while self.r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:  # idempotent
+        self.closed = True
+        self.r.close()
+        self.w.close()
+
+
+def install(assoc: Association, sock: Any = None) -> None:
+    """Give ``assoc`` event-driven DUL and association reactors (before it starts).
+
+    ``sock`` is its AssociationSocket when not yet set on the association.
+    """
+    if not enabled() or is_installed(assoc) or assoc.is_alive():
+        return
+    a: Any = assoc  # instance attributes are replaced below: untyped on purpose
+    dul: Any = a.dul
+    if dul.is_alive() or not dul.to_provider_queue.empty():
+        return  # too late to swap queues safely: leave pynetdicom's loops
+    waker = _Waker()
+    weakref.finalize(dul, waker.close)  # if the association never starts
+
+    # DUL: wake on queued primitives, block on the socket when idle.
+    dul.to_provider_queue = _WakingQueue(waker.poke)
+    dul._run_loop_delay = 0  # the idle wait happens in the transport check below
+    transport_event = dul._is_transport_event
+    dul._is_transport_event = MethodType(_dul_transport_event(transport_event, waker), dul)
+    dul.kill_dul = _kill_dul(dul, waker)
+    dul.stop_dul = _stop_dul(dul, waker)
+    a.dimse.send_msg = _send_msg(a)
+    dul._send = _dul_send(dul, dul._send)
+    sock = sock if sock is not None else dul.socket
+    if sock is not None:
+        sock.recv = MethodType(_recv, sock)
+    target = dul._target
+
+    def run_dul() -> None:
+        try:
+            target()
+        finally:
+            waker.close()
+
+    dul._target = run_dul
+
+    # Association: wake on DIMSE messages, release/abort and pause changes.
+    wake = threading.Event()
+    a._dl_wake = wake
+    a.dimse.msg_queue = _WakingQueue(wake.set)
+    dul.to_user_queue = _WakingQueue(wake.set)
+    checkpoint = _WakingEvent(wake)
+    checkpoint.set()
+    a._reactor_checkpoint = checkpoint
+    a._run_reactor = MethodType(_association_reactor, assoc)
+    a._dl_fastpath = True
+
+
+def _pdata_tf(pdata: P_DATA) -> bytes:
+    """Encode one P-DATA primitive as a P-DATA-TF PDU (PS3.8 9.3.5)."""
+    items = b"".join(
+        struct.pack(">IB", len(data) + 1, context_id) + data
+        for context_id, data in pdata.presentation_data_value_list
+    )
+    return struct.pack(">BBI", 0x04, 0x00, len(items)) + items
+
+
+def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
+    """pynetdicom's ``DIMSEServiceProvider.send_msg``, handing the DUL blocks of PDUs."""
+    dimse = assoc.dimse
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        if primitive.MessageIDBeingRespondedTo is None:
+            message = _RQ_TO_MESSAGE[primitive.__class__]()
+        else:
+            message = _RSP_TO_MESSAGE[primitive.__class__]()
+        message.primitive_to_message(primitive)
+        message.context_id = context_id
+        evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": message})
+        block: list[bytes] = []
+        size = 0
+        for pdata in message.encode_msg(context_id, dimse.maximum_pdu_size):
+            pdu = _pdata_tf(pdata)
+            block.append(pdu)
+            size += len(pdu)
+            if size >= _BLOCK_BYTES:
+                _queue_block(assoc.dul, block)
+                block, size = [], 0
+        if block:
+            _queue_block(assoc.dul, block)
+
+    return send_msg
+
+
+def _queue_block(dul: Any, block: list[bytes]) -> None:
+    raw = P_DATA()
+    raw.presentation_data_value_list = [[_RAW_CONTEXT, b"".join(block)]]  # type: ignore[list-item]
+    dul.send_pdu(raw)
+
+
+def _dul_send(dul: Any, original: Callable[[Any], None]) -> Callable[[Any], None]:
+    """The DUL's PDU writer: blocks of pre-encoded PDUs go out with one ``sendall``."""
+
+    def send(pdu: Any) -> None:
+        items = getattr(pdu, "presentation_data_value_items", None)
+        if (
+            not isinstance(pdu, P_DATA_TF)
+            or not items
+            or items[0].presentation_context_id != _RAW_CONTEXT
+        ):
+            original(pdu)
+            return
+        blob = items[0].presentation_data_value
+        sock = getattr(dul.socket, "socket", None)
+        if sock is None:
+            log.warning("attempted to send data over a closed connection")
+            return
+        try:
+            sock.sendall(blob)
+        except OSError:
+            dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
+            return
+        evt.trigger(dul.assoc, evt.EVT_DATA_SENT, {"data": blob})
+
+    return send
+
+
+_PREALLOCATE = 1 << 20
+"""PDUs up to this size are read into a buffer allocated at once; a larger declared
+length (possibly hostile: up to 4 GiB) grows its buffer only as bytes really arrive."""
+
+
+def _recv(self: Any, nr_bytes: int) -> bytearray:
+    """``AssociationSocket.recv``: up to ``nr_bytes``, in few large reads."""
+    sock = self.socket
+    if nr_bytes > _PREALLOCATE:
+        out = bytearray()
+        while len(out) < nr_bytes:
+            piece = sock.recv(min(_PREALLOCATE, nr_bytes - len(out)))
+            if not piece:
+                break  # connection broken: return what arrived, as pynetdicom does
+            out += piece
+        return out
+    buf = bytearray(nr_bytes)
+    view = memoryview(buf)
+    got = 0
+    try:
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if not n:
+                break
+            got += n
+    finally:
+        view.release()
+    if got < nr_bytes:
+        del buf[got:]
+    return buf
+
+
+def _kill_dul(dul: Any, waker: _Waker) -> Callable[[], None]:
+    def kill_dul() -> None:
+        dul._kill_thread = True
+        waker.waiting = True  # force the poke: the DUL must see the flag now
+        waker.poke()
+
+    return kill_dul
+
+
+def _stop_dul(dul: Any, waker: _Waker) -> Callable[[], bool]:
+    """pynetdicom's ``stop_dul`` (stop if idle, Sta1), waking the DUL instead of spinning."""
+
+    def stop_dul() -> bool:
+        if dul.state_machine.current_state != "Sta1":
+            return False
+        dul._kill_thread = True
+        waker.waiting = True
+        waker.poke()
+        if threading.current_thread() is not dul:
+            dul.join()
+        return True
+
+    return stop_dul
+
+
+def _dul_transport_event(original: Callable[[], bool], waker: _Waker) -> Callable[[Any], bool]:
+    """pynetdicom's transport check, blocking (up to a tick) when there is nothing to do."""
+
+    def check(dul: Any) -> bool:
+        if original():
+            return True
+        # Set "waiting" before the last look at the queues: a put after that look
+        # sees the flag and pokes; a put before it is seen by the look.
+        waker.waiting = True
+        if dul._kill_thread or not dul.event_queue.empty() or not dul.to_provider_queue.empty():
+            waker.waiting = False
+            return False
+        sock = getattr(dul.socket, "socket", None)
+        watch: list[Any] = [waker.r]
+        if sock is not None and getattr(dul.socket, "_is_connected", False):
+            watch.append(sock)
+        try:
+            select.select(watch, [], [], _TICK_S)
+        except (OSError, ValueError):
+            pass  # socket closed under us: pynetdicom's own check reports it
+        waker.waiting = False
+        waker.drain()
+        return bool(original())
+
+    return check
+
+
+def _association_reactor(assoc: Any) -> None:
+    """pynetdicom's acceptor/requestor reactor loop, waiting on events instead of sleeping."""
+    wake: threading.Event = assoc._dl_wake
+    checkpoint: threading.Event = assoc._reactor_checkpoint
+    while not assoc._kill:
+        # Paused only while blocked; the pause request is checked after each wake-up,
+        # before the message queue is touched (no lost responses, pynetdicom #875).
+        assoc._is_paused = False
+        if not checkpoint.is_set():
+            assoc._is_paused = True
+            checkpoint.wait()
+            continue
+        wake.clear()
+        context_id, msg = assoc.dimse.get_msg(block=False)
+        if msg:
+            assoc._serve_request(msg, context_id)
+            continue
+        if assoc.is_established and assoc.acse.is_release_requested():
+            assoc.acse.send_release(is_response=True)
+            log.debug("association released by the peer")
+            assoc.is_released = True
+            assoc.is_established = False
+            evt.trigger(assoc, evt.EVT_RELEASED, {})
+            assoc.kill()
+            return
+        if assoc.acse.is_aborted():
+            assoc.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
+            assoc.is_aborted = True
+            assoc.is_established = False
+            evt.trigger(assoc, evt.EVT_ABORTED, {})
+            assoc.kill()
+            return
+        if not assoc.dul.is_alive():
+            assoc.kill()
+            return
+        if assoc.dul.idle_timer_expired():
+            log.error("network timeout reached on %s", assoc.name)
+            if assoc.network_timeout_response == "A-RELEASE":
+                assoc.release()
+            else:
+                assoc.abort()
+            assoc.kill()
+            return
+        # Idle: blocked, so a sender may go ahead; re-checked after the wait.
+        assoc._is_paused = True
+        wake.wait(_TICK_S)
