@@ -19,6 +19,7 @@ from pynetdicom.association import Association
 from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
 from dicomlab.core.nodes import TLS
+from dicomlab.log import capture
 from dicomlab.net import fastpath
 
 __all__ = ["ClientAE", "client_ssl_context", "connect_error_of", "quiesce", "set_nodelay"]
@@ -65,6 +66,7 @@ class _ClientSocket(AssociationSocket):
             primitive.result = "Evt2"
         except OSError as exc:
             self.connect_error = exc
+            capture.connect_failed(self.assoc, exc)
             if self.socket is not None:
                 # pynetdicom's _shutdown_socket() skips close() when shutdown()
                 # fails on a never-connected socket, leaking it: close directly.
@@ -88,6 +90,7 @@ class ClientAE(AE):
         sock = _ClientSocket(assoc, address=address)
         sock.tls_args = tls_args
         fastpath.install(assoc, sock)  # called before the association starts
+        capture.attach(assoc, "SCU", tls=tls_args is not None)
         return sock
 
 

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -23,6 +24,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomlab.core.nodes import Node, validate_ae_title, validate_host, validate_port
 from dicomlab.errors import ConfigError
+from dicomlab.log import capture
 from dicomlab.net import fastpath
 from dicomlab.net.transport import set_nodelay
 
@@ -82,6 +84,7 @@ def _tune_connection(event: Any) -> None:
     if raw is not None:
         set_nodelay(raw)
     fastpath.install(event.assoc)
+    capture.attach(event.assoc, "SCP", tls=isinstance(raw, ssl.SSLSocket))
 
 
 def _wake_unassociated(event: Any) -> None:

@@ -1,0 +1,115 @@
+"""The network log's Parquet schema (versioned) and the pure conversions of its rows.
+
+Two tables, each a Parquet dataset partitioned by UTC date
+(``<folder>/<table>/date=YYYY-MM-DD/part-*.parquet``):
+
+* ``associations``: one row per association (or failed connection), both roles;
+* ``operations``: one row per DIMSE operation, both roles.
+
+Timestamps are timezone-aware UTC (microseconds). No patient identifiers are ever
+logged: UIDs, AE titles, hosts, statuses, counts, bytes and timings only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = [
+    "ASSOCIATIONS",
+    "OPERATIONS",
+    "OUTCOMES",
+    "ROLES",
+    "SCHEMA_VERSION",
+    "SERVICES",
+    "TABLES",
+    "to_table",
+]
+
+SCHEMA_VERSION = "1"
+
+ROLES = ("SCU", "SCP")
+SERVICES = ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE")
+OUTCOMES = ("released", "aborted", "rejected", "failed")
+
+_TS = pa.timestamp("us", tz="UTC")
+_META = {b"dicomlab.log.schema_version": SCHEMA_VERSION.encode()}
+
+ASSOCIATIONS = pa.schema(
+    [
+        pa.field("association_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("local_ae", pa.string()),
+        pa.field("peer_ae", pa.string()),
+        pa.field("peer_host", pa.string()),
+        pa.field("peer_port", pa.int32()),
+        pa.field("tls", pa.bool_()),
+        pa.field("requested_at", _TS, nullable=False),
+        pa.field("established_at", _TS),
+        pa.field("ended_at", _TS),
+        pa.field("outcome", pa.string()),
+        pa.field("reject_reason", pa.string()),
+        pa.field("max_pdu", pa.int64()),
+        pa.field("contexts_proposed", pa.int32()),
+        pa.field("contexts_accepted", pa.int32()),
+        pa.field("bytes_sent", pa.int64()),
+        pa.field("bytes_received", pa.int64()),
+        pa.field("job_id", pa.string()),
+        pa.field("error", pa.string()),
+    ],
+    metadata=_META,
+)
+
+OPERATIONS = pa.schema(
+    [
+        pa.field("association_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("service", pa.string(), nullable=False),
+        pa.field("message_id", pa.int32()),
+        pa.field("sop_class_uid", pa.string()),
+        pa.field("sop_instance_uid", pa.string()),
+        pa.field("study_instance_uid", pa.string()),
+        pa.field("transfer_syntax", pa.string()),
+        pa.field("started_at", _TS, nullable=False),
+        pa.field("ended_at", _TS),
+        pa.field("duration_s", pa.float64()),
+        pa.field("status", pa.int32()),
+        pa.field("status_category", pa.string()),
+        pa.field("n_matches", pa.int32()),
+        pa.field("n_completed", pa.int32()),
+        pa.field("n_failed", pa.int32()),
+        pa.field("n_warning", pa.int32()),
+        pa.field("bytes", pa.int64()),
+        pa.field("job_id", pa.string()),
+        pa.field("error", pa.string()),
+    ],
+    metadata=_META,
+)
+
+TABLES: dict[str, pa.Schema] = {"associations": ASSOCIATIONS, "operations": OPERATIONS}
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"naive timestamp {value!r}: the log takes UTC-aware datetimes only")
+    return value.astimezone(UTC) if isinstance(value, datetime) else value
+
+
+def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts, missing keys null) as a table of exactly ``schema``; unknown keys refused."""
+    names = schema.names
+    rows = list(rows)
+    for row in rows:
+        extra = set(row) - set(names)
+        if extra:
+            raise ValueError(f"unknown log columns {sorted(extra)}")
+    columns = {}
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        if pa.types.is_timestamp(field.type):
+            values = [_utc(v) for v in values]
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.table(columns, schema=schema)
