@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging as _logging
 
-from dicomlab import synth
+from dicomlab import log, plot, synth
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
 from dicomlab.core.query import Query
@@ -32,6 +32,7 @@ from dicomlab.errors import (
     TLSError,
     ValidationError,
 )
+from dicomlab.log.reader import read_log
 from dicomlab.net.echo import EchoResult, echo
 from dicomlab.net.find import find, find_many, reconcile
 from dicomlab.server.localpacs import LocalPACS
@@ -71,6 +72,9 @@ __all__ = [
     "find",
     "find_many",
     "home",
+    "log",
+    "plot",
+    "read_log",
     "reconcile",
     "retrieve",
     "store",
