@@ -11,10 +11,13 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import pandas as pd
+
+from dicomlab.log import capture
 
 __all__ = ["Job", "run_items"]
 
@@ -51,6 +54,7 @@ class Job:
         self.columns = columns
         self._extra_rows = list(extra_rows)
         self.started_at = time.time()
+        self.id = uuid.uuid4().hex  # the job_id of its rows in the network log
         self._rows: dict[int, Any] = {}  # a row, or a list of rows (one per instance)
         self._state = ["queued"] * len(self.items)
         self._lock = threading.Lock()
@@ -188,7 +192,8 @@ def run_items(
             with job._lock:
                 job._state[i] = "running"
             try:
-                row = work(ctx, items[i])
+                with capture.job_context(job.id):
+                    row = work(ctx, items[i])
             except Exception as exc:  # a bug must not lose the other items' outcomes
                 log.exception("transfer of %s failed", items[i])
                 row = job._cancelled_row(i)
