@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,14 @@ from typing import Any
 import pandas as pd
 
 import dicomlab as dl
-from benchmarks.common import count, dataset, median_of, storescu, storescu_into_storescp
+from benchmarks.common import (
+    REPEATS,
+    count,
+    dataset,
+    median_of,
+    storescu,
+    storescu_into_storescp,
+)
 from dicomlab.testing.peers import Orthanc, StoreSCP, free_port, peer_env, require_binary
 
 UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
@@ -42,7 +50,7 @@ def _row(name: str, ours: float, theirs: float, total: int, **extra: Any) -> dic
     }
 
 
-def _send(data: Path, work: Path, total: int) -> dict[str, Any]:
+def _send(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
     def ours() -> float:
         with StoreSCP(work / "scp") as scp:
             t0 = time.perf_counter()
@@ -53,16 +61,37 @@ def _send(data: Path, work: Path, total: int) -> dict[str, Any]:
         shutil.rmtree(work / "scp")
         return s
 
+    def without_log() -> float:
+        os.environ["DICOMLAB_LOG"] = "0"
+        try:
+            return ours()
+        finally:
+            del os.environ["DICOMLAB_LOG"]
+
     base, base_runs = median_of(lambda: storescu_into_storescp(work, data))
-    mine, runs = median_of(ours)
-    return _row(
-        "send: dl.store -> storescp",
-        mine,
-        base,
-        total,
-        runs_s=runs,
-        storescu_runs_s=base_runs,
-    )
+    # Interleaved so that drift on a shared machine hits both alike.
+    pairs = [(ours(), without_log()) for _ in range(max(3, REPEATS))]
+    on = statistics.median(p[0] for p in pairs)
+    off = statistics.median(p[1] for p in pairs)
+    return [
+        _row(
+            "send: dl.store -> storescp",
+            on,
+            base,
+            total,
+            runs_s=[p[0] for p in pairs],
+            storescu_runs_s=base_runs,
+        ),
+        {
+            "name": "logging overhead: dl.store log on / off",
+            "unit": "time ratio (1.00 = no overhead; target < 1.05)",
+            "dicomlab": on,
+            "dcmtk": off,
+            "ratio": on / off,
+            "on_runs_s": [p[0] for p in pairs],
+            "off_runs_s": [p[1] for p in pairs],
+        },
+    ]
 
 
 def _dcmtk_retrieve(tool: str, orthanc: Orthanc, uids: list[str], extra: list[str]) -> float:
@@ -161,4 +190,4 @@ def run() -> list[dict[str, Any]]:
     total = count(data)
     with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
         work = Path(tmp)
-        return [_send(data, work, total), *_retrieve(data, work, total)]
+        return [*_send(data, work, total), *_retrieve(data, work, total)]
