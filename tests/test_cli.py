@@ -49,8 +49,7 @@ def test_echo_by_name_from_book(capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["echo", "mine"]) == 0
 
 
-def test_console_script_demo(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
+def _demo(out: Path) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "dicomlab.cli", "demo", "--out", str(out), "--studies", "6"],
         capture_output=True,
@@ -58,9 +57,24 @@ def test_console_script_demo(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_console_script_demo(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = _demo(out)
     assert "answered C-ECHO: Success" in proc.stdout
     assert "refused" in proc.stdout
+    assert "all complete: True" in proc.stdout
+    assert "skips 3 complete studies" in proc.stdout
     assert len(list((out / "studies").rglob("*.dcm"))) >= 6
+    assert (out / "network-log.png").stat().st_size > 10_000
+    log = dl.read_log(folder=out / "logs")
+    assert {"C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"} <= set(log.service)
+    assert set(log.role) == {"SCU", "SCP"}
+    # a second run starts clean and succeeds too (no port, file or log left behind)
+    _demo(out)
+    assert len(dl.read_log(folder=out / "logs")) == len(log)
 
 
 def test_find_writes_parquet_and_quotes_bad_keywords(

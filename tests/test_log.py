@@ -58,6 +58,8 @@ def test_store_to_storescp_is_logged_with_statuses_bytes_and_job(
     assert log.job_id.nunique() == 1 and log.job_id.notna().all()
     assert (log.duration_s > 0).all()
     assert str(log.started_at.dtype) == "datetime64[us, UTC]"
+    assert len(dl.read_log(since="today")) == len(log)
+    assert dl.read_log(since=datetime.now(UTC) + timedelta(minutes=1)).empty
     assoc = dl.log.read_associations()
     assert list(assoc.outcome) == ["released"]
     row = assoc.iloc[0]

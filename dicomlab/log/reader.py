@@ -34,6 +34,10 @@ def _folder(folder: str | os.PathLike[str] | None) -> Path:
 def _when(value: Any, name: str) -> datetime | None:
     if value is None:
         return None
+    if isinstance(value, str) and value in ("today", "yesterday"):
+        # the local calendar day, as the query presets
+        day = date.today() - timedelta(days=1 if value == "yesterday" else 0)
+        return datetime(day.year, day.month, day.day).astimezone().astimezone(UTC)
     if isinstance(value, str):
         try:
             value = pd.Timestamp(value).to_pydatetime()
@@ -135,7 +139,8 @@ def read_log(
 ) -> pd.DataFrame:
     """DICOM operations (both roles), with their association's peer and outcome joined.
 
-    ``since``/``until``: dates or times (naive ones are UTC); ``peer``: AE title or
+    ``since``/``until``: dates or times (naive ones are UTC), or ``"today"`` /
+    ``"yesterday"`` (the local calendar day); ``peer``: AE title or
     host; ``service``: ``C-STORE``, ``C-FIND``, ... Only the date partitions in range
     are read. ``status_name`` decodes each status.
     """
