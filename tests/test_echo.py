@@ -92,10 +92,25 @@ def test_dns_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.status is None
 
 
+def _echo_past_reset(node: dl.Node, calling_ae: str | None = None) -> dl.EchoResult:
+    """Echo a peer that rejects us, again if the rejection itself was lost.
+
+    Orthanc (DCMTK) drops the connection right after its A-ASSOCIATE-RJ; now and then
+    the TCP reset overtakes the RJ and the requestor only sees the connection go
+    (measured: 1 in 60 with plain pynetdicom). That is an abort, correctly reported;
+    this test is about the diagnosis of the rejection.
+    """
+    for _ in range(3):
+        r = dl.echo(node, calling_ae=calling_ae)
+        if r.cause != "aborted":
+            break
+    return r
+
+
 def test_wrong_called_ae_rejected_by_orthanc(tmp_path: Path) -> None:
     need_peer("Orthanc")
     with Orthanc(tmp_path, check_called_aet=True) as o:
-        r = dl.echo(o.node.replace(ae_title="NOTORTHANC"))
+        r = _echo_past_reset(o.node.replace(ae_title="NOTORTHANC"))
         assert r.cause == "rejected"
         assert "called AE title not recognised" in r.detail
         assert dl.echo(o.node).ok  # the right title works on the same server
@@ -104,7 +119,7 @@ def test_wrong_called_ae_rejected_by_orthanc(tmp_path: Path) -> None:
 def test_unknown_calling_ae_rejected_by_orthanc(tmp_path: Path) -> None:
     need_peer("Orthanc")
     with Orthanc(tmp_path, allow_unknown=False, modalities={"KNOWN": ("127.0.0.1", 104)}) as o:
-        r = dl.echo(o.node, calling_ae="STRANGER")
+        r = _echo_past_reset(o.node, calling_ae="STRANGER")
         assert r.cause == "rejected"
         assert "calling AE title not recognised" in r.detail
         assert "register our AE title" in r.detail
