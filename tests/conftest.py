@@ -21,6 +21,9 @@ def _isolated_home(
     home = tmp_path_factory.mktemp("dicomlab-home")
     monkeypatch.setenv("DICOMLAB_HOME", str(home))
     yield home
+    from dicomlab.log import flush
+
+    flush()  # this test's network log rows go to its own home now, not during the next test
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
