@@ -82,3 +82,7 @@ __all__ = [
 ]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+# pynetdicom logs identifiers (patient names, IDs) at INFO/DEBUG: keep it to warnings, so
+# that a notebook's logging.basicConfig(level=DEBUG) never prints patient data.
+# Raise it back explicitly (logging.getLogger("pynetdicom").setLevel(...)) to debug.
+_logging.getLogger("pynetdicom").setLevel(_logging.WARNING)

@@ -99,6 +99,7 @@ def test_scp_role_logs_dcmtk_storescu_and_orthanc_find(
     assert len(stores) == len(studies) and (stores.peer_ae == "DCMTKSCU").all()
     finds = log[(log.service == "C-FIND") & (log.role == "SCP")]
     assert len(finds) == 1 and finds.n_matches.iloc[0] == studies.StudyInstanceUID.nunique()
+    assert finds.study_instance_uid.isna().all()  # a universal match names no study
     assert finds.peer_ae.iloc[0] == "ORTHANC"
     assert set(dl.log.read_associations().outcome) == {"released"}
 
@@ -123,6 +124,7 @@ def test_retrieve_by_move_logs_both_roles(
     assert len(moves) == studies.StudyInstanceUID.nunique()
     assert (moves.role == "SCU").all() and (moves.status == 0).all()
     assert moves.n_completed.sum() == len(studies)
+    assert set(moves.study_instance_uid) == set(studies.StudyInstanceUID)
     assert moves.job_id.nunique() == 1
     received = log[(log.service == "C-STORE") & (log.role == "SCP")]
     assert len(received) == len(studies) and (received.peer_ae == "ORTHANC").all()
@@ -165,6 +167,20 @@ def test_no_patient_identifiers_in_the_files(storescp: StoreSCP, studies: pd.Dat
                     assert part.encode() not in blob, f"{keyword} {part!r} leaked into the log"
     names = set(pq.read_schema(_log_files()[0]).names)
     assert not {n for n in names if "patient" in n.lower()}
+
+
+def test_pynetdicom_never_logs_identifiers(
+    local: dl.LocalPACS, studies: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    local.import_files(studies.path.iloc[0])
+    names = {str(dcmread(p, stop_before_pixels=True).PatientName) for p in studies.path}
+    with caplog.at_level(logging.DEBUG):
+        found = dl.find(local.node, dl.Query.studies(), calling_ae="CURIOUS")
+    assert len(found) == 1
+    assert caplog.records  # dicomlab's own debug logging is there...
+    for name in names:
+        for part in name.split("^"):
+            assert part not in caplog.text  # ...but no patient name, from pynetdicom or us
 
 
 def test_files_carry_the_versioned_schema_and_date_partitions(
@@ -226,6 +242,50 @@ def test_half_written_files_are_never_read(tmp_path: Path) -> None:
     (part / ".part-crashed.parquet.tmp").write_bytes(b"PAR1 half a file")
     assert len(dl.read_log(folder=tmp_path)) == 5
     w.close()
+
+
+_KILLED_WRITER = """
+import sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from dicomlab.log.writer import LogWriter
+from tests.test_log import _row
+w = LogWriter(interval_s=3600)
+folder = Path(sys.argv[1])
+i = 0
+print("ready", flush=True)
+while True:
+    for _ in range(2000):
+        w.add("operations", _row(i, datetime.now(UTC)), folder)
+        i += 1
+    w.flush()
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_every_file_readable(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    for delay in (0.5, 0.8, 1.1):
+        with subprocess.Popen(
+            [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        ) as proc:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    files = list((tmp_path / "operations").rglob("part-*.parquet"))
+    assert files
+    for f in files:
+        assert pq.read_metadata(f).num_rows > 0  # no torn file under a final name
+    df = dl.read_log(folder=tmp_path)
+    assert len(df) == sum(pq.read_metadata(f).num_rows for f in files)
 
 
 def test_read_log_filters_and_summary(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from pynetdicom import evt
 
+from dicomlab.core.header import scan_header
 from dicomlab.core.logschema import SERVICES
 from dicomlab.core.status import decode_reject, status_category
 from dicomlab.log import writer as _writer
@@ -198,6 +199,27 @@ def _data_bytes(message: Any) -> int | None:
     return None
 
 
+_QR = ("C-FIND", "C-MOVE", "C-GET")
+_STUDY_UID = ["StudyInstanceUID"]
+
+
+def _identifier_study(message: Any, rec: _Record) -> str | None:
+    """The one Study Instance UID a query/retrieve identifier names, if it names one.
+
+    Only this UID is read, by the fast header scan (a few microseconds for the small
+    identifier); list and wildcard values are left out.
+    """
+    data = getattr(message, "data_set", None)
+    syntax = rec.syntaxes.get(int(message.context_id or 0))
+    if data is None or not hasattr(data, "getvalue") or syntax is None:
+        return None
+    values = scan_header(data.getvalue(), syntax, _STUDY_UID)
+    uid = (values or {}).get("StudyInstanceUID", "")
+    if not uid or "\\" in uid or "*" in uid or "?" in uid:
+        return None
+    return uid
+
+
 def _dimse(event: Any, sent: bool) -> None:
     message = event.message
     name = type(message).__name__  # e.g. C_STORE_RQ
@@ -221,6 +243,7 @@ def _dimse(event: Any, sent: bool) -> None:
             "bytes": _data_bytes(message) if service == "C-STORE" else None,
             "job_id": rec.row["job_id"],
             "n_matches": 0 if service == "C-FIND" else None,
+            "study_instance_uid": _identifier_study(message, rec) if service in _QR else None,
         }
         return
     role = "SCP" if sent else "SCU"
