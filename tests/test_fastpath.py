@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import resource
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -152,3 +153,33 @@ def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: 
             for ds in _tiny(20):
                 assert int(assoc.send_c_store(ds).Status) == 0
         assert len(lp.instances()) == 20
+
+
+def _parse_pdus(stream: bytes) -> list[tuple[int, int, bytes]]:
+    """(context id, control header, data) of each P-DATA-TF PDU in ``stream``."""
+    out = []
+    pos = 0
+    while pos < len(stream):
+        kind, _, length = struct.unpack_from(">BBI", stream, pos)
+        assert kind == 0x04
+        item_len, ctx, control = struct.unpack_from(">IBB", stream, pos + 6)
+        assert item_len == length - 4  # one PDV item per PDU
+        out.append((ctx, control, stream[pos + 12 : pos + 6 + length]))
+        pos += 6 + length
+    return out
+
+
+@pytest.mark.parametrize("size", [0, 1, 16378, 16379, 100_000, 250_001])
+@pytest.mark.parametrize("block", [64 * 1024, 4 * 1024 * 1024])
+def test_file_pdus_carry_the_data_set_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, block: int
+) -> None:
+    monkeypatch.setattr(fastpath, "_BLOCK_BYTES", block)
+    payload = bytes((i * 7) % 251 for i in range(size))
+    path = tmp_path / "f.dcm"
+    path.write_bytes(b"x" * 300 + payload)
+    pdus = _parse_pdus(b"".join(fastpath._file_pdus(path, 300, 5, 16384)))
+    assert b"".join(d for _, _, d in pdus) == payload
+    assert all(ctx == 5 for ctx, _, _ in pdus)
+    assert all(len(d) <= 16384 - 6 for _, _, d in pdus)
+    assert [c for _, c, _ in pdus] == [0] * (len(pdus) - 1) + [2]  # data set; last flagged

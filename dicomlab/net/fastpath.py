@@ -52,7 +52,7 @@ import socket
 import struct
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import MethodType
 from typing import Any
 
@@ -199,7 +199,12 @@ def _pdata_tf(pdata: P_DATA) -> bytes:
 
 
 def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
-    """pynetdicom's ``DIMSEServiceProvider.send_msg``, handing the DUL blocks of PDUs."""
+    """pynetdicom's ``DIMSEServiceProvider.send_msg``, handing the DUL blocks of PDUs.
+
+    A data set sent from a file (``STORE_SEND_CHUNKED_DATASET``) is read in reads of up
+    to a block, not pynetdicom's one read per PDU: each read releases the GIL, and
+    getting it back behind the DUL thread costs far more than the read.
+    """
     dimse = assoc.dimse
 
     def send_msg(primitive: Any, context_id: int) -> None:
@@ -210,19 +215,49 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
         message.primitive_to_message(primitive)
         message.context_id = context_id
         evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": message})
+        max_pdu = dimse.maximum_pdu_size
+        from_file = getattr(message, "_data_set_path", None)
+        if from_file is not None and max_pdu:
+            message._data_set_path = None  # command only from pynetdicom; the file below
         block: list[bytes] = []
         size = 0
-        for pdata in message.encode_msg(context_id, dimse.maximum_pdu_size):
-            pdu = _pdata_tf(pdata)
-            block.append(pdu)
-            size += len(pdu)
-            if size >= _BLOCK_BYTES:
-                _queue_block(assoc.dul, block)
-                block, size = [], 0
+        for pdata in message.encode_msg(context_id, max_pdu):
+            block.append(_pdata_tf(pdata))
+            size += len(block[-1])
+        if from_file is not None and max_pdu:
+            for pdu in _file_pdus(from_file[0], from_file[1], context_id, max_pdu):
+                block.append(pdu)
+                size += len(pdu)
+                if size >= _BLOCK_BYTES:
+                    _queue_block(assoc.dul, block)
+                    block, size = [], 0
         if block:
             _queue_block(assoc.dul, block)
 
     return send_msg
+
+
+def _file_pdus(path: Any, offset: int, context_id: int, max_pdu: int) -> Iterator[bytes]:
+    """P-DATA-TF PDUs carrying the data set stored in ``path`` from ``offset`` (PS3.8 E.2)."""
+    piece = max_pdu - 6  # PDV item: 4 length + 1 context + 1 control header
+    pdv = struct.Struct(">BBIIBB")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(_BLOCK_BYTES - _BLOCK_BYTES % piece)
+        if not data:  # an empty data set still ends with a last fragment
+            yield pdv.pack(0x04, 0, 6, 2, context_id, 2)
+            return
+        while data:
+            following = f.read(_BLOCK_BYTES - _BLOCK_BYTES % piece)
+            view = memoryview(data)
+            for start in range(0, len(data), piece):
+                chunk = view[start : start + piece]
+                last = not following and start + piece >= len(data)
+                header = pdv.pack(
+                    0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id, 2 if last else 0
+                )
+                yield header + chunk
+            data = following
 
 
 def _queue_block(dul: Any, block: list[bytes]) -> None:
