@@ -25,7 +25,8 @@ class or global state:
   handed to the DUL as one block written with one ``sendall`` (pynetdicom queues
   every 16 KB PDU separately, ~70 us of hand-offs each); blocks are capped at
   4 MB so a large file is still streamed;
-* socket reads use ``recv_into`` a buffer of the PDU's size instead of 4 KB pieces;
+* socket reads ask for 256 KB at a time and serve PDUs from that buffer, instead of
+  pynetdicom's 4 KB pieces and two reads per PDU;
 * the association's reactor waits on an event set when a DIMSE message or a
   release/abort arrives, instead of sleeping, and pauses without the race: it only
   reports itself paused while it is blocked, and checks the pause request again
@@ -166,7 +167,7 @@ def install(assoc: Association, sock: Any = None) -> None:
     dul._send = _dul_send(dul, dul._send)
     sock = sock if sock is not None else dul.socket
     if sock is not None:
-        sock.recv = MethodType(_recv, sock)
+        _buffered(sock)
     target = dul._target
 
     def run_dul() -> None:
@@ -293,36 +294,51 @@ def _dul_send(dul: Any, original: Callable[[Any], None]) -> Callable[[Any], None
     return send
 
 
-_PREALLOCATE = 1 << 20
-"""PDUs up to this size are read into a buffer allocated at once; a larger declared
-length (possibly hostile: up to 4 GiB) grows its buffer only as bytes really arrive."""
+_READ_AHEAD = 256 * 1024
+"""Bytes asked of the socket per read: a read serves many PDUs (each read releases the GIL,
+and getting it back behind the other threads costs more than the read)."""
+_MAX_READ = 1 << 20
+"""Cap per read, so a hostile declared length (up to 4 GiB) grows memory only as bytes
+really arrive."""
 
 
-def _recv(self: Any, nr_bytes: int) -> bytearray:
-    """``AssociationSocket.recv``: up to ``nr_bytes``, in few large reads."""
-    sock = self.socket
-    if nr_bytes > _PREALLOCATE:
-        out = bytearray()
-        while len(out) < nr_bytes:
-            piece = sock.recv(min(_PREALLOCATE, nr_bytes - len(out)))
+class _ReadAhead:
+    """Mixed into an AssociationSocket's class: buffered reads, and ``ready`` that knows."""
+
+    socket: Any
+    _dl_buffer: bytearray
+
+    @property
+    def ready(self) -> bool:
+        if self._dl_buffer and self.socket is not None and getattr(self, "_is_connected", False):
+            return True
+        return bool(super().ready)  # type: ignore[misc]
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """``AssociationSocket.recv``: ``nr_bytes`` (fewer only if the connection broke)."""
+        buf = self._dl_buffer
+        while len(buf) < nr_bytes:
+            want = min(max(nr_bytes - len(buf), _READ_AHEAD), _MAX_READ)
+            piece = self.socket.recv(want)
             if not piece:
                 break  # connection broken: return what arrived, as pynetdicom does
-            out += piece
+            buf += piece
+        out = buf[:nr_bytes]
+        del buf[:nr_bytes]
         return out
-    buf = bytearray(nr_bytes)
-    view = memoryview(buf)
-    got = 0
-    try:
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if not n:
-                break
-            got += n
-    finally:
-        view.release()
-    if got < nr_bytes:
-        del buf[got:]
-    return buf
+
+
+_BUFFERED: dict[type, type] = {}
+
+
+def _buffered(sock: Any) -> None:
+    """Give ``sock`` (an AssociationSocket, before use) read-ahead, by a per-class subclass."""
+    cls = type(sock)
+    sub = _BUFFERED.get(cls)
+    if sub is None:
+        sub = _BUFFERED[cls] = type(f"ReadAhead{cls.__name__}", (_ReadAhead, cls), {})
+    sock._dl_buffer = bytearray()
+    sock.__class__ = sub
 
 
 def _kill_dul(dul: Any, waker: _Waker) -> Callable[[], None]:
