@@ -67,6 +67,10 @@ def _services(allow: Iterable[str] | str) -> frozenset[str]:
     return services
 
 
+_MAX_PDU = 131072
+"""The PDU size LocalPACS offers: dcmtk's largest (its senders cap at 128 KB and treat
+"no limit" as 16 KB); eight times fewer PDUs per instance than the usual 16 KB."""
+
 class LocalPACS(ServerThread):
     """A small PACS serving its own archive under ``root``.
 
@@ -115,7 +119,7 @@ class LocalPACS(ServerThread):
     # -- server wiring -------------------------------------------------------------
     def _configure(self, ae: AE) -> None:
         ae.maximum_associations = self.max_associations
-        ae.maximum_pdu_size = 0  # no limit: peers may send large PDUs
+        ae.maximum_pdu_size = _MAX_PDU
         ae.add_supported_context(Verification)
         for cx in AllStoragePresentationContexts:
             # Any transfer syntax, stored as received; SCP role accepted for C-GET.
