@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test venv dev peers lint typecheck pytest bench clean
+.PHONY: demo test venv dev peers lint typecheck pytest bench lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ peers:
 	bash scripts/install_peers.sh
 
 lint: .stamp-dev
-	$(VENV)/bin/ruff check dicomlab tests benchmarks
-	$(VENV)/bin/ruff format --check dicomlab tests benchmarks
+	$(VENV)/bin/ruff check dicomlab tests benchmarks scripts
+	$(VENV)/bin/ruff format --check dicomlab tests benchmarks scripts
 
 typecheck: .stamp-dev
 	$(VENV)/bin/mypy
@@ -41,6 +41,10 @@ pytest: .stamp-dev
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: peers lint typecheck pytest
+
+lab: .stamp-install
+	$(PIP) install -q "jupyterlab>=4,<5"
+	$(VENV)/bin/jupyter lab notebooks
 
 bench: .stamp-dev peers
 	$(PY) -m benchmarks

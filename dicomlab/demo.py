@@ -108,7 +108,11 @@ def _run(out: Path, say: Callable[[str], None], n_studies: int) -> int:
     else:
         say("6. dcmtk is not installed: skipping the echo of a real storescp (make peers)")
     ok = _report(out, say) and ok
-    say(f"done. Log and figure under {out}" if ok else "FAILED: see above")
+    say(
+        f"done. Log and figure under {out}. Next: the notebooks (make lab)"
+        if ok
+        else "FAILED: see above"
+    )
     return 0 if ok else 1
 
 

@@ -358,3 +358,19 @@ def test_plots_draw_what_the_log_holds(local: dl.LocalPACS, studies: pd.DataFram
     assert sum(label.startswith("C-STORE-RSP 0x0000") for label in labels) >= 1
     with pytest.raises(ValueError, match="started_at"):
         dl.plot.throughput(pd.DataFrame({"x": [1]}))
+
+
+def test_synthetic_log_is_deterministic_and_shaped_like_the_real_one(tmp_path: Path) -> None:
+    n = dl.log.write_synthetic_log(tmp_path / "a", days=5, seed=4)
+    dl.log.write_synthetic_log(tmp_path / "b", days=5, seed=4)
+    a, b = dl.read_log(tmp_path / "a"), dl.read_log(tmp_path / "b")
+    assert len(a) == n > 1000
+    cols = [c for c in a.columns if c != "association_id"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert a.started_at.dt.strftime("%Y-%m-%d").nunique() == 5
+    assert set(a.service) == {"C-FIND", "C-MOVE", "C-GET", "C-STORE"}
+    assert 0.9 < (a.status_category == "success").mean() < 1.0
+    busy = a.started_at.dt.hour.between(8, 17)
+    assert busy.mean() > 0.6  # working hours dominate
+    assoc = dl.log.read_associations(tmp_path / "a")
+    assert set(assoc.outcome) == {"released", "aborted", "rejected"}

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dicomlab.log.reader import association, read_associations, read_log, summary
+from dicomlab.log.synthetic import write_synthetic_log
 from dicomlab.log.writer import configure, folder
 
 
@@ -26,4 +27,5 @@ __all__ = [
     "read_associations",
     "read_log",
     "summary",
+    "write_synthetic_log",
 ]

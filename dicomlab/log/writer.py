@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from dicomlab.core.logschema import TABLES, to_table
 from dicomlab.core.nodebook import home
 
-__all__ = ["LogWriter", "configure", "folder", "writer"]
+__all__ = ["LogWriter", "configure", "folder", "write_rows", "writer"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,11 @@ class LogWriter:
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
         self.flush()
+
+
+def write_rows(where: Path, table: str, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` of ``table`` under ``where`` now (one atomic file per UTC date)."""
+    _write(where, table, rows)
 
 
 def _write(where: Path, table: str, rows: list[dict[str, Any]]) -> None:

@@ -71,6 +71,7 @@ _MAX_PDU = 131072
 """The PDU size LocalPACS offers: dcmtk's largest (its senders cap at 128 KB and treat
 "no limit" as 16 KB); eight times fewer PDUs per instance than the usual 16 KB."""
 
+
 class LocalPACS(ServerThread):
     """A small PACS serving its own archive under ``root``.
 

@@ -1,0 +1,67 @@
+"""The notebooks under notebooks/ run top to bottom on a fresh kernel and assert their results.
+
+Each runs in a temporary working folder with this test's DICOMLAB_HOME, so it reads
+and writes nothing of the user's. A failing cell (their last cells assert) fails the test.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_four_notebooks_are_there() -> None:
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+
+
+def test_notebooks_match_their_builder() -> None:
+    """notebooks/*.ipynb are written by scripts/make_notebooks.py: no hand edits that drift."""
+    import importlib.util
+
+    builder = ROOT / "scripts" / "make_notebooks.py"
+    spec = importlib.util.spec_from_file_location("make_notebooks", builder)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = {
+        "01_quickstart": module.QUICKSTART,
+        "02_cohort_pull": module.COHORT,
+        "03_transfer_logs": module.LOGS,
+        "04_teaching_dicom_networking": module.TEACHING,
+    }
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert [c.source for c in nb.cells] == [c.source for c in built[path.stem]], path.name
+
+
+def _ports_in_use() -> int:
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if " 0A " in line)
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_and_stops_what_it_starts(path: Path, tmp_path: Path) -> None:
+    listening = _ports_in_use()
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
+    assert not errors
+    assert _ports_in_use() <= listening  # every LocalPACS it started is stopped
+    with socket.socket() as s:  # and the kernel is gone with its threads
+        s.bind(("127.0.0.1", 0))

@@ -1,0 +1,31 @@
+"""The README's Python examples run as written (in a temporary folder, isolated home)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_has_examples() -> None:
+    assert len(_blocks()) >= 2
+
+
+@pytest.mark.peers
+def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "readme"}
+    for block in _blocks():
+        exec(compile(block, "README.md", "exec"), namespace)
+    done = namespace["done"]
+    assert bool(done.complete.all())  # type: ignore[attr-defined]
+    assert (tmp_path / "throughput.png").stat().st_size > 5_000
+    summary = namespace["ops"]
+    assert len(summary) > 0  # type: ignore[arg-type]
