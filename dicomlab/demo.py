@@ -129,7 +129,7 @@ def _report(out: Path, say: Callable[[str], None]) -> bool:
         say("   " + line)
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
-    plot.throughput(ops, freq="1s", ax=left)
+    plot.throughput(ops, freq="200ms", ax=left)
     plot.latency(ops, ax=right)
     png = out / "network-log.png"
     fig.savefig(png, dpi=110)
