@@ -81,6 +81,16 @@ __all__ = [
     "synth",
 ]
 
+
+def __getattr__(name: str) -> object:
+    # ``dl.widgets`` imports ipywidgets only when first used
+    if name == "widgets":
+        import importlib
+
+        return importlib.import_module("dicomlab.widgets")
+    raise AttributeError(f"module 'dicomlab' has no attribute {name!r}")
+
+
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 # pynetdicom logs identifiers (patient names, IDs) at INFO/DEBUG: keep it to warnings, so
 # that a notebook's logging.basicConfig(level=DEBUG) never prints patient data.

@@ -70,6 +70,16 @@ def test_layers_point_one_way() -> None:
         ),
         "net": ("dicomlab.server", "dicomlab.widgets", "dicomlab.cli"),
         "server": ("dicomlab.widgets", "dicomlab.cli"),
+        "log": ("dicomlab.widgets", "dicomlab.cli", "dicomlab.transfer"),
+        # panels call the public API (import dicomlab as dl), never pynetdicom or internals
+        "widgets": (
+            "pynetdicom",
+            "dicomlab.net",
+            "dicomlab.server",
+            "dicomlab.transfer",
+            "dicomlab.core",
+            "dicomlab.log",
+        ),
     }
     for folder, forbidden in rules.items():
         for path in (pkg / folder).rglob("*.py"):

@@ -570,3 +570,19 @@ def test_last_n_days_covers_n_days_ending_today(n: int, today: date) -> None:
     assert (last - first).days + 1 == n
     text = to_identifier(Query.studies(date=f"last{n}days"), today=today).StudyDate
     assert parse_da_range(text) == (first, last)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "vr"),
+    [
+        ("AccessionNumber", "X" * 17, "SH"),
+        ("StudyDescription", "d" * 65, "LO"),
+        ("StudyInstanceUID", "1." * 40, "UI"),
+    ],
+)
+def test_values_longer_than_their_vr_allows_are_refused_before_sending(
+    keyword: str, value: str, vr: str
+) -> None:
+    with pytest.raises(dl.ValidationError, match=f"longer than {vr}"):
+        dl.Query.studies(**{keyword: value})
+    dl.Query.studies(**{keyword: value[: {"SH": 16, "LO": 64, "UI": 64}[vr]]})

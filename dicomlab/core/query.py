@@ -180,11 +180,20 @@ def _format_value(keyword: str, vr: str, value: Any) -> str:
     if isinstance(value, str):
         if vr == "DA" and value and "*" not in value and "?" not in value:
             _check_da(keyword, value)
+        limit = _MAX_LENGTH.get(vr)
+        if limit is not None and any(len(v) > limit for v in value.split("\\")):
+            raise ValidationError(
+                f"{keyword}={value!r} is longer than {vr} allows ({limit} characters)"
+            )
         return value
     if isinstance(value, Iterable):
         items = [_format_value(keyword, vr, v) for v in value]
         return "\\".join(items)
     raise ValidationError(f"{keyword}={value!r}: unsupported filter value type")
+
+
+_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "UI": 64, "PN": 324, "LT": 10240}
+"""PS3.5 6.2 maximum value lengths, checked before a query is sent (wildcards included)."""
 
 
 def _check_da(keyword: str, value: str) -> None:

@@ -1,0 +1,205 @@
+"""NodePanel: the node book as a form — insert, edit, delete, default, echo, our identity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+import dicomlab as dl
+from dicomlab.widgets.base import Panel, explain
+
+__all__ = ["NodePanel"]
+
+_NEW = "(new node)"
+
+
+class NodePanel(Panel):
+    """Known nodes with insert / edit / delete, echo, default node, and our own AE and port.
+
+    Changes are validated (a bad AE title or port says why, next to the form) and
+    saved to the book's file. ``echo_results`` keeps the last echo per node.
+    """
+
+    css = "dl-nodes"
+
+    def __init__(self, book: dl.NodeBook | None = None) -> None:
+        super().__init__()
+        self.book = book if book is not None else dl.NodeBook.load()
+        self.echo_results: dict[str, dl.EchoResult] = {}
+        self.nodes = w.Select(description="Nodes", rows=8).add_class("dl-node-list")
+        self.name = w.Text(description="Name").add_class("dl-node-name")
+        self.ae_title = w.Text(description="AE title").add_class("dl-node-ae")
+        self.host = w.Text(description="Host", value="127.0.0.1").add_class("dl-node-host")
+        self.port = w.IntText(description="Port", value=104).add_class("dl-node-port")
+        self.retrieve = w.Dropdown(description="Retrieve", options=["move", "get"])
+        self.max_connections = w.BoundedIntText(description="Max conn.", min=1, max=64, value=4)
+        self.timeout = w.BoundedFloatText(description="Timeout s", min=0.1, max=3600, value=30)
+        self.charset = w.Text(description="Charset", placeholder="e.g. ISO_IR 192")
+        self.tls_ca = w.Text(description="TLS CA", placeholder="ca.pem (empty: no TLS)")
+        self.tls_cert = w.Text(description="TLS cert", placeholder="client cert.pem")
+        self.tls_key = w.Text(description="TLS key", placeholder="client key.pem")
+        self.save_button = w.Button(description="Save", button_style="primary").add_class(
+            "dl-node-save"
+        )
+        self.delete_button = w.Button(description="Delete").add_class("dl-node-delete")
+        self.default_button = w.Button(description="Make default").add_class("dl-node-default")
+        self.echo_button = w.Button(description="Echo", icon="plug").add_class("dl-node-echo")
+        self.echo_status = w.HTML("").add_class("dl-echo-status")
+        self.our_ae = w.Text(description="Our AE", value=self.book.local.ae_title)
+        self.our_port = w.IntText(description="Our port", value=self.book.local.port)
+        self.save_local = w.Button(description="Save our identity").add_class("dl-local-save")
+
+        self.nodes.observe(self._on_select, names="value")
+        self.save_button.on_click(lambda _: self.save())
+        self.delete_button.on_click(lambda _: self.delete())
+        self.default_button.on_click(lambda _: self.make_default())
+        self.echo_button.on_click(lambda _: self.echo())
+        self.save_local.on_click(lambda _: self.save_identity())
+        form = w.VBox(
+            [
+                self.name,
+                self.ae_title,
+                self.host,
+                self.port,
+                self.retrieve,
+                self.max_connections,
+                self.timeout,
+                self.charset,
+                self.tls_ca,
+                self.tls_cert,
+                self.tls_key,
+                w.HBox([self.save_button, self.delete_button, self.default_button]),
+                w.HBox([self.echo_button, self.echo_status]),
+            ]
+        )
+        ours = w.VBox([w.HTML("<b>This computer</b>"), self.our_ae, self.our_port, self.save_local])
+        self.ui = w.VBox([w.HBox([self.nodes, form]), ours, self.message]).add_class(self.css)
+        self._refresh()
+
+    # -- list ----------------------------------------------------------------------
+    def _label(self, node: dl.Node) -> str:
+        star = " *" if node.name == self.book.default else ""
+        return f"{node.name}{star}"
+
+    def _refresh(self, select: str | None = None) -> None:
+        options = [(self._label(n), n.name) for n in self.book] + [(_NEW, _NEW)]
+        self.nodes.options = options
+        self.nodes.value = select if select is not None else _NEW
+
+    def _on_select(self, change: dict[str, Any]) -> None:
+        name = change["new"]
+        if name in (None, _NEW):
+            self.name.value, self.ae_title.value = "", ""
+            self.echo_status.value = ""
+            return
+        node = self.book[name]
+        self.name.value, self.ae_title.value = node.name, node.ae_title
+        self.host.value, self.port.value = node.host, node.port
+        self.retrieve.value = node.retrieve
+        self.max_connections.value, self.timeout.value = node.max_connections, node.timeout
+        self.charset.value = node.charset or ""
+        tls = node.tls
+        self.tls_ca.value = (tls.ca or "") if tls else ""
+        self.tls_cert.value = (tls.cert or "") if tls else ""
+        self.tls_key.value = (tls.key or "") if tls else ""
+        self.echo_status.value = _echo_html(self.echo_results.get(name))
+
+    # -- actions -------------------------------------------------------------------
+    def form_node(self) -> dl.Node:
+        """The node the form describes (raises ``dl.ValidationError`` naming the field)."""
+        tls = None
+        if self.tls_ca.value or self.tls_cert.value or self.tls_key.value:
+            tls = dl.TLS(
+                ca=self.tls_ca.value or None,
+                cert=self.tls_cert.value or None,
+                key=self.tls_key.value or None,
+            )
+        return dl.Node(
+            self.name.value.strip(),
+            ae_title=self.ae_title.value,
+            host=self.host.value.strip(),
+            port=int(self.port.value),
+            retrieve=self.retrieve.value,
+            max_connections=int(self.max_connections.value),
+            timeout=float(self.timeout.value),
+            charset=self.charset.value.strip() or None,
+            tls=tls,
+        )
+
+    def save(self) -> dl.Node | None:
+        """Insert or update the node in the form and save the book; ``None`` if invalid."""
+        try:
+            node = self.form_node()
+            old = self.nodes.value
+            if old not in (None, _NEW) and old != node.name:
+                self.book.rename(old, node.name)
+            self.book.add(node, replace=node.name in self.book)
+            self.book.save()
+        except (dl.ValidationError, dl.NodeBookError, KeyError) as exc:
+            field = getattr(exc, "field", None)
+            self.say(f"{field + ': ' if field else ''}{explain(exc)}", "error")
+            return None
+        self._refresh(node.name)
+        self.say(f"saved {node.name} ({node.address})", "ok")
+        return node
+
+    def delete(self) -> None:
+        name = self.nodes.value
+        if name in (None, _NEW):
+            self.say("select a node to delete", "error")
+            return
+        self.book.remove(name)
+        self.book.save()
+        self.echo_results.pop(name, None)
+        self._refresh()
+        self.say(f"deleted {name}", "ok")
+
+    def make_default(self) -> None:
+        name = self.nodes.value
+        if name in (None, _NEW):
+            self.say("select a node first", "error")
+            return
+        self.book.default = name
+        self.book.save()
+        self._refresh(name)
+        self.say(f"{name} is the default node", "ok")
+
+    def echo(self) -> None:
+        """C-ECHO the node in the form (in the background); shows online/offline and why."""
+        try:
+            node = self.form_node()
+        except dl.ValidationError as exc:
+            self.say(explain(exc), "error")
+            return
+        self.echo_status.value = "…"
+
+        def done(result: dl.EchoResult) -> None:
+            self.echo_results[node.name] = result
+            self.echo_status.value = _echo_html(result)
+            self.say(result.detail, "ok" if result.ok else "error")
+
+        self.run(
+            f"echo {node.address}",
+            lambda: dl.echo(node, calling_ae=self.book.local.ae_title),
+            done,
+        )
+
+    def save_identity(self) -> None:
+        try:
+            self.book.local = dl.LocalIdentity(
+                ae_title=self.our_ae.value, port=int(self.our_port.value)
+            )
+            self.book.save()
+        except dl.ValidationError as exc:
+            self.say(explain(exc), "error")
+            return
+        self.say(f"we are {self.book.local.ae_title} on port {self.book.local.port}", "ok")
+
+
+def _echo_html(result: dl.EchoResult | None) -> str:
+    if result is None:
+        return ""
+    if result.ok:
+        return f"<span style='color:#1a7f37'>● online ({result.latency_s * 1000:.0f} ms)</span>"
+    return f"<span style='color:#b42318'>● offline: {result.cause}</span>"

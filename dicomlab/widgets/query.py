@@ -1,0 +1,250 @@
+"""QueryPanel: date presets and fields -> a study table; selection -> series; retrieve buttons."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import ipywidgets as w
+import pandas as pd
+
+import dicomlab as dl
+from dicomlab.widgets.base import Panel, explain, frame_html
+from dicomlab.widgets.transfers import TransferPanel
+
+__all__ = ["QueryPanel"]
+
+_FIELDS = [
+    ("PatientName", "Patient name"),
+    ("PatientID", "Patient ID"),
+    ("AccessionNumber", "Accession"),
+    ("ModalitiesInStudy", "Modality"),
+    ("StudyDescription", "Description"),
+    ("ReferringPhysicianName", "Referring"),
+]
+_SHOWN = [
+    "StudyDate",
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "StudyDescription",
+    "NumberOfStudyRelatedInstances",
+]
+
+
+class QueryPanel(Panel):
+    """Find studies on a node with presets and filters; select rows; retrieve them.
+
+    ``result`` is the study DataFrame of the last search, ``selection`` the selected
+    study rows, ``series`` the series of the selection. Retrieve buttons hand the
+    selection to ``transfers`` (a :class:`TransferPanel`).
+    """
+
+    css = "dl-query"
+
+    def __init__(
+        self, book: dl.NodeBook | None = None, transfers: TransferPanel | None = None
+    ) -> None:
+        super().__init__()
+        self.book = book if book is not None else dl.NodeBook.load()
+        self.transfers = transfers if transfers is not None else TransferPanel(self.book)
+        self.result = pd.DataFrame()
+        self.selection = pd.DataFrame()
+        self.series = pd.DataFrame()
+        self.node = w.Dropdown(description="Node").add_class("dl-query-node")
+        self.refresh_nodes = w.Button(icon="refresh", tooltip="reload the node book").add_class(
+            "dl-query-refresh"
+        )
+        self.fields = {
+            kw: w.Text(description=label, placeholder="* and ? allowed").add_class(
+                f"dl-query-{kw.lower()}"
+            )
+            for kw, label in _FIELDS
+        }
+        self.start = w.DatePicker(description="From")
+        self.end = w.DatePicker(description="To")
+        presets = [
+            ("Today", "today"),
+            ("Yesterday", "yesterday"),
+            ("Last 7 Days", "last7days"),
+            ("Search All", "all"),
+        ]
+        self.preset_buttons: dict[str, w.Button] = {}
+        for label, preset in presets:
+            button = w.Button(description=label).add_class(f"dl-query-{preset}")
+            button.on_click(lambda _, p=preset: self.search(p))
+            self.preset_buttons[preset] = button
+        self.dates_button = w.Button(description="Search Dates").add_class("dl-query-dates")
+        self.dates_button.on_click(lambda _: self.search((self.start.value, self.end.value)))
+        self.sort_by = w.Dropdown(description="Sort by", options=_SHOWN, value="StudyDate")
+        self.descending = w.Checkbox(description="descending", value=True)
+        self.sort_by.observe(lambda _: self._show(), names="value")
+        self.descending.observe(lambda _: self._show(), names="value")
+        self.studies = w.SelectMultiple(description="Studies", rows=10).add_class(
+            "dl-query-studies"
+        )
+        self.studies.layout.width = "95%"
+        self.studies.observe(self._on_select, names="value")
+        self.table = w.HTML("").add_class("dl-query-table")
+        self.series_table = w.HTML("").add_class("dl-query-series")
+        self.retrieve_study = w.Button(description="Retrieve Study", icon="download").add_class(
+            "dl-query-retrieve-study"
+        )
+        self.retrieve_series = w.Button(description="Retrieve Series").add_class(
+            "dl-query-retrieve-series"
+        )
+        self.retrieve_study.on_click(lambda _: self.retrieve("study"))
+        self.retrieve_series.on_click(lambda _: self.retrieve("series"))
+        self.refresh_nodes.on_click(lambda _: self.reload_nodes())
+        self.ui = w.VBox(
+            [
+                w.HBox([self.node, self.refresh_nodes]),
+                w.GridBox(
+                    list(self.fields.values()),
+                    layout=w.Layout(grid_template_columns="repeat(3, auto)"),
+                ),
+                w.HBox([*self.preset_buttons.values()]),
+                w.HBox([self.start, self.end, self.dates_button]),
+                self.message,
+                w.HBox([self.sort_by, self.descending]),
+                self.table,
+                self.studies,
+                w.HBox([self.retrieve_study, self.retrieve_series]),
+                self.series_table,
+                self.transfers.ui,
+            ]
+        ).add_class(self.css)
+        self.reload_nodes()
+
+    def reload_nodes(self) -> None:
+        """Re-read the node book's file (nodes added elsewhere appear)."""
+        try:
+            fresh = dl.NodeBook.load(self.book.path)
+            self.book = fresh
+        except dl.NodeBookError:
+            pass  # an unsaved book: keep ours
+        names = [n.name for n in self.book]
+        self.node.options = names
+        if names:
+            default = self.book.default
+            self.node.value = default if default in names else names[0]
+
+    def _filters(self) -> dict[str, Any]:
+        return {kw: t.value.strip() for kw, t in self.fields.items() if t.value.strip()}
+
+    def search(self, preset: Any = "all") -> None:
+        """Run a study-level C-FIND with ``preset`` and the filled fields (in the background)."""
+        if not self.node.value:
+            self.say("no node: add one in the node panel first", "error")
+            return
+        if isinstance(preset, tuple) and None in preset:
+            self.say("pick both dates for Search Dates", "error")
+            return
+        try:
+            query = dl.Query.studies(date=preset, **self._filters())
+        except dl.ValidationError as exc:
+            self.say(explain(exc), "error")
+            return
+        node = self.book[self.node.value]
+
+        def done(df: pd.DataFrame) -> None:
+            self.result = df
+            self.selection = df.iloc[0:0]
+            self._show()
+            partial = "" if df.attrs.get("complete", True) else " (partial result: see df.attrs)"
+            self.say(f"{len(df)} studies on {node.name}{partial}", "ok")
+
+        self.run(
+            f"searching {node.name}",
+            lambda: dl.find(node, query, calling_ae=self.book.local.ae_title),
+            done,
+        )
+
+    def _show(self) -> None:
+        df = self.result
+        if df.empty:
+            self.table.value = frame_html(df)
+            self.studies.options = []
+            return
+        if self.sort_by.value in df.columns:
+            df = df.sort_values(self.sort_by.value, ascending=not self.descending.value)
+        shown = [c for c in _SHOWN if c in df.columns]
+        self.table.value = frame_html(df[shown])
+        self.studies.options = [
+            (_study_label(row), uid)
+            for uid, row in zip(df["StudyInstanceUID"], df.to_dict("records"), strict=True)
+        ]
+
+    def _on_select(self, change: dict[str, Any]) -> None:
+        uids = list(change["new"])
+        self.select(uids)
+
+    def select(self, uids: list[str]) -> None:
+        """Select studies by UID (as clicking them does) and look their series up."""
+        self.selection = self.result[self.result["StudyInstanceUID"].isin(uids)]
+        if self.studies.value != tuple(uids):
+            self.studies.value = tuple(uids)
+            return  # the observer comes back here once
+        if self.selection.empty:
+            self.series = pd.DataFrame()
+            self.series_table.value = ""
+            return
+        node = self.book[self.node.value]
+        query = dl.Query.series(StudyInstanceUID=list(self.selection["StudyInstanceUID"]))
+
+        def done(df: pd.DataFrame) -> None:
+            self.series = df
+            cols = [
+                c
+                for c in (
+                    "SeriesNumber",
+                    "Modality",
+                    "SeriesDescription",
+                    "NumberOfSeriesRelatedInstances",
+                )
+                if c in df.columns
+            ]
+            self.series_table.value = frame_html(df[cols])
+            self.say(f"{len(self.selection)} studies selected, {len(df)} series", "ok")
+
+        self.run(
+            "looking up series",
+            lambda: dl.find(node, query, calling_ae=self.book.local.ae_title),
+            done,
+        )
+
+    def retrieve(self, level: str = "study") -> dl.Job | None:
+        """Hand the selected studies (or their series) to the transfer queue."""
+        what = self.selection if level == "study" else self.series
+        if what.empty:
+            self.say(
+                f"select {'studies' if level == 'study' else 'studies with series'} first", "error"
+            )
+            return None
+        node = self.book[self.node.value]
+        try:
+            job = self.transfers.submit(node, what, calling_ae=self.book.local.ae_title)
+        except dl.DicomlabError as exc:
+            self.say(explain(exc), "error")
+            return None
+        self.say(f"retrieving {len(what)} {level} item(s) from {node.name}")
+        return job
+
+    def close(self) -> None:
+        self.transfers.close()
+        super().close()
+
+
+def _study_label(row: dict[Any, Any]) -> str:
+    when = row.get("StudyDate")
+    day = when.date().isoformat() if isinstance(when, pd.Timestamp) and not pd.isna(when) else "?"
+    if isinstance(when, date) and not isinstance(when, pd.Timestamp):
+        day = when.isoformat()
+    parts = [
+        day,
+        str(row.get("PatientName") or ""),
+        str(row.get("ModalitiesInStudy") or ""),
+        str(row.get("StudyDescription") or ""),
+    ]
+    return "  ".join(p for p in parts if p)

@@ -1,0 +1,164 @@
+"""TransferPanel: the queue of retrieve jobs, each with progress, status, cancel and outcome."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import ipywidgets as w
+import pandas as pd
+
+import dicomlab as dl
+from dicomlab.widgets.base import Panel, frame_html
+
+__all__ = ["TransferPanel"]
+
+
+class _Row:
+    def __init__(self, panel: TransferPanel, job: dl.Job, label: str) -> None:
+        self.job = job
+        self.label = w.HTML(f"<b>{label}</b>")
+        self.bar = w.IntProgress(min=0, max=max(1, len(job.items)), value=0).add_class(
+            "dl-transfer-bar"
+        )
+        self.status = w.HTML("queued").add_class("dl-transfer-status")
+        self.cancel = w.Button(description="Cancel", icon="stop").add_class("dl-transfer-cancel")
+        self.cancel.on_click(lambda _: panel.cancel(job))
+        self.box = w.HBox([self.label, self.bar, self.status, self.cancel])
+
+    def update(self) -> bool:
+        """Refresh from the job; True when it is finished."""
+        progress = self.job.progress
+        done = int(progress["state"].isin(["done", "cancelled"]).sum())
+        self.bar.value = min(done, self.bar.max)
+        counts = progress["state"].value_counts().to_dict()
+        self.status.value = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        finished = self.job.done()
+        if finished:
+            self.cancel.disabled = True
+        return finished
+
+
+class TransferPanel(Panel):
+    """Retrieve jobs (``wait=False``) shown with a progress bar, status and a cancel button.
+
+    ``submit(node, what, ...)`` queues a retrieve and returns its ``dl.Job``; the
+    desktop "synchronous" mode is simply ``dl.retrieve(..., wait=True)`` in a cell.
+    ``result`` is the outcome table of the last finished job, ``results`` all of them.
+    """
+
+    css = "dl-transfers"
+
+    def __init__(
+        self,
+        book: dl.NodeBook | None = None,
+        into: dl.LocalPACS | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.book = book
+        self.into = into  # where retrieves go (None: the notebook's default LocalPACS)
+        self.jobs: list[dl.Job] = []
+        self.results: list[pd.DataFrame] = []
+        self.result: pd.DataFrame | None = None
+        self._rows: list[_Row] = []
+        self._lock = threading.Lock()
+        self.queue = w.VBox([]).add_class("dl-transfer-queue")
+        self.outcome = w.HTML("").add_class("dl-transfer-outcome")
+        self.ui = w.VBox(
+            [w.HTML("<b>Transfers</b>"), self.queue, self.message, self.outcome]
+        ).add_class(self.css)
+        self._poll_s = poll_s
+        self._poller: threading.Thread | None = None
+
+    def submit(self, node: dl.Node | str, what: Any, **kwargs: Any) -> dl.Job:
+        """Start ``dl.retrieve(node, what, wait=False, **kwargs)`` and show it in the queue."""
+        kwargs.setdefault("progress", False)
+        if self.into is not None:
+            kwargs.setdefault("into", self.into)
+        if self.book is not None:
+            kwargs.setdefault("book", self.book)
+        job = dl.retrieve(node, what, wait=False, **kwargs)
+        assert isinstance(job, dl.Job)
+        name = node if isinstance(node, str) else node.name
+        row = _Row(self, job, f"{len(job.items)} item(s) from {name}")
+        with self._lock:
+            self.jobs.append(job)
+            self._rows.append(row)
+            self.queue.children = [r.box for r in self._rows]
+        self.say(f"queued {len(job.items)} item(s) from {name}")
+        self._ensure_poller()
+        return job
+
+    def cancel(self, job: dl.Job) -> None:
+        job.cancel()
+        self.say("cancelling: what was received stays")
+
+    def _ensure_poller(self) -> None:
+        if self._poller is not None and self._poller.is_alive():
+            return
+        ref = weakref.ref(self)
+        closed = self._closed
+        interval = self._poll_s
+
+        def poll() -> None:
+            while not closed.wait(interval):
+                panel = ref()
+                if panel is None or not panel._tick():
+                    return
+
+        self._poller = threading.Thread(target=poll, name="dicomlab-transfer-panel", daemon=True)
+        self._poller.start()
+
+    def _tick(self) -> bool:
+        """Refresh every row; False when nothing is running any more."""
+        running = False
+        with self._lock:
+            rows = list(self._rows)
+        for row in rows:
+            was_done = row.cancel.disabled
+            if row.update():
+                if not was_done:
+                    self._finished(row.job)
+            else:
+                running = True
+        return running
+
+    def _finished(self, job: dl.Job) -> None:
+        table = job.result(timeout=5)
+        self.results.append(table)
+        self.result = table
+        wanted = (
+            "level",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "status_text",
+            "expected_instances",
+            "received_instances",
+            "complete",
+            "error",
+        )
+        shown = [c for c in wanted if c in table.columns]
+        self.outcome.value = frame_html(table[shown])
+        ok = bool(table["complete"].all()) if "complete" in table else False
+        self.say(
+            f"finished: {int(table.get('received_instances', pd.Series([0])).sum())} instances, "
+            f"{'all complete' if ok else 'some incomplete or failed'}",
+            "ok" if ok else "error",
+        )
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Wait for every job and the last refresh (for code and tests)."""
+        for job in list(self.jobs):
+            job.result(timeout=timeout)
+        self._tick()
+        super().wait(timeout)
+
+    def close(self) -> None:
+        for job in list(self.jobs):
+            if not job.done():
+                job.cancel()
+        super().close()
+        if self._poller is not None:
+            self._poller.join(5)

@@ -1,0 +1,194 @@
+"""The widget panels driven in plain Python (values set, buttons clicked) against LocalPACS."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dicomlab as dl
+
+pytestmark = pytest.mark.peers
+
+TODAY = date.today()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[dl.NodeBook, dl.LocalPACS, dl.LocalPACS, pd.DataFrame]]:
+    manifest = dl.synth.write_studies(tmp_path / "synth", n_studies=10, seed=11, today=TODAY)
+    with (
+        dl.LocalPACS(tmp_path / "pacs", ae_title="WPACS", port=0, allow_unknown="all") as pacs,
+        dl.LocalPACS(tmp_path / "mine", ae_title="WMINE", port=0) as mine,
+    ):
+        pacs.import_files(tmp_path / "synth")
+        book = dl.NodeBook(local=dl.LocalIdentity(ae_title="WMINE", port=mine.port))
+        book.add(dl.Node("pacs", ae_title="WPACS", port=pacs.port, retrieve="get"))
+        book.default = "pacs"
+        book.save()
+        yield book, pacs, mine, manifest
+
+
+def _panel_threads() -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(("dicomlab-dl-", "dicomlab-transfer-panel", "dicomlab-server-panel"))
+    ]
+
+
+def test_query_panel_last_7_days_select_and_retrieve(world: tuple) -> None:  # type: ignore[type-arg]
+    book, _pacs, mine, manifest = world
+    panel = dl.widgets.QueryPanel(book, transfers=dl.widgets.TransferPanel(book, into=mine))
+    assert panel.node.value == "pacs"
+    panel.preset_buttons["last7days"].click()
+    panel.wait()
+    studies = manifest.drop_duplicates("StudyInstanceUID")
+    recent = studies[pd.to_datetime(studies.StudyDate) >= pd.Timestamp(TODAY - timedelta(days=6))]
+    assert len(panel.result) == len(recent) > 0, panel.message.value
+    assert len(panel.studies.options) == len(recent)
+    assert "studies on pacs" in panel.message.value
+
+    first = panel.result.StudyInstanceUID.iloc[0]
+    panel.studies.value = (first,)  # what clicking a row does
+    panel.wait()
+    assert list(panel.selection.StudyInstanceUID) == [first]
+    assert (
+        len(panel.series)
+        == manifest[manifest.StudyInstanceUID == first].SeriesInstanceUID.nunique()
+    )
+
+    panel.retrieve_study.click()
+    panel.transfers.wait()
+    outcome = panel.transfers.result
+    assert outcome is not None and outcome.complete.all()
+    held = set(mine.instances().SOPInstanceUID)
+    assert held == set(manifest[manifest.StudyInstanceUID == first].SOPInstanceUID)
+    assert "all complete" in panel.transfers.message.value
+    assert panel.transfers._rows[0].bar.value == panel.transfers._rows[0].bar.max
+    panel.close()
+
+
+def test_query_panel_filters_and_bad_input(world: tuple) -> None:  # type: ignore[type-arg]
+    book, _, _, manifest = world
+    panel = dl.widgets.QueryPanel(book)
+    one = manifest.PatientID.iloc[0]
+    panel.fields["PatientID"].value = one
+    panel.preset_buttons["all"].click()
+    panel.wait()
+    assert set(panel.result.PatientID) == {one}
+    panel.start.value = TODAY
+    panel.dates_button.click()  # no end date
+    assert "both dates" in panel.message.value
+    panel.fields["PatientID"].value = ""
+    panel.fields["AccessionNumber"].value = "X" * 40  # longer than SH allows
+    panel.preset_buttons["all"].click()
+    assert "AccessionNumber" in panel.message.value and panel.result is not None
+    panel.close()
+
+
+def test_worker_errors_reach_the_panel(world: tuple) -> None:  # type: ignore[type-arg]
+    book, pacs, _, _ = world
+    port = pacs.port
+    pacs.stop()
+    panel = dl.widgets.QueryPanel(book)
+    panel.preset_buttons["today"].click()
+    panel.wait()
+    assert isinstance(panel.error, dl.NetworkError)
+    assert "failed" in panel.message.value and str(port) in panel.message.value
+    assert "refused" in panel.message.value
+    panel.close()
+
+
+def test_node_panel_edit_validate_echo_delete(world: tuple) -> None:  # type: ignore[type-arg]
+    book, pacs, _, _ = world
+    panel = dl.widgets.NodePanel(book)
+    panel.nodes.value = "pacs"
+    assert panel.ae_title.value == "WPACS" and panel.port.value == pacs.port
+    panel.echo_button.click()
+    panel.wait()
+    assert "online" in panel.echo_status.value
+    assert panel.echo_results["pacs"].ok
+
+    panel.nodes.value = "(new node)"
+    panel.name.value, panel.ae_title.value, panel.port.value = "bad", "OK", 70000
+    assert panel.save() is None
+    assert "port" in panel.message.value and "70000" in panel.message.value
+    panel.port.value, panel.ae_title.value = 4242, "WAY TOO LONG AE TITLE"
+    assert panel.save() is None and "ae_title" in panel.message.value
+    panel.ae_title.value = "GONE"
+    node = panel.save()
+    assert node is not None and "saved" in panel.message.value
+    assert dl.NodeBook.load(book.path)["bad"].port == 4242
+    panel.echo_button.click()
+    panel.wait()
+    assert "offline" in panel.echo_status.value
+    panel.default_button.click()
+    assert dl.NodeBook.load(book.path).default == "bad"
+    panel.delete_button.click()
+    assert "bad" not in dl.NodeBook.load(book.path)
+    panel.our_ae.value = "NEWNAME"
+    panel.save_local.click()
+    assert dl.NodeBook.load(book.path).local.ae_title == "NEWNAME"
+    panel.close()
+
+
+def test_network_report_filters_story_and_plots(world: tuple) -> None:  # type: ignore[type-arg]
+    _book, pacs, _, _ = world
+    assert dl.echo(pacs.node).ok
+    dl.find(pacs.node, dl.Query.studies())
+    report = dl.widgets.NetworkReport()
+    report.refresh_button.click()
+    report.wait()
+    assert {"C-ECHO", "C-FIND"} <= set(report.result.service), report.message.value
+    report.service.value = "C-FIND"
+    assert set(report.result.service) == {"C-FIND"}
+    report.rows.value = report.rows.options[0][1]  # select an operation
+    assert report.story is not None
+    assert report.story["association"]["outcome"] == "released"
+    assert report.tabs.selected_index == 1
+    assert bytes(report.diagram.value).startswith(b"\x89PNG")
+    assert len(bytes(report.diagram.value)) > 5000
+    assert bytes(report.plots.value).startswith(b"\x89PNG")
+    report.close()
+
+
+def test_server_panel_counters_stop_start_and_rerun(world: tuple) -> None:  # type: ignore[type-arg]
+    _, pacs, _, manifest = world
+    panel = dl.widgets.ServerPanel(pacs, refresh_s=0.2)
+    assert "running" in panel.address.value and str(pacs.port) in panel.address.value
+    panel.stop_button.click()
+    assert not pacs.running and "stopped" in panel.address.value
+    panel.start_button.click()
+    assert pacs.running
+    assert dl.store(pacs.node, list(manifest.path[:2]), progress=False).status.eq(0).all()
+    deadline = time.monotonic() + 5
+    while "C-STORE" not in panel.activity.value and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "C-STORE" in panel.activity.value  # refreshed on its own
+    again = dl.widgets.ServerPanel(pacs, refresh_s=0.2)  # the cell re-run
+    assert panel._closed.is_set() and not panel._ticker.is_alive()
+    again.close()
+    assert not again._ticker.is_alive()
+
+
+def test_app_has_every_panel_and_leaves_no_threads(world: tuple) -> None:  # type: ignore[type-arg]
+    book, _, mine, _ = world
+    before = len(_panel_threads())
+    app = dl.widgets.App(book, local=mine)
+    titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
+    assert titles == ["Nodes", "Query", "Network report", "Server"]
+    app.query.preset_buttons["all"].click()
+    app.query.wait()
+    assert len(app.query.result) == 10
+    bundle = app._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    app.close()
+    deadline = time.monotonic() + 5
+    while len(_panel_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_panel_threads()) <= before
