@@ -75,6 +75,7 @@ __all__ = [
     "log",
     "plot",
     "read_log",
+    "widgets",
     "reconcile",
     "retrieve",
     "store",
