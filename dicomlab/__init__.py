@@ -75,11 +75,11 @@ __all__ = [
     "log",
     "plot",
     "read_log",
-    "widgets",
     "reconcile",
     "retrieve",
     "store",
     "synth",
+    "widgets",
 ]
 
 
