@@ -321,8 +321,30 @@ TEACHING = [
         "                 tls=dl.TLS(ca='ca.pem', verify=True))\n"
         "secure"
     ),
+    new_markdown_cell(
+        "## The same, by clicking\n\n"
+        "`dl.widgets.App` puts the node book, queries, transfers, the network report "
+        "and a server panel in tabs. Every panel exposes its results to code "
+        "(`app.query.result`, `app.query.selection`)."
+    ),
     new_code_cell(
+        "book.add(dl.Node('teacher', ae_title='TEACHER', host='127.0.0.1', port=teacher.port,\n"
+        "                 retrieve='get'))\n"
+        "book.local = dl.LocalIdentity(ae_title='STUDENT', port=student.port)\n"
+        "book.default = 'teacher'\n"
+        "app = dl.widgets.App(book, local=student)\n"
+        "app"
+    ),
+    new_code_cell(
+        "app.query.preset_buttons['all'].click()  # what clicking 'Search All' does\n"
+        "app.query.wait()\n"
+        "app.query.result[['StudyDate', 'PatientName', 'ModalitiesInStudy']]"
+    ),
+    new_code_cell(
+        "found_by_app = len(app.query.result)\n"
+        "app.close()\n"
         "teacher.stop(); student.stop()\n"
+        "assert found_by_app == len(everything)\n"
         "assert echoed.ok\n"
         "assert set(contexts.result) == {0x00, 0x03}  # accepted, abstract syntax not supported\n"
         "assert matches['exact name'] >= 1 and matches['UID list'] == 2\n"

@@ -118,12 +118,14 @@ class QueryPanel(Panel):
         self.reload_nodes()
 
     def reload_nodes(self) -> None:
-        """Re-read the node book's file (nodes added elsewhere appear)."""
-        try:
-            fresh = dl.NodeBook.load(self.book.path)
-            self.book = fresh
-        except dl.NodeBookError:
-            pass  # an unsaved book: keep ours
+        """Show the book's nodes, plus any saved to its file since (added elsewhere)."""
+        if self.book.path.exists():
+            try:
+                for node in dl.NodeBook.load(self.book.path):
+                    if node.name not in self.book:
+                        self.book.add(node)
+            except dl.NodeBookError as exc:
+                self.say(explain(exc), "error")
         names = [n.name for n in self.book]
         self.node.options = names
         if names:
