@@ -1,6 +1,6 @@
 # dicomlab: two commands for a new user (see README.md)
 #   make demo   create .venv, install dicomlab, run the main job
-#   make test   install test tools and the real peers (dcmtk, orthanc), lint, type-check, run pytest
+#   make test   install test tools and the real peers (dcmtk, orthanc, chromium), lint, type-check, run pytest
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs the real DICOM peers the interoperability tests talk to: Debian's dcmtk and orthanc.
+# Installs the real peers the interoperability and browser tests talk to: Debian's dcmtk,
+# orthanc and chromium (the browser Playwright drives; never `playwright install`).
 # As root it uses apt-get; otherwise it says what is missing and how to install it.
 # In CI (CI=true) a peer that cannot be installed is an error.
 set -u
 need=()
 command -v storescp >/dev/null 2>&1 || need+=(dcmtk)
 command -v Orthanc  >/dev/null 2>&1 || need+=(orthanc)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "peers: dcmtk and orthanc are installed"
+  echo "peers: dcmtk, orthanc and chromium are installed"
   exit 0
 fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

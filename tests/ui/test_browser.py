@@ -1,0 +1,68 @@
+"""In a real browser: Last 7 Days shows the expected rows, select a study, Retrieve finishes.
+
+Debian's chromium driven by Playwright, against the QueryPanel of tests/ui/query_app.ipynb
+served by Voila and (once) opened in JupyterLab. A screenshot of each is saved under
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import dicomlab as dl
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _expected_last7() -> int:
+    """Studies of the notebook's synthetic set (seed 5, today) dated in the last 7 days."""
+    with tempfile.TemporaryDirectory() as tmp:
+        made = dl.synth.write_studies(Path(tmp), n_studies=12, seed=5)
+    studies = made.drop_duplicates("StudyInstanceUID")
+    first = pd.Timestamp(date.today() - timedelta(days=6))
+    return int((pd.to_datetime(studies.StudyDate) >= first).sum())
+
+
+def _query_select_retrieve(page: Any, shot: Path) -> None:
+    from playwright.sync_api import expect
+
+    app = page.locator(".dl-query")
+    app.wait_for()
+    app.locator("button.dl-query-last7days").click()
+    expected = _expected_last7()
+    assert expected > 0
+    message = app.locator(".dl-message").first
+    expect(message).to_contain_text(f"{expected} studies on pacs")
+    expect(app.locator(".dl-query-table table tbody tr")).to_have_count(expected)
+    app.locator(".dl-query-studies select").select_option(index=0)
+    expect(message).to_contain_text("1 studies selected")
+    expect(app.locator(".dl-query-series table tbody tr").first).to_be_visible()
+    app.locator("button.dl-query-retrieve-study").click()
+    transfers = page.locator(".dl-transfers")
+    expect(transfers.locator(".dl-message")).to_contain_text("all complete")
+    expect(transfers.locator(".dl-transfer-outcome table tbody tr")).to_have_count(1)
+    page.screenshot(path=str(shot), full_page=True)
+    assert not page.js_errors, page.js_errors
+
+
+def test_voila_last_7_days_select_retrieve(page: Any, voila_server: Any, artifacts: Path) -> None:
+    page.goto(voila_server.url + "/")
+    _query_select_retrieve(page, artifacts / "voila-query.png")
+
+
+def test_jupyterlab_last_7_days_select_retrieve(
+    page: Any, jupyter_lab: Any, artifacts: Path
+) -> None:
+    page.goto(f"{jupyter_lab.url}/lab/tree/query_app.ipynb?reset&token={jupyter_lab.token}")
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\(ipykernel\) \| Idle")).wait_for()
+    page.locator("li.lm-MenuBar-item", has_text="Run").click()
+    page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+    _query_select_retrieve(page, artifacts / "jupyterlab-query.png")
