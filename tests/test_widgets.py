@@ -69,7 +69,9 @@ def test_query_panel_last_7_days_select_and_retrieve(world: tuple) -> None:  # t
     held = set(mine.instances().SOPInstanceUID)
     assert held == set(manifest[manifest.StudyInstanceUID == first].SOPInstanceUID)
     assert "all complete" in panel.transfers.message.value
-    assert panel.transfers._rows[0].bar.value == panel.transfers._rows[0].bar.max
+    row = panel.transfers._rows[0]
+    assert row.bar.value == row.bar.max
+    assert f"{len(held)} instances" in row.status.value and "MB/s" in row.status.value
     panel.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -33,11 +34,23 @@ class _Row:
         done = int(progress["state"].isin(["done", "cancelled"]).sum())
         self.bar.value = min(done, self.bar.max)
         counts = progress["state"].value_counts().to_dict()
-        self.status.value = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        instances = int(_total(progress, "received_instances"))
+        mb = _total(progress, "bytes") / 1e6
+        seconds = max(time.time() - self.job.started_at, 1e-6)
+        self.status.value = (
+            f"{states} · {instances} instances · {mb:.1f} MB · {mb / seconds:.1f} MB/s"
+        )
         finished = self.job.done()
         if finished:
             self.cancel.disabled = True
         return finished
+
+
+def _total(df: pd.DataFrame, column: str) -> float:
+    if column not in df.columns:
+        return 0.0
+    return float(pd.to_numeric(df[column], errors="coerce").fillna(0).sum())
 
 
 class TransferPanel(Panel):
