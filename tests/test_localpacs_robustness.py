@@ -605,3 +605,29 @@ def test_store_needs_a_node_allowed_to_store(tmp_path: Path) -> None:
         assert _store(lp.port, [ds], calling="TRUSTED") == [0]
         df = lp.instances()
         assert df[df.SOPInstanceUID == ds.SOPInstanceUID].source_ae.tolist() == ["TRUSTED"]
+
+
+def test_delete_study_then_receive_it_again(tmp_path: Path) -> None:
+    """Deleting a study removes its files and rows; receiving it again stores it anew,
+    even after its folders were removed (by delete, or by hand behind our back)."""
+    import shutil
+
+    with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all") as lp:
+        datasets = _ct(1, seed=21)
+        assert _store(lp.port, datasets) == [0] * len(datasets)
+        study = str(datasets[0].StudyInstanceUID)
+        held = lp.instances()
+        assert len(held) == len(datasets)
+        assert lp.archive.delete_study(study) == len(datasets)
+        assert lp.instances().empty
+        assert not any((lp.archive.files).rglob("*.dcm"))
+        assert _store(lp.port, datasets) == [0] * len(datasets)
+        assert len(lp.instances()) == len(datasets)
+        for child in lp.archive.files.iterdir():  # a user cleans the folder by hand
+            shutil.rmtree(child)
+        extra = _with_uid(datasets[0], dl.synth.uid("after-cleanup"))
+        assert _store(lp.port, [extra]) == [0]
+        assert Path(
+            lp.archive.root,
+            lp.instances().set_index("SOPInstanceUID").loc[str(extra.SOPInstanceUID), "path"],
+        ).exists()

@@ -136,6 +136,7 @@ class Archive:
         self.index = Index(self.root / "index.sqlite")
         self.stats = {"stored": 0, "duplicates": 0, "failed": 0, "bytes": 0}
         self._inflight: set[str] = set()
+        self._checked: set[Path] = set()  # series folders created and verified inside files/
         self._lock = threading.Lock()
         self._clean_temporaries()
 
@@ -147,24 +148,41 @@ class Archive:
             tmp.unlink(missing_ok=True)
 
     def path_for(self, row: dict[str, Any]) -> Path:
-        """Where an instance lives (always inside ``root/files``)."""
-        path = (
+        """Where an instance lives (always inside ``root/files``).
+
+        Every component is made safe (no separators, no ``..``); as defence in depth the
+        series folder is also resolved (symlinks included) and must lie inside the
+        archive. That check runs once per series folder, not once per instance.
+        """
+        folder = (
             self.files
             / safe_component(row.get("PatientID") or "NOID", uid=False)
             / safe_component(row["StudyInstanceUID"])
             / safe_component(row["SeriesInstanceUID"])
-            / (safe_component(row["SOPInstanceUID"]) + ".dcm")
         )
-        if not path.resolve().is_relative_to(self.files):  # defence in depth
-            raise HeaderError(f"refusing a path outside the archive: {path}")
-        return path
+        name = safe_component(row["SOPInstanceUID"]) + ".dcm"
+        if folder not in self._checked:
+            if not folder.resolve().is_relative_to(self.files):
+                raise HeaderError(f"refusing a path outside the archive: {folder / name}")
+            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.resolve().is_relative_to(self.files):  # a symlink raced in
+                raise HeaderError(f"refusing a path outside the archive: {folder / name}")
+            with self._lock:
+                self._checked.add(folder)
+        return folder / name
 
     def _write(self, path: Path, chunks: Iterable[bytes | memoryview]) -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._checked:
+            path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
         size = 0
         try:
-            with open(tmp, "wb") as fh:
+            try:
+                fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+            except FileNotFoundError:  # the folder was removed behind our back
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(tmp, "wb")  # noqa: SIM115
+            with fh:
                 for chunk in chunks:
                     fh.write(chunk)
                     size += len(chunk)
@@ -274,6 +292,8 @@ class Archive:
     def delete_study(self, study_instance_uid: str) -> int:
         """Delete a study's files and index rows; returns how many instances went."""
         paths = self.index.delete('"StudyInstanceUID" = ?', [study_instance_uid])
+        with self._lock:
+            self._checked.clear()  # folders may go below
         for rel in paths:
             (self.root / rel).unlink(missing_ok=True)
         for rel in {str(Path(p).parent) for p in paths}:
