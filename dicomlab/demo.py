@@ -26,6 +26,7 @@ from dicomlab.log import configure, flush, read_associations, read_log, summary
 from dicomlab.net.echo import echo
 from dicomlab.net.find import find
 from dicomlab.server.localpacs import LocalPACS
+from dicomlab.testing.peers import StoreSCP, free_port
 from dicomlab.transfer.retrieve import retrieve
 
 __all__ = ["run_demo"]
@@ -66,7 +67,7 @@ def _run(out: Path, say: Callable[[str], None], n_studies: int) -> int:
             r = echo(node, calling_ae="MINE")
             say(f"3. echo: {r}")
             ok = r.ok
-            closed = Node("closed", ae_title="NOBODY", port=_closed_port(), timeout=3)
+            closed = Node("closed", ae_title="NOBODY", port=free_port(), timeout=3)
             say(f"   echo a closed port, to see a diagnosis: {echo(closed, calling_ae='MINE')}")
             week = find(node, Query.studies(date="last7days"), calling_ae="MINE")
             every = find(node, Query.studies(), calling_ae="MINE")
@@ -99,8 +100,6 @@ def _run(out: Path, say: Callable[[str], None], n_studies: int) -> int:
             )
             say(f"   the same retrieve again skips {int(again.skipped.sum())} complete studies")
     if shutil.which("storescp"):
-        from dicomlab.testing.peers import StoreSCP
-
         with tempfile.TemporaryDirectory() as tmp, StoreSCP(tmp) as scp:
             r = echo(scp.node, calling_ae="MINE")
             say(f"6. echo dcmtk storescp: {r}")
@@ -140,11 +139,3 @@ def _report(out: Path, say: Callable[[str], None]) -> bool:
 def _table(result: object) -> pd.DataFrame:
     assert isinstance(result, pd.DataFrame)  # wait=True returns the outcome table
     return result
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -16,7 +16,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 import dicomlab as dl
 from dicomlab.server.lifecycle import ServerThread
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import Orthanc, SilentListener, StoreSCP
+from dicomlab.testing.peers import Orthanc, SilentListener, StoreSCP, free_port
 
 pytestmark = pytest.mark.peers
 
@@ -52,7 +52,7 @@ def test_echo_by_name_and_address_uses_book_identity(storescp: StoreSCP) -> None
 
 
 def test_closed_port_is_connection_refused() -> None:
-    port = _closed_port()
+    port = free_port()
     r = dl.echo(dl.Node("x", ae_title="X", port=port, timeout=5))
     assert not r.ok
     assert r.status is None
@@ -198,11 +198,3 @@ def test_peer_closing_connection_is_aborted(closing_peer: int) -> None:
     assert r.cause == "aborted", r.detail
     assert "without an answer" in r.detail
     assert r.latency_s < 4
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from dicomlab.testing.peers import free_port, stop_process
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOK = "query_app.ipynb"
@@ -49,12 +50,6 @@ def _unavailable() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install -e '.[test]')"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(base: Path) -> dict[str, str]:
@@ -126,13 +121,7 @@ def _start(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    stop_process(proc, grace=20)  # jupyter/voila shut their kernels down on SIGTERM
 
 
 def _root(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -146,7 +135,7 @@ def _root(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def voila_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base, root = _root(tmp_path_factory)
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -168,7 +157,7 @@ def voila_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base, root = _root(tmp_path_factory)
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
