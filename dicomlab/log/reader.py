@@ -83,7 +83,8 @@ def _read(
         exact = pads.field(time_col) < pa.scalar(until, type=schema.field(time_col).type)
         flt = (day & exact) if flt is None else (flt & day & exact)
     out = ds.to_table(columns=columns or schema.names, filter=flt)
-    return _typed(out.to_pandas(types_mapper=_types))
+    frame: pd.DataFrame = out.to_pandas(types_mapper=_types)
+    return frame
 
 
 def _types(t: pa.DataType) -> Any:
@@ -94,10 +95,6 @@ def _types(t: pa.DataType) -> Any:
     if pa.types.is_boolean(t):
         return pd.BooleanDtype()
     return None
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    return df.reset_index(drop=True)
 
 
 def _empty(schema: pa.Schema, columns: list[str] | None) -> pd.DataFrame:

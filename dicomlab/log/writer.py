@@ -80,7 +80,7 @@ class LogWriter:
                 if not rows:
                     continue
                 try:
-                    _write(where, table, rows)
+                    write_rows(where, table, rows)
                     written += len(rows)
                 except OSError as exc:
                     if not self._failing:
@@ -111,10 +111,6 @@ class LogWriter:
 
 def write_rows(where: Path, table: str, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` of ``table`` under ``where`` now (one atomic file per UTC date)."""
-    _write(where, table, rows)
-
-
-def _write(where: Path, table: str, rows: list[dict[str, Any]]) -> None:
     by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
     column = _TIME_COLUMN[table]
     for row in rows:
