@@ -49,6 +49,8 @@ class ServerPanel(Panel):
                 self.activity,
             ]
         ).add_class(self.css)
+        self._seen: tuple[tuple[str, int], ...] = ()
+        self._settle = 0
         self.refresh()
         self._ticker = threading.Thread(
             target=_tick,
@@ -90,6 +92,14 @@ class ServerPanel(Panel):
             f"{stats.get('duplicates', 0)} · failed {stats.get('failed', 0)} · "
             f"{disk:.1f} MB received"
         )
+        # Reading the log (and flushing it) only when something happened: after a change
+        # of the counters, and for two more ticks, while the rows of that activity land.
+        seen = tuple(sorted(stats.items()))
+        if seen != self._seen:
+            self._seen, self._settle = seen, 3
+        if self._settle == 0:
+            return
+        self._settle -= 1
         try:
             ops = dl.read_log(since="today")
         except dl.DicomlabError:
