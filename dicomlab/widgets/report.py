@@ -44,6 +44,7 @@ class NetworkReport(Panel):
         super().__init__()
         self.folder = folder
         self.result = pd.DataFrame()
+        self.all = pd.DataFrame()  # every operation read by the last refresh
         self.associations = pd.DataFrame()
         self.story: dict[str, Any] | None = None
         self.since = w.DatePicker(description="Since", value=date.today() - timedelta(days=7))
@@ -105,7 +106,7 @@ class NetworkReport(Panel):
         self.run("reading the log", work, done)
 
     def filtered(self) -> pd.DataFrame:
-        df: pd.DataFrame = getattr(self, "all", pd.DataFrame())
+        df = self.all
         if df.empty:
             return df
         if self.peer.value != "(all)":
