@@ -61,15 +61,21 @@ def test_retrieve_ten_studies_intact_then_nothing_twice(
     manifest = synthetic[1]
     studies = dl.find(orthanc.node, dl.Query.studies(), calling_ae=local.ae_title)
     assert len(studies) == 10
-    res = dl.retrieve(
-        orthanc.node,
-        studies,
-        into=local,
-        method=method,
-        max_connections=connections,
-        progress=False,
-        calling_ae=local.ae_title,
-    )
+
+    def pull() -> pd.DataFrame:
+        out = dl.retrieve(
+            orthanc.node,
+            studies,
+            into=local,
+            method=method,
+            max_connections=connections,
+            progress=False,
+            calling_ae=local.ae_title,
+        )
+        assert isinstance(out, pd.DataFrame)
+        return out
+
+    res = pull()
     assert len(res) == 10
     assert res.complete.all(), res[["error"]]
     assert (res.status == 0).all()
@@ -79,15 +85,7 @@ def test_retrieve_ten_studies_intact_then_nothing_twice(
     _intact(local, manifest)
 
     stored = local.stats["stored"]
-    again = dl.retrieve(
-        orthanc.node,
-        studies,
-        into=local,
-        method=method,
-        max_connections=connections,
-        progress=False,
-        calling_ae=local.ae_title,
-    )
+    again = pull()  # the same cell run again
     assert again.skipped.all() and again.complete.all()
     assert (again.attempts == 0).all()
     assert local.stats["stored"] == stored and local.stats["duplicates"] == 0
