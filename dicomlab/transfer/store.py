@@ -100,8 +100,9 @@ def _read_source(path: Path) -> _Source:
         size = path.stat().st_size
         with path.open("rb") as fh:
             head = fh.read(_HEAD_BYTES)
-        fast = prefix_header(head, whole=len(head) >= size)
-        row, ts = fast if fast is not None else file_header(path.read_bytes())
+        whole = len(head) >= size
+        fast = prefix_header(head, whole=whole)
+        row, ts = fast if fast is not None else file_header(head if whole else path.read_bytes())
         return _Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
     except (InvalidDicomError, HeaderError, OSError, ValueError) as exc:
         reason = "not a DICOM file" if isinstance(exc, InvalidDicomError) else str(exc)
