@@ -190,13 +190,24 @@ def install(assoc: Association, sock: Any = None) -> None:
     a._dl_fastpath = True
 
 
+_PDU_HEAD = struct.Struct(">BBIIBB")
+"""P-DATA-TF PDU with one PDV item (PS3.8 9.3.5, E.2): PDU type 0x04, reserved, PDU length,
+item length, presentation context ID, message control header; the fragment follows."""
+
+
+def _pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
+    """One P-DATA-TF PDU carrying ``fragment`` as its only PDV."""
+    n = len(fragment)
+    return _PDU_HEAD.pack(0x04, 0, n + 6, n + 2, context_id, control) + fragment
+
+
 def _pdata_tf(pdata: P_DATA) -> bytes:
-    """Encode one P-DATA primitive as a P-DATA-TF PDU (PS3.8 9.3.5)."""
-    items = b"".join(
-        struct.pack(">IB", len(data) + 1, context_id) + data
+    """Encode a P-DATA primitive as P-DATA-TF PDUs (pynetdicom gives one PDV per primitive;
+    each PDV's data starts with its message control header)."""
+    return b"".join(
+        _pdu(context_id, data[0], memoryview(data)[1:])
         for context_id, data in pdata.presentation_data_value_list
     )
-    return struct.pack(">BBI", 0x04, 0x00, len(items)) + items
 
 
 def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
@@ -241,12 +252,11 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
 def _file_pdus(path: Any, offset: int, context_id: int, max_pdu: int) -> Iterator[bytes]:
     """P-DATA-TF PDUs carrying the data set stored in ``path`` from ``offset`` (PS3.8 E.2)."""
     piece = max_pdu - 6  # PDV item: 4 length + 1 context + 1 control header
-    pdv = struct.Struct(">BBIIBB")
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read(_BLOCK_BYTES - _BLOCK_BYTES % piece)
         if not data:  # an empty data set still ends with a last fragment
-            yield pdv.pack(0x04, 0, 6, 2, context_id, 2)
+            yield _pdu(context_id, 2, b"")
             return
         while data:
             following = f.read(_BLOCK_BYTES - _BLOCK_BYTES % piece)
@@ -254,10 +264,7 @@ def _file_pdus(path: Any, offset: int, context_id: int, max_pdu: int) -> Iterato
             for start in range(0, len(data), piece):
                 chunk = view[start : start + piece]
                 last = not following and start + piece >= len(data)
-                header = pdv.pack(
-                    0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id, 2 if last else 0
-                )
-                yield header + chunk
+                yield _pdu(context_id, 2 if last else 0, chunk)
             data = following
 
 
@@ -341,13 +348,15 @@ def _buffered(sock: Any) -> None:
     sock.__class__ = sub
 
 
-def _kill_dul(dul: Any, waker: _Waker) -> Callable[[], None]:
-    def kill_dul() -> None:
-        dul._kill_thread = True
-        waker.waiting = True  # force the poke: the DUL must see the flag now
-        waker.poke()
+def _signal_stop(dul: Any, waker: _Waker) -> None:
+    """Set the DUL's kill flag and wake it now, wherever it waits."""
+    dul._kill_thread = True
+    waker.waiting = True  # force the poke: the DUL must see the flag now
+    waker.poke()
 
-    return kill_dul
+
+def _kill_dul(dul: Any, waker: _Waker) -> Callable[[], None]:
+    return lambda: _signal_stop(dul, waker)
 
 
 def _stop_dul(dul: Any, waker: _Waker) -> Callable[[], bool]:
@@ -356,9 +365,7 @@ def _stop_dul(dul: Any, waker: _Waker) -> Callable[[], bool]:
     def stop_dul() -> bool:
         if dul.state_machine.current_state != "Sta1":
             return False
-        dul._kill_thread = True
-        waker.waiting = True
-        waker.poke()
+        _signal_stop(dul, waker)
         if threading.current_thread() is not dul:
             dul.join()
         return True
