@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import ipywidgets as w
@@ -240,9 +239,7 @@ class QueryPanel(Panel):
 
 def _study_label(row: dict[Any, Any]) -> str:
     when = row.get("StudyDate")
-    day = when.date().isoformat() if isinstance(when, pd.Timestamp) and not pd.isna(when) else "?"
-    if isinstance(when, date) and not isinstance(when, pd.Timestamp):
-        day = when.isoformat()
+    day = "?" if when is None or pd.isna(when) else pd.Timestamp(when).date().isoformat()
     parts = [
         day,
         str(row.get("PatientName") or ""),
