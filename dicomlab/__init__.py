@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging as _logging
 
-from dicomlab import log, plot, synth
+from dicomlab import log, plot, synth, tls
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
 from dicomlab.core.query import Query
@@ -79,6 +79,7 @@ __all__ = [
     "retrieve",
     "store",
     "synth",
+    "tls",
     "widgets",
 ]
 

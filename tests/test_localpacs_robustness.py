@@ -540,13 +540,25 @@ def test_duplicate_keeps_the_first_copy(tmp_path: Path) -> None:
 # -- 8. disk full ------------------------------------------------------------------------------
 
 
-def _fail_once(real: Callable[..., Any]) -> tuple[Callable[..., Any], list[int]]:
+def _fail_once(
+    real: Callable[..., Any], under: Path | None = None
+) -> tuple[Callable[..., Any], list[int]]:
+    """``real`` failing once with ENOSPC; with ``under``, only for a path below it.
+
+    (The network log's background writer renames its files too: it must not take the
+    one failure meant for the archive.)
+    """
     calls: list[int] = []
 
     def fake(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        first = args[0] if args else None
+        mine = under is None or (
+            isinstance(first, str | os.PathLike) and str(under) in os.fspath(first)
+        )
+        if mine:
+            calls.append(1)
+            if len(calls) == 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
     return fake, calls
@@ -559,7 +571,10 @@ def test_disk_full_answers_out_of_resources_and_leaves_nothing(
     with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all", fsync=True) as lp:
         before = _seed(lp)
         ds = _with_uid(_ct()[0], dl.synth.uid("enospc", failing))
-        fake, calls = _fail_once(getattr(os, failing))
+        # fsync takes a descriptor: only the archive fsyncs while the store runs
+        fake, calls = _fail_once(
+            getattr(os, failing), None if failing == "fsync" else lp.archive.root
+        )
         with monkeypatch.context() as m:
             m.setattr(os, failing, fake)
             (status,) = _store(lp.port, [ds])

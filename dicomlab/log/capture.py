@@ -29,7 +29,7 @@ from dicomlab.core.logschema import SERVICES
 from dicomlab.core.status import decode_reject, status_category
 from dicomlab.log import writer as _writer
 
-__all__ = ["attach", "connect_failed", "current_job", "job_context"]
+__all__ = ["attach", "connect_failed", "current_job", "handshake_failed", "job_context"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,33 @@ def connect_failed(assoc: Any, error: OSError) -> None:
     rec.row["outcome"] = "failed"
     rec.row["error"] = f"{type(error).__name__}: {error}"
     _finish(rec)
+
+
+def handshake_failed(local_ae: str, address: Any, error: BaseException) -> None:
+    """A client of our TLS port failed its handshake: an SCP row (outcome ``failed``).
+
+    No association exists yet, so the row has no peer AE title, only the address.
+    """
+    where = _writer.folder()
+    if where is None:
+        return
+    now = _now()
+    host, port = (address[0], address[1]) if isinstance(address, tuple) else (None, None)
+    row = {
+        "association_id": uuid.uuid4().hex,
+        "role": "SCP",
+        "local_ae": local_ae,
+        "peer_host": str(host) if host else None,
+        "peer_port": int(port) if port else None,
+        "tls": True,
+        "requested_at": now,
+        "ended_at": now,
+        "outcome": "failed",
+        "bytes_sent": 0,
+        "bytes_received": 0,
+        "error": f"TLS handshake: {type(error).__name__}: {error}",
+    }
+    _writer.writer().add("associations", row, where)
 
 
 def _safe(handler: Any) -> Any:

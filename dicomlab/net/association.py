@@ -22,9 +22,10 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
-from dicomlab.errors import ValidationError
+from dicomlab.errors import ConfigError, TLSError, ValidationError
 from dicomlab.net import diagnose
-from dicomlab.net.transport import ClientAE, client_ssl_context, connect_error_of
+from dicomlab.net.tls import client_context
+from dicomlab.net.transport import ClientAE, connect_error_of
 
 __all__ = ["Opened", "calling_ae_title", "open_association", "resolve", "resolve_node"]
 
@@ -112,15 +113,9 @@ def open_association(
     tls_args = None
     if node.tls is not None:
         try:
-            ctx = client_ssl_context(node.tls)
-        except (OSError, ValueError) as exc:
-            from dicomlab.errors import TLSError
-
-            raise TLSError(
-                f"cannot load the TLS files of node {node.name!r}: {exc}",
-                node=node,
-                hint="check the ca/cert/key paths and that the key matches the certificate",
-            ) from None
+            ctx = client_context(node.tls)
+        except ConfigError as exc:
+            raise TLSError(f"node {node.name!r}: {exc.message}", node=node, hint=exc.hint) from None
         tls_args = (ctx, node.tls.server_hostname or node.host)
 
     t0 = time.perf_counter()

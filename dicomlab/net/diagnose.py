@@ -40,24 +40,36 @@ def resolve_error(node: Node, exc: OSError) -> ResolveError:
 def _tls_error(node: Node, exc: OSError) -> TLSError:
     text = str(exc)
     lowered = text.lower()
-    verify_msg = getattr(exc, "verify_message", "") or ""
-    vm = verify_msg.lower()
-    if "expired" in vm or "expired" in lowered:
-        what, hint = "the peer's certificate has expired", "renew the peer's certificate"
-    elif "hostname mismatch" in vm or "ip address mismatch" in vm or "doesn't match" in lowered:
-        what = f"the peer's certificate does not name host {node.host!r}"
-        hint = "connect by the name in the certificate, or set TLS(server_hostname=...)"
-    elif "self-signed" in vm or "unable to get local issuer" in vm or "unknown ca" in lowered:
-        what = "the peer's certificate is signed by a CA we do not trust"
-        hint = "give TLS(ca=...) the CA certificate that signed the peer's certificate"
-    elif "certificate required" in lowered:
-        what = "the peer requires a client certificate and we sent none"
-        hint = "give TLS(cert=..., key=...) a client certificate the peer trusts"
-    elif (
-        "bad certificate" in lowered or "unknown ca" in lowered or "certificate unknown" in lowered
-    ):
-        what = "the peer refused our client certificate"
-        hint = "use a client certificate signed by a CA the peer trusts"
+    vm = (getattr(exc, "verify_message", "") or "").lower()
+    if isinstance(exc, ssl.SSLCertVerificationError) or vm:
+        # we checked the peer's certificate and it failed
+        if "expired" in vm or "expired" in lowered:
+            what, hint = "the peer's certificate has expired", "renew the peer's certificate"
+        elif "mismatch" in vm or "doesn't match" in lowered:
+            what = f"the peer's certificate does not name host {node.host!r}"
+            hint = "connect by the name in the certificate, or set TLS(server_hostname=...)"
+        elif "self-signed" in vm or "issuer" in vm or "unknown ca" in vm:
+            what = "the peer's certificate is signed by a CA we do not trust"
+            hint = "give TLS(ca=...) the CA certificate that signed the peer's certificate"
+        else:
+            what = f"the peer's certificate failed verification ({vm or text})"
+            hint = "check TLS(ca=...) and the peer's certificate"
+    elif "alert" in lowered:
+        # the peer checked us (or our offer) and sent an alert
+        if "certificate required" in lowered:
+            what = "the peer requires a client certificate and we sent none"
+            hint = "give TLS(cert=..., key=...) a client certificate the peer trusts"
+        elif any(w in lowered for w in ("unknown ca", "bad certificate", "certificate unknown")):
+            what = "the peer refused our client certificate (not signed by a CA it trusts)"
+            hint = "use a client certificate signed by a CA the peer trusts"
+        elif "expired" in lowered:
+            what, hint = "the peer says our client certificate has expired", "renew it"
+        elif "protocol version" in lowered or "handshake failure" in lowered:
+            what = "the peer and we share no TLS version or cipher (TLS 1.2 is our minimum)"
+            hint = "the peer may offer only old TLS versions: it needs TLS 1.2 or newer"
+        else:
+            what = f"the peer ended the TLS handshake ({text})"
+            hint = "check the peer's TLS settings and our certificate"
     elif "wrong version number" in lowered or "record layer failure" in lowered:
         what = "the peer did not answer in TLS (is this a plain, non-TLS port?)"
         hint = "use the peer's TLS port, or tls=None for its plain port"
@@ -65,7 +77,7 @@ def _tls_error(node: Node, exc: OSError) -> TLSError:
         what = "the peer closed the connection during the TLS handshake"
         hint = "the peer may require a client certificate, or not speak TLS on this port"
     else:
-        what = f"the TLS handshake failed ({verify_msg or text})"
+        what = f"the TLS handshake failed ({text})"
         hint = "check the CA, certificate and key files and the peer's TLS settings"
     return TLSError(f"TLS with {node.address} failed: {what}", node=node, hint=hint)
 

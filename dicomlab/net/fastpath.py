@@ -50,6 +50,7 @@ import os
 import queue
 import select
 import socket
+import ssl
 import struct
 import threading
 import weakref
@@ -63,7 +64,7 @@ from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-__all__ = ["enabled", "install", "is_installed"]
+__all__ = ["enabled", "install", "is_installed", "shutdown_and_close"]
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +315,7 @@ class _ReadAhead:
 
     socket: Any
     _dl_buffer: bytearray
+    tls_error: ssl.SSLError | None = None
 
     @property
     def ready(self) -> bool:
@@ -326,13 +328,38 @@ class _ReadAhead:
         buf = self._dl_buffer
         while len(buf) < nr_bytes:
             want = min(max(nr_bytes - len(buf), _READ_AHEAD), _MAX_READ)
-            piece = self.socket.recv(want)
+            try:
+                piece = self.socket.recv(want)
+            except ssl.SSLError as exc:  # a TLS alert (e.g. "certificate required"): keep it
+                self.tls_error = exc
+                raise
             if not piece:
                 break  # connection broken: return what arrived, as pynetdicom does
             buf += piece
         out = buf[:nr_bytes]
         del buf[:nr_bytes]
         return out
+
+    def _shutdown_socket(self) -> None:
+        shutdown_and_close(self.socket)
+
+
+def shutdown_and_close(sock: Any) -> None:
+    """pynetdicom's ``_shutdown_socket``, but the socket is closed even when shutdown fails.
+
+    pynetdicom skips ``close()`` when ``shutdown()`` raises (a connection the peer
+    already broke, e.g. after a TLS alert), leaking the file descriptor.
+    """
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 _BUFFERED: dict[type, type] = {}

@@ -18,11 +18,10 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
-from dicomlab.core.nodes import TLS
 from dicomlab.log import capture
 from dicomlab.net import fastpath
 
-__all__ = ["ClientAE", "client_ssl_context", "connect_error_of", "quiesce", "set_nodelay"]
+__all__ = ["ClientAE", "connect_error_of", "quiesce", "set_nodelay"]
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -37,6 +36,17 @@ class _ClientSocket(AssociationSocket):
     """An AssociationSocket that sets TCP_NODELAY and remembers why connect failed."""
 
     connect_error: OSError | None = None
+    tls_error: ssl.SSLError | None = None  # a TLS alert on the first read (TLS 1.3)
+
+    def _shutdown_socket(self) -> None:
+        fastpath.shutdown_and_close(self.socket)
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        try:
+            return super().recv(nr_bytes)
+        except ssl.SSLError as exc:
+            self.tls_error = exc
+            raise
 
     def _create_socket(self, address: AddressInformation) -> socket.socket:
         sock: socket.socket = super()._create_socket(address)
@@ -95,28 +105,11 @@ class ClientAE(AE):
 
 
 def connect_error_of(assoc: Association) -> OSError | None:
-    """The OSError of a failed connect on an association made by :class:`ClientAE`."""
+    """The OSError of a failed connect (or TLS handshake) on an association of :class:`ClientAE`."""
     sock: Any = getattr(assoc.dul, "socket", None)
-    return getattr(sock, "connect_error", None)
-
-
-def client_ssl_context(tls: TLS) -> ssl.SSLContext:
-    """An SSL context for connecting to a node: TLS 1.2 or newer (BCP 195)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.verify:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.check_hostname = True
-        if tls.ca:
-            ctx.load_verify_locations(cafile=tls.ca)
-        else:
-            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert and tls.key:
-        ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
-    return ctx
+    # TLS 1.3 servers check the client certificate after our side of the handshake
+    # completes: their refusal arrives as an alert on the first read.
+    return getattr(sock, "connect_error", None) or getattr(sock, "tls_error", None)
 
 
 def quiesce(assoc: Association, settle_s: float = 0.003) -> None:

@@ -1,8 +1,14 @@
 """Owning a pynetdicom server: start on a port (0 = any free one), stop for sure.
 
-:class:`ServerThread` owns one listening server and its association threads.
-``stop()`` is idempotent, aborts open associations within a bounded time and
-frees the port; servers still running at interpreter exit are stopped.
+:class:`ServerThread` owns its listeners (a plain port, and optionally a TLS port
+beside it) and their association threads. ``stop()`` is idempotent, aborts open
+associations and TLS handshakes within a bounded time and frees the ports;
+servers still running at interpreter exit are stopped.
+
+TLS: pynetdicom wraps each accepted socket in its accept loop, so the handshake
+runs there and one client that connects and sends nothing blocks every later
+connection. :class:`_Listener` accepts plain sockets and runs the handshake in
+the connection's own thread, with a timeout and a bound on handshakes in flight.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from typing import Any, Self
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomlab.core.nodes import Node, validate_ae_title, validate_host, validate_port
+from dicomlab.core.nodes import TLS, Node, validate_ae_title, validate_host, validate_port
 from dicomlab.errors import ConfigError
 from dicomlab.log import capture
 from dicomlab.net import fastpath
+from dicomlab.net.tls import server_context
 from dicomlab.net.transport import set_nodelay
 
 __all__ = ["ServerThread", "VerificationServer"]
@@ -96,18 +104,112 @@ def _wake_unassociated(event: Any) -> None:
         _wake(assoc)
 
 
+DICOM_TLS_PORT = 2762
+"""The port IANA registered for DICOM over TLS (``dicom-tls``), the default ``tls_port``."""
+
+HANDSHAKE_TIMEOUT_S = 10.0
+"""A TLS client must finish its handshake within this, or is disconnected."""
+
+MAX_HANDSHAKES = 64
+"""TLS handshakes in flight at once; connections past it are closed at once."""
+
+
+class _Listener(ThreadedAssociationServer):
+    """pynetdicom's threaded server; with ``tls_context``, handshakes in per-connection threads."""
+
+    tls_context: ssl.SSLContext | None = None
+    block_on_close = False  # stop() ends handshakes itself: shutdown() must not wait on them
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshaking: set[ssl.SSLSocket] = set()
+        self._handshake_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.tls_context is not None:
+            request = self._handshake(request, client_address)
+            if request is None:
+                return
+        super().process_request_thread(request, client_address)
+
+    def _handshake(self, sock: socket.socket, address: Any) -> ssl.SSLSocket | None:
+        assert self.tls_context is not None
+        if not self._slots.acquire(blocking=False):
+            self._refuse(sock, address, OSError(f"more than {MAX_HANDSHAKES} TLS handshakes"))
+            return None
+        tls: ssl.SSLSocket | None = None
+        try:
+            set_nodelay(sock)
+            sock.settimeout(HANDSHAKE_TIMEOUT_S)
+            tls = self.tls_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+            with self._handshake_lock:
+                self._handshaking.add(tls)
+            tls.do_handshake()
+            tls.settimeout(None)  # blocking, as pynetdicom expects of an accepted socket
+            return tls
+        except (OSError, ValueError) as exc:  # ssl.SSLError, timeout, reset: this client only
+            self._refuse(tls or sock, address, exc)
+            return None
+        finally:
+            if tls is not None:
+                with self._handshake_lock:
+                    self._handshaking.discard(tls)
+            self._slots.release()
+
+    def _refuse(self, sock: socket.socket, address: Any, exc: BaseException) -> None:
+        log.info("TLS handshake with %s failed: %s", address, exc)
+        capture.handshake_failed(self.ae_title, address, exc)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def abort_handshakes(self) -> None:
+        """Disconnect clients still in their TLS handshake (their threads then end)."""
+        with self._handshake_lock:
+            pending = list(self._handshaking)
+        for sock in pending:
+            with contextlib.suppress(OSError):
+                # the TCP socket under the TLS one: wakes the handshake's blocked read
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 class ServerThread:
     """A pynetdicom association server owned by this object.
 
-    Subclasses fill :meth:`_configure` (contexts) and :meth:`_handlers`.
+    Subclasses fill :meth:`_configure` (contexts) and :meth:`_handlers`. With
+    ``tls`` (a :class:`~dicomlab.core.nodes.TLS` holding our certificate and key)
+    the same services are also served over TLS on ``tls_port``.
     """
 
-    def __init__(self, ae_title: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        ae_title: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: TLS | None = None,
+        tls_port: int | None = None,
+    ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.host = validate_host(host)
         self._requested_port = validate_port(port, allow_zero=True)
-        self._server: Any = None
-        self._bound_port: int | None = None
+        if tls is not None and not isinstance(tls, TLS):
+            raise ConfigError(f"tls must be a dl.TLS or None, got {tls!r}")
+        if tls is None and tls_port is not None:
+            raise ConfigError(
+                f"tls_port={tls_port} needs tls=dl.TLS(cert=..., key=...)",
+                hint="dl.tls.make_demo_certificates(folder).server() gives a demo set",
+            )
+        self.tls = tls
+        self._requested_tls_port = (
+            validate_port(DICOM_TLS_PORT if tls_port is None else tls_port, allow_zero=True)
+            if tls is not None
+            else None
+        )
+        self._listeners: list[_Listener] = []
+        self._bound: dict[str, int] = {}
         self._ae: AE | None = None
         self._lock = threading.RLock()
 
@@ -121,84 +223,135 @@ class ServerThread:
     # -- lifecycle --------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return bool(self._listeners)
 
     @property
     def port(self) -> int:
         """The bound port (the free one picked with ``port=0``; kept after ``stop()``)."""
-        if self._bound_port is not None:
-            return self._bound_port
-        return self._requested_port
+        return self._bound.get("plain", self._requested_port)
+
+    @property
+    def tls_port(self) -> int | None:
+        """The bound TLS port (``None`` without ``tls``)."""
+        return self._bound.get("tls", self._requested_tls_port)
+
+    @property
+    def active_associations(self) -> list[Any]:
+        """Associations being served now, on every port."""
+        return [a for listener in list(self._listeners) for a in listener.active_associations]
 
     @property
     def node(self) -> Node:
-        """A :class:`Node` pointing at this server."""
+        """A :class:`Node` pointing at this server's plain port."""
         if not self.running:
             raise ConfigError(f"server {self.ae_title} is not running", hint="call start() first")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return Node("local", ae_title=self.ae_title, host=host, port=self.port, timeout=30)
 
+    @property
+    def tls_node(self) -> Node:
+        """A :class:`Node` pointing at the TLS port, trusting our ``ca``.
+
+        Add a client certificate with ``.replace(tls=...)`` when clients must have one.
+        """
+        if self.tls is None:
+            raise ConfigError(
+                f"server {self.ae_title} serves no TLS", hint="start it with tls=dl.TLS(...)"
+            )
+        tls_port = self.tls_port
+        assert tls_port is not None
+        return self.node.replace(port=tls_port, tls=TLS(ca=self.tls.ca))
+
     def start(self) -> Self:
         """Start listening; a second call is a no-op."""
         with self._lock:
-            if self._server is not None:
+            if self._listeners:
                 return self
+            context = server_context(self.tls) if self.tls is not None else None
             ae = AE(ae_title=self.ae_title)
             ae.network_timeout = 60
             ae.acse_timeout = 10  # a silent connection is dropped after this
             ae.dimse_timeout = 60
             self._configure(ae)
+            handlers = [
+                (evt.EVT_CONN_OPEN, _tune_connection),
+                (evt.EVT_CONN_CLOSE, _wake_unassociated),
+                *((h[0], _weak(h[1]), *h[2:]) for h in self._handlers()),
+            ]
+            listeners: list[tuple[str, int, ssl.SSLContext | None]] = [
+                ("plain", self._requested_port, None)
+            ]
+            if context is not None:
+                assert self._requested_tls_port is not None
+                listeners.append(("tls", self._requested_tls_port, context))
+            started: list[_Listener] = []
             try:
-                server = ae.start_server(
-                    (self.host, self._requested_port),
-                    block=False,
-                    evt_handlers=[
-                        (evt.EVT_CONN_OPEN, _tune_connection),
-                        (evt.EVT_CONN_CLOSE, _wake_unassociated),
-                        *((h[0], _weak(h[1]), *h[2:]) for h in self._handlers()),
-                    ],
-                )
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise ConfigError(
-                        f"port {self._requested_port} on {self.host} is already in use",
-                        hint="stop the other server (another LocalPACS or program), or use port=0",
-                    ) from None
-                raise ConfigError(
-                    f"cannot listen on {self.host}:{self._requested_port}: {exc}"
-                ) from None
-            assert server is not None  # block=False returns the server
-            self._ae, self._server = ae, server
-            self._bound_port = int(server.server_address[1])
+                for kind, port, ctx in listeners:
+                    started.append(self._listen(ae, port, ctx, handlers))
+                    self._bound[kind] = int(started[-1].server_address[1])
+            except BaseException:
+                for listener in started:
+                    listener.shutdown()
+                raise
+            self._ae, self._listeners = ae, started
             with _RUNNING_LOCK:
                 _RUNNING.add(self)
-            log.info("%s listening on %s:%d", self.ae_title, self.host, self.port)
+            tls = f", TLS on {self.tls_port}" if context is not None else ""
+            log.info("%s listening on %s:%d%s", self.ae_title, self.host, self.port, tls)
             return self
+
+    def _listen(
+        self, ae: AE, port: int, context: ssl.SSLContext | None, handlers: list[Any]
+    ) -> _Listener:
+        try:
+            listener = ae.make_server(
+                (self.host, port), evt_handlers=handlers, server_class=_Listener
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {self.host} is already in use",
+                    hint="stop the other server (another LocalPACS or program), or use port=0",
+                ) from None
+            raise ConfigError(f"cannot listen on {self.host}:{port}: {exc}") from None
+        assert isinstance(listener, _Listener)
+        listener.tls_context = context
+        thread = threading.Thread(
+            target=listener.serve_forever,
+            name=f"dicomlab-{self.ae_title}-{'tls' if context else 'plain'}",
+            daemon=True,
+        )
+        thread.start()
+        ae._servers.append(listener)
+        return listener
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop listening and abort open associations; safe to call twice."""
         with self._lock:
-            server, ae = self._server, self._ae
-            self._server = self._ae = None
-        if server is None or ae is None:
+            listeners, ae = self._listeners, self._ae
+            self._listeners, self._ae = [], None
+        if not listeners or ae is None:
             return
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
-        server.shutdown()  # stops accepting and closes the listening socket
         deadline = time.monotonic() + timeout
-        for assoc in list(server.active_associations):
-            if assoc.is_established:
-                assoc.abort()
-            else:
-                # Not associated yet (aborting there upsets pynetdicom's state machine):
-                # close the connection, then wake the thread waiting for the request.
-                raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-                if raw is not None:
-                    with contextlib.suppress(OSError):
-                        raw.shutdown(socket.SHUT_RDWR)
-                _wake(assoc)
-        for assoc in list(server.active_associations):
-            assoc.join(max(0.0, deadline - time.monotonic()))
+        for listener in listeners:
+            listener.shutdown()  # stops accepting and closes the listening socket
+            listener.abort_handshakes()
+            for assoc in list(listener.active_associations):
+                if assoc.is_established:
+                    assoc.abort()
+                else:
+                    # Not associated yet (aborting there upsets pynetdicom's state machine):
+                    # close the connection, then wake the thread waiting for the request.
+                    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+                    if raw is not None:
+                        with contextlib.suppress(OSError):
+                            socket.socket.shutdown(raw, socket.SHUT_RDWR)
+                    _wake(assoc)
+        for listener in listeners:
+            for assoc in list(listener.active_associations):
+                assoc.join(max(0.0, deadline - time.monotonic()))
         log.info("%s stopped", self.ae_title)
 
     def __enter__(self) -> Self:

@@ -33,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicomlab.core.nodebook import NodeBook
-from dicomlab.core.nodes import Node
+from dicomlab.core.nodes import TLS, Node
 from dicomlab.errors import ValidationError
 from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
@@ -90,6 +90,11 @@ class LocalPACS(ServerThread):
         Concurrent associations served; further ones are rejected.
     fsync
         fsync each received file before answering success (default on).
+    tls, tls_port
+        Serve TLS too: ``tls`` holds our certificate and key (and ``ca`` with
+        ``require_client_cert=True`` to demand client certificates); ``tls_port``
+        defaults to 2762, the port registered for DICOM over TLS. Handshakes run
+        per connection with a 10 s limit, so an idle client blocks nobody.
     """
 
     def __init__(
@@ -102,8 +107,10 @@ class LocalPACS(ServerThread):
         allow_unknown: Iterable[str] | str = ("echo",),
         max_associations: int = 16,
         fsync: bool = True,
+        tls: TLS | None = None,
+        tls_port: int | None = None,
     ) -> None:
-        super().__init__(ae_title, host, port)
+        super().__init__(ae_title, host, port, tls=tls, tls_port=tls_port)
         if not 1 <= max_associations <= 1000:
             raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
         self.archive = Archive(root, fsync=fsync)
@@ -115,6 +122,8 @@ class LocalPACS(ServerThread):
 
     def __repr__(self) -> str:
         state = f"port {self.port}" if self.running else "stopped"
+        if self.running and self.tls is not None:
+            state += f", TLS port {self.tls_port}"
         return f"LocalPACS({self.ae_title!r}, {state}, root={str(self.archive.root)!r})"
 
     # -- server wiring -------------------------------------------------------------
@@ -161,6 +170,11 @@ class LocalPACS(ServerThread):
     def node(self) -> Node:
         """A :class:`Node` pointing at this LocalPACS (retrieve by C-GET: needs no registration)."""
         return super().node.replace(name=self.ae_title.lower()[:64] or "local", retrieve="get")
+
+    @property
+    def tls_node(self) -> Node:
+        """A :class:`Node` for the TLS port (retrieve by C-GET), trusting our ``ca``."""
+        return super().tls_node.replace(name=self.node.name, retrieve="get")
 
     # -- archive ----------------------------------------------------------------------
     @property
