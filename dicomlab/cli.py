@@ -11,7 +11,7 @@ import pandas as pd
 
 from dicomlab import __version__
 from dicomlab.core.nodebook import NodeBook
-from dicomlab.core.nodes import Node
+from dicomlab.core.nodes import TLS, Node
 from dicomlab.errors import DicomlabError, ValidationError
 
 __all__ = ["main"]
@@ -140,6 +140,17 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from dicomlab.tls import make_demo_certificates
+
+    hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
+    certs = make_demo_certificates(args.folder, hostnames=hosts)
+    _out(f"demo CA, server and client certificates in {certs.folder} (not for production):")
+    for name in ("ca", "server_cert", "server_key", "client_cert", "client_key"):
+        _out(f"  {name:<12} {getattr(certs, name)}")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import tempfile
@@ -150,6 +161,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     book = NodeBook.load()
     allow = [s.strip() for s in args.allow.split(",") if s.strip()]
+    tls = None
+    if args.tls_cert or args.tls_key:
+        tls = TLS(
+            cert=args.tls_cert,
+            key=args.tls_key,
+            ca=args.tls_ca,
+            require_client_cert=args.require_client_cert,
+        )
     pacs = LocalPACS(
         args.root,
         ae_title=args.ae,
@@ -158,6 +177,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         book=book,
         allow_unknown=allow,
         fsync=not args.no_fsync,
+        tls=tls,
+        tls_port=args.tls_port if tls is not None else None,
     )
     if args.seed_demo:
         with tempfile.TemporaryDirectory() as tmp:
@@ -167,9 +188,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop
     with pacs:
+        on_tls = f", TLS on {pacs.tls_port}" if tls is not None else ""
         _out(
-            f"LocalPACS {pacs.ae_title} serving {pacs.archive.root} on {pacs.host}:{pacs.port} "
-            f"(unknown callers may: {', '.join(allow) or 'nothing'}); Ctrl-C stops"
+            f"LocalPACS {pacs.ae_title} serving {pacs.archive.root} on {pacs.host}:{pacs.port}"
+            f"{on_tls} (unknown callers may: {', '.join(allow) or 'nothing'}); Ctrl-C stops"
         )
         try:
             while not stop.wait(0.5):
@@ -245,7 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed-demo", type=int, default=0, metavar="N", help="import N synthetic studies"
     )
     v.add_argument("--no-fsync", action="store_true", help="do not fsync received files")
+    v.add_argument("--tls-cert", help="serve TLS too: our certificate (PEM)")
+    v.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    v.add_argument("--tls-ca", help="CA certificate that signs client certificates (PEM)")
+    v.add_argument("--tls-port", type=int, default=2762, help="TLS port (default 2762)")
+    v.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="refuse TLS clients without a certificate signed by --tls-ca",
+    )
     v.set_defaults(func=_cmd_serve)
+
+    c = sub.add_parser("certs", help="write a demo CA, server and client certificate (TLS demos)")
+    c.add_argument("folder")
+    c.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="a name or address the server certificate is for (repeatable; default "
+        "localhost and 127.0.0.1)",
+    )
+    c.set_defaults(func=_cmd_certs)
 
     n = sub.add_parser("nodes", help="list or edit the node book")
     nsub = n.add_subparsers(dest="action", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 import dicomlab as dl
 from dicomlab.cli import main
 from dicomlab.server.lifecycle import VerificationServer
+from dicomlab.testing.fixtures import need_peer
+from dicomlab.testing.peers import free_port, peer_env, stop_process, wait_for_port
 
 
 def test_echo_ok_and_failure_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,3 +136,31 @@ def test_retrieve_and_store_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert main(["store", sink.node.address, str(tmp_path / "s")]) == 0
         assert f"{len(manifest)} files" in capsys.readouterr().out
         assert len(sink.instances()) == len(manifest)
+
+
+def test_certs_then_serve_with_tls_and_ctrl_c(tmp_path: Path) -> None:
+    """`dicomlab certs`, then `serve --tls-...`: dcmtk echoes over TLS; Ctrl-C stops cleanly."""
+    need_peer("echoscu")
+    cli = [sys.executable, "-m", "dicomlab.cli"]
+    made = subprocess.run([*cli, "certs", str(tmp_path / "certs")], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    c = tmp_path / "certs"
+    port, tls_port = free_port(), free_port()
+    args = ["serve", "--root", str(tmp_path / "root"), "--port", str(port), "--ae", "SRV"]
+    args += ["--tls-cert", str(c / "server.pem"), "--tls-key", str(c / "server.key")]
+    args += ["--tls-ca", str(c / "ca.pem"), "--tls-port", str(tls_port), "--require-client-cert"]
+    proc = subprocess.Popen(
+        [*cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_port(tls_port, proc=proc)
+        tls = ["+tls", str(c / "client.key"), str(c / "client.pem"), "+cf", str(c / "ca.pem")]
+        echo = ["echoscu", "-aec", "SRV", *tls, "127.0.0.1", str(tls_port)]
+        r = subprocess.run(echo, capture_output=True, text=True, env=peer_env(), timeout=30)
+        assert r.returncode == 0, r.stderr
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, err
+    assert f"TLS on {tls_port}" in out and "stopped" in out
