@@ -312,14 +312,27 @@ TEACHING = [
     ),
     new_markdown_cell(
         "## TLS\n\n"
-        "A node can require TLS: `dl.TLS(ca=..., cert=..., key=..., verify=True)` on the "
-        "node, and `dl.echo` says which check failed (unknown CA, hostname mismatch, "
-        "expired, client certificate required). TLS on LocalPACS is on the roadmap."
+        "DICOM over TLS (usually port 2762) encrypts the association and lets each side "
+        "check the other's certificate. AE titles alone prove nothing (anyone can claim "
+        "one); a client certificate does. Here the teacher serves TLS beside its plain "
+        "port and requires client certificates signed by a demo CA."
     ),
     new_code_cell(
-        "secure = dl.Node('secure', ae_title='PACS', host='pacs.example.org', port=2762,\n"
-        "                 tls=dl.TLS(ca='ca.pem', verify=True))\n"
-        "secure"
+        "certs = dl.tls.make_demo_certificates(work / 'certs')\n"
+        "secure = dl.LocalPACS(work / 'secure', ae_title='SECURE', port=0,\n"
+        "                      tls=certs.server(require_client_cert=True), tls_port=0,\n"
+        "                      allow_unknown='all').start()\n"
+        "attempts = {\n"
+        "    'with our client certificate': secure.tls_node.replace(tls=certs.client()),\n"
+        "    'without a client certificate': secure.tls_node.replace(\n"
+        "        tls=certs.client(with_certificate=False)),\n"
+        "    'trusting no CA (system store)': secure.tls_node.replace(tls=dl.TLS()),\n"
+        "    'plain DICOM on the TLS port': secure.node.replace(port=secure.tls_port),\n"
+        "}\n"
+        "tls_echoes = {k: dl.echo(n) for k, n in attempts.items()}\n"
+        "secure.stop()\n"
+        "pd.DataFrame([{'attempt': k, 'ok': r.ok, 'detail': r.detail}\n"
+        "              for k, r in tls_echoes.items()])"
     ),
     new_markdown_cell(
         "## The same, by clicking\n\n"
@@ -349,7 +362,9 @@ TEACHING = [
         "assert set(contexts.result) == {0x00, 0x03}  # accepted, abstract syntax not supported\n"
         "assert matches['exact name'] >= 1 and matches['UID list'] == 2\n"
         "assert by_get.complete.all() and by_move.status.iloc[0] != 0\n"
-        "assert 'STRANGER' in by_move.error.iloc[0]"
+        "assert 'STRANGER' in by_move.error.iloc[0]\n"
+        "assert [r.ok for r in tls_echoes.values()] == [True, False, False, False]\n"
+        "assert 'client certificate' in tls_echoes['without a client certificate'].detail"
     ),
 ]
 
