@@ -194,3 +194,16 @@ def test_app_has_every_panel_and_leaves_no_threads(world: tuple) -> None:  # typ
     while len(_panel_threads()) > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(_panel_threads()) <= before
+
+
+def test_server_panel_shows_the_tls_port(tmp_path: Path) -> None:
+    certs = dl.tls.make_demo_certificates(tmp_path / "certs")
+    pacs = dl.LocalPACS(tmp_path / "tls", port=0, tls=certs.server(), tls_port=0)
+    panel = dl.widgets.ServerPanel(pacs, refresh_s=0.2)
+    try:
+        panel.start_button.click()
+        assert f"TLS {pacs.tls_port}" in panel.address.value
+        assert dl.echo(pacs.tls_node.replace(tls=certs.client())).ok
+    finally:
+        panel.close()
+        pacs.stop()

@@ -66,7 +66,8 @@ class ServerPanel(Panel):
         except dl.DicomlabError as exc:
             self.say(explain(exc), "error")
         else:
-            self.say(f"listening on port {self.local.port}", "ok")
+            tls = f", TLS on {self.local.tls_port}" if self.local.tls is not None else ""
+            self.say(f"listening on port {self.local.port}{tls}", "ok")
         self.refresh()
 
     def stop(self) -> None:
@@ -76,8 +77,9 @@ class ServerPanel(Panel):
 
     def refresh(self) -> None:
         lp = self.local
+        tls = f" · TLS {lp.tls_port}" if lp.tls is not None else ""
         state = (
-            f"<span style='color:#1a7f37'>● running</span> on {lp.host}:{lp.port}"
+            f"<span style='color:#1a7f37'>● running</span> on {lp.host}:{lp.port}{tls}"
             if lp.running
             else "<span style='color:#b42318'>● stopped</span>"
         )
