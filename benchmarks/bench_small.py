@@ -1,0 +1,70 @@
+"""Small instances (per-message cost): 2,000 CT instances of 64x64, both ways.
+
+Receive: dcmtk storescu -> LocalPACS (fsync off, as storescp) vs -> storescp.
+Send: ``dl.store`` -> storescp vs storescu -> storescp. One association each.
+Ratio = dicomlab rate / dcmtk rate (target: >= 0.5 both ways).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import dicomlab as dl
+from benchmarks.common import count, dataset, median_of, storescu, storescu_into_storescp
+from dicomlab.testing.peers import StoreSCP
+
+UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
+
+
+def run() -> list[dict[str, Any]]:
+    n = int(os.environ.get("DICOMLAB_BENCH_SMALL_N", "2000"))
+    data = dataset("small", n, 64)
+    total = count(data)
+    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
+        work = Path(tmp)
+
+        def into_local() -> float:
+            root = work / "local"
+            with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=False) as lp:
+                s = storescu(lp.port, data, lp.ae_title)
+                assert len(lp.instances()) == total, "LocalPACS lost instances"
+            shutil.rmtree(root)
+            return s
+
+        def store() -> float:
+            with StoreSCP(work / "scp") as scp:
+                t0 = time.perf_counter()
+                out = dl.store(scp.node, data, progress=False, calling_ae="BENCH")
+                s = time.perf_counter() - t0
+            assert isinstance(out, pd.DataFrame) and (out.status == 0).all() and len(out) == total
+            shutil.rmtree(work / "scp")
+            return s
+
+        base_s, base_runs = median_of(lambda: storescu_into_storescp(work, data))
+        recv_s, recv_runs = median_of(into_local)
+        send_s, send_runs = median_of(store)
+    rows = []
+    for name, s, runs in (
+        ("small: receive storescu -> LocalPACS", recv_s, recv_runs),
+        ("small: send dl.store -> storescp", send_s, send_runs),
+    ):
+        rows.append(
+            {
+                "name": name,
+                "unit": UNIT,
+                "dicomlab": total / s,
+                "dcmtk": total / base_s,
+                "ratio": base_s / s,
+                "runs_s": runs,
+                "dcmtk_runs_s": base_runs,
+                "instances": total,
+            }
+        )
+    return rows
