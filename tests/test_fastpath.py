@@ -12,6 +12,7 @@ import copy
 import os
 import resource
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
@@ -27,7 +29,8 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 import dicomlab as dl
 from dicomlab.net import fastpath
 from dicomlab.net.transport import ClientAE
-from dicomlab.testing.peers import StoreSCP
+from dicomlab.testing.fixtures import need_peer
+from dicomlab.testing.peers import StoreSCP, peer_env
 
 pytestmark = pytest.mark.peers
 
@@ -181,3 +184,60 @@ def test_file_pdus_carry_the_data_set_exactly(
     assert all(ctx == 5 for ctx, _, _ in pdus)
     assert all(len(d) <= 16384 - 6 for _, _, d in pdus)
     assert [c for _, c, _ in pdus] == [0] * (len(pdus) - 1) + [2]  # data set; last flagged
+
+
+def _pdv(context_id: int, control: int, data: bytes) -> bytes:
+    return struct.pack(">IBB", len(data) + 2, context_id, control) + data
+
+
+def _pdata(*pdvs: bytes) -> bytearray:
+    body = b"".join(pdvs)
+    return bytearray(struct.pack(">BBI", 4, 0, len(body)) + body)
+
+
+def test_only_pdus_that_continue_a_data_set_take_the_fast_branch() -> None:
+    middle = _pdata(_pdv(1, 0, b"abc"), _pdv(1, 0, b""), _pdv(1, 0, b"de"))
+    spans = fastpath._data_fragments(middle, len(middle))
+    assert spans is not None
+    assert b"".join(bytes(middle[a:b]) for a, b in spans) == b"abcde"
+    # the last fragment of a data set, or any command fragment: pynetdicom's path
+    for control in (2, 1, 3):
+        pdu = _pdata(_pdv(1, 0, b"abc"), _pdv(1, control, b"x"))
+        assert fastpath._data_fragments(pdu, len(pdu)) is None
+    # an item length running past the PDU, or too short to hold its header: not ours
+    bad = _pdata(_pdv(1, 0, b"abc"))
+    bad[6:10] = struct.pack(">I", 100)
+    assert fastpath._data_fragments(bad, len(bad)) is None
+    short = _pdata(struct.pack(">IB", 1, 1))
+    assert fastpath._data_fragments(short, len(short)) is None
+    assert fastpath._data_fragments(_pdata(), 6) is None  # no PDV at all
+
+
+@pytest.mark.peers
+def test_small_pdus_from_dcmtk_arrive_whole_and_counted(tmp_path: Path) -> None:
+    """storescu cut to 4 KB PDUs: ~100 fragments per instance, most through the fast branch."""
+    need_peer("storescu")
+    manifest = dl.synth.write_studies(tmp_path / "in", n_studies=1, seed=4, image_size=256)
+    with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as lp:
+        args = ["storescu", "--max-send-pdu", "4096", "-aec", lp.ae_title]
+        r = subprocess.run(
+            [*args, "127.0.0.1", str(lp.port), *manifest.path],
+            capture_output=True,
+            text=True,
+            env=peer_env(),
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        held = lp.instances().set_index("SOPInstanceUID")
+        for row in manifest.itertuples():
+            assert dcmread(held.loc[row.SOPInstanceUID, "path"]).PixelData == (
+                dcmread(row.path).PixelData
+            )
+    dl.log.flush()
+    assocs = dl.log.read_associations()
+    scp = assocs[(assocs.role == "SCP") & (assocs.peer_ae == "STORESCU")].iloc[-1]
+    sent = sum(Path(p).stat().st_size for p in manifest.path)
+    # every byte that came in is counted (files minus their 132-byte preamble and file meta,
+    # plus PDU and command overhead)
+    assert 0.9 * sent < scp.bytes_received < 1.2 * sent

@@ -27,6 +27,9 @@ class or global state:
   4 MB so a large file is still streamed;
 * socket reads ask for 256 KB at a time and serve PDUs from that buffer, instead of
   pynetdicom's 4 KB pieces and two reads per PDU;
+* P-DATA-TF PDUs that only continue a data set being received are written into
+  it directly (no PDU objects, no state-machine pass); the PDU that ends a message
+  and every other PDU go through pynetdicom;
 * the association's reactor waits on an event set when a DIMSE message or a
   release/abort arrives, instead of sleeping, and pauses without the race: it only
   reports itself paused while it is blocked, and checks the pause request again
@@ -169,6 +172,7 @@ def install(assoc: Association, sock: Any = None) -> None:
     sock = sock if sock is not None else dul.socket
     if sock is not None:
         _buffered(sock)
+    dul._read_pdu_data = _read_pdu(dul, dul._read_pdu_data)
     target = dul._target
 
     def run_dul() -> None:
@@ -323,8 +327,8 @@ class _ReadAhead:
             return True
         return bool(super().ready)  # type: ignore[misc]
 
-    def recv(self, nr_bytes: int) -> bytearray:
-        """``AssociationSocket.recv``: ``nr_bytes`` (fewer only if the connection broke)."""
+    def fill(self, nr_bytes: int) -> bool:
+        """Read until the buffer holds ``nr_bytes``; False if the connection broke first."""
         buf = self._dl_buffer
         while len(buf) < nr_bytes:
             want = min(max(nr_bytes - len(buf), _READ_AHEAD), _MAX_READ)
@@ -334,8 +338,14 @@ class _ReadAhead:
                 self.tls_error = exc
                 raise
             if not piece:
-                break  # connection broken: return what arrived, as pynetdicom does
+                return False
             buf += piece
+        return True
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """``AssociationSocket.recv``: ``nr_bytes`` (fewer only if the connection broke)."""
+        buf = self._dl_buffer
+        self.fill(nr_bytes)  # a broken connection returns what arrived, as pynetdicom does
         out = buf[:nr_bytes]
         del buf[:nr_bytes]
         return out
@@ -360,6 +370,85 @@ def shutdown_and_close(sock: Any) -> None:
         sock.close()
     except OSError:
         pass
+
+
+_FAST_PDU_MAX = 4 << 20
+"""Largest P-DATA-TF PDU read by :func:`_read_pdu`'s fast branch (larger: pynetdicom's path)."""
+
+
+def _data_fragments(buf: bytearray, end: int) -> list[tuple[int, int]] | None:
+    """Spans of the PDVs of the P-DATA-TF PDU in ``buf[:end]`` if all are data-set fragments
+    that do not end their message (control header xxxxxx00); else None."""
+    spans = []
+    pos = 6
+    while pos < end:
+        if pos + 6 > end:
+            return None
+        item_end = pos + 4 + int.from_bytes(buf[pos : pos + 4], "big")
+        if item_end > end or item_end < pos + 6 or buf[pos + 5] & 0x03:
+            return None
+        spans.append((pos + 6, item_end))
+        pos = item_end
+    return spans or None
+
+
+def _read_pdu(dul: Any, original: Callable[[], None]) -> Callable[[], None]:
+    """pynetdicom's ``_read_pdu_data``, with a fast branch for the bulk of a data set.
+
+    A P-DATA-TF PDU whose fragments all continue the data set of the DIMSE message
+    being received (established association, command set already complete, no event
+    pending) is written straight into that message's data set: no PDU or primitive
+    objects, no state-machine pass (the transition is Sta6 -> Sta6 with nothing else
+    to do). Every other PDU, including the one that ends a message, takes
+    pynetdicom's path, so message completion, events and errors are pynetdicom's own.
+    Peers that cap PDUs at 16 KB (Orthanc's default) send ~35 of these per 512x512
+    image.
+    """
+
+    def fast_one(sock: Any, buf: bytearray, message: Any) -> bool:
+        """Consume the next PDU if it only continues ``message``'s data set."""
+        if not sock.fill(6) or buf[0] != 0x04:
+            return False
+        end = 6 + int.from_bytes(buf[2:6], "big")
+        if end > _FAST_PDU_MAX or not sock.fill(end):
+            return False
+        spans = _data_fragments(buf, end)
+        if spans is None:
+            return False
+        target = message._data_set_file or message.data_set
+        with memoryview(buf) as view:
+            for start, stop in spans:
+                target.write(view[start:stop])
+            if dul.assoc.get_handlers(evt.EVT_DATA_RECV):
+                evt.trigger(dul.assoc, evt.EVT_DATA_RECV, {"data": bytes(view[:end])})
+        if message._data_set_file:
+            message._data_set_file.file.flush()
+        del buf[:end]
+        return True
+
+    def read() -> None:
+        sock = dul.socket
+        buf = getattr(sock, "_dl_buffer", None)
+        message = dul.assoc.dimse.message
+        if (
+            buf is None
+            or message is None
+            or getattr(message, "command_set", None) is None
+            or dul.state_machine.current_state != "Sta6"
+            or not dul.event_queue.empty()
+        ):
+            original()
+            return
+        # Consume data fragments while they are next (already buffered or on the socket),
+        # then hand the first other PDU to pynetdicom.
+        while fast_one(sock, buf, message):
+            if not buf and not sock.ready:
+                return
+            if dul._kill_thread or not dul.to_provider_queue.empty():
+                return  # let the reactor send or stop between PDUs
+        original()
+
+    return read
 
 
 _BUFFERED: dict[type, type] = {}
