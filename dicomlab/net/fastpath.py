@@ -428,6 +428,18 @@ def _read_pdu(dul: Any, original: Callable[[], None]) -> Callable[[], None]:
 
     def read() -> None:
         sock = dul.socket
+        if dul.state_machine.current_state == "Sta13":
+            # After our A-ABORT we only wait for the peer to close, for the ARTIM time.
+            # A peer that stays connected mid-PDU (an HTTP client after "GET / ...")
+            # must not block this read forever: the timeout reads as a closed connection.
+            raw = getattr(sock, "socket", None)
+            if raw is not None:
+                try:
+                    raw.settimeout(max(0.1, float(dul.artim_timer.remaining)))
+                except (OSError, TypeError, ValueError):
+                    pass
+            original()
+            return
         buf = getattr(sock, "_dl_buffer", None)
         message = dul.assoc.dimse.message
         if (

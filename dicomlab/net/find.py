@@ -78,14 +78,20 @@ def _run_find(
     """Send one C-FIND on an open association, streaming matches into ``builder``."""
     out = _Outcome()
     quiesce(assoc)
+    last = time.monotonic()
     for status, rsp in assoc.send_c_find(identifier, model):
         if "Status" not in status:
+            # pynetdicom aborts the association itself when its DIMSE timeout expires:
+            # tell that from the peer aborting by the time we waited.
+            waited = time.monotonic() - last
             out.error = (
-                f"no C-FIND response from {node.address} within {node.timeout:g} s"
-                if assoc.is_established
+                f"no C-FIND response from {node.address} within {node.timeout:g} s "
+                "(timed out; the association was aborted)"
+                if waited >= node.timeout * 0.95
                 else f"{node.address} aborted the association during C-FIND"
             )
             break
+        last = time.monotonic()
         code = int(status.Status)
         info = decode_status(code)
         if info.category == "pending":

@@ -50,6 +50,7 @@ STATUS_CANCEL = 0xFE00
 STATUS_NOT_AUTHORIZED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_PROCESSING_FAILURE = 0x0110  # PS3.7 C.4: "Processing failure", general
 STATUS_FIND_UNABLE = 0xC001
 
 _PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
@@ -131,6 +132,10 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
         log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
         archive.stats["failed"] += 1
         return STATUS_OUT_OF_RESOURCES
+    except Exception:  # a bug or an unexpected state: fail this instance, serve the next
+        log.exception("C-STORE from %s: storing %s failed", calling, row["SOPInstanceUID"])
+        archive.stats["failed"] += 1
+        return STATUS_PROCESSING_FAILURE
     return STATUS_SUCCESS
 
 

@@ -34,7 +34,7 @@ from dicomlab.errors import ConfigError
 from dicomlab.log import capture
 from dicomlab.net import fastpath
 from dicomlab.net.tls import server_context
-from dicomlab.net.transport import set_nodelay
+from dicomlab.net.transport import ClientAE, set_nodelay
 
 __all__ = ["ServerThread", "VerificationServer"]
 
@@ -96,11 +96,17 @@ def _tune_connection(event: Any) -> None:
 
 
 def _wake_unassociated(event: Any) -> None:
-    # Sta2: transport open, awaiting A-ASSOCIATE-RQ. A port probe or garbage that
-    # closes here would otherwise hold a thread and an association slot for
-    # acse_timeout.
+    # The connection closed before an association was made: in Sta2 (a port probe,
+    # awaiting A-ASSOCIATE-RQ) or Sta13 (we aborted an invalid first PDU). The
+    # acceptor thread waiting for the request would otherwise hold a thread and an
+    # association slot for acse_timeout.
     assoc = event.assoc
-    if assoc.is_acceptor and assoc.dul.state_machine.current_state == "Sta2":
+    if (
+        assoc.is_acceptor
+        and not assoc.is_established
+        and not assoc.is_released
+        and assoc.dul.state_machine.current_state in ("Sta1", "Sta2", "Sta13")
+    ):
         _wake(assoc)
 
 
@@ -268,7 +274,9 @@ class ServerThread:
             if self._listeners:
                 return self
             context = server_context(self.tls) if self.tls is not None else None
-            ae = AE(ae_title=self.ae_title)
+            # ClientAE: the associations the server opens itself (C-MOVE sub-operations)
+            # get the fast path, TCP_NODELAY, the network log and closed sockets too.
+            ae = ClientAE(ae_title=self.ae_title)
             ae.network_timeout = 60
             ae.acse_timeout = 10  # a silent connection is dropped after this
             ae.dimse_timeout = 60

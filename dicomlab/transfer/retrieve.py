@@ -225,6 +225,13 @@ def _run_operation(ctx: _Context, item: Item, classes: list[str], row: dict[str,
 
 def _diagnose(code: int, node: Node, ctx: _Context, completed: int) -> str:
     info = decode_status(code)
+    if ctx.method == "move" and not ctx.into.running:
+        return (
+            f"C-MOVE ended with 0x{code:04X} ({info.category}): our LocalPACS "
+            f"{ctx.into.ae_title} (the destination) is not running: "
+            "it stopped during the transfer; start it and run the retrieve again (what "
+            "arrived is kept and skipped)"
+        )
     # 0xA801 says so; Orthanc answers 0xC000 for an unknown destination, so a C-MOVE
     # failing before any instance arrived gets the same advice.
     if code == 0xA801 or (ctx.method == "move" and completed == 0):
@@ -306,7 +313,18 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
         "warning",
     )
     row["complete"] = bool(ok_status and (expected is None or have >= expected))
-    if ok_status and expected is not None and have < expected and not row["error"]:
+    failed_subops = int(row["failed"] or 0)
+    some_failed = row["status"] is not None and int(row["status"]) == 0xB000
+    if ok_status and (failed_subops or some_failed) and not row["error"]:
+        # 0xB000: "sub-operations complete, one or more failures" (peers do not always
+        # count them in NumberOfFailedSuboperations)
+        n = failed_subops or (expected - have if expected is not None and expected > have else 0)
+        row["error"] = (
+            f"{n or 'some'} sub-operation(s) failed at the peer ({row['status_text']}); "
+            f"{have} of {expected if expected is not None else '?'} instances are here: "
+            "incomplete"
+        )
+    elif ok_status and expected is not None and have < expected and not row["error"]:
         row["error"] = (
             f"the peer reported success but only {have} of {expected} instances "
             "are here: incomplete"

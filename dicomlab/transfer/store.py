@@ -300,6 +300,21 @@ def store(
             remaining = [s for s in remaining if s.sop_instance not in done]
             if not remaining:
                 break
+            if ctx.cancel.is_set():
+                break
+        # One row per file, always: files never sent (the association broke on every
+        # attempt, or the job was cancelled) say so.
+        why = (
+            "cancelled before it was sent"
+            if ctx.cancel.is_set()
+            else "not sent: the association broke on each of 3 attempts"
+        )
+        reported = {r.get("SOPInstanceUID") for r in rows}
+        for s in remaining:
+            if s.sop_instance not in reported:
+                row = _row(target, s)
+                row.update(error=why, attempts=3)
+                rows.append(row)
         return rows
 
     job = run_items(
