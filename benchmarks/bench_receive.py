@@ -12,8 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import dicomlab as dl
-from benchmarks.common import count, dataset, median_of, storescu, storescu_into_storescp
+from benchmarks.common import (
+    count,
+    dataset,
+    median_of,
+    storescu,
+    storescu_into_localpacs,
+    storescu_into_storescp,
+)
 from dicomlab.testing.peers import Orthanc
 
 
@@ -25,12 +31,7 @@ def run() -> list[dict[str, Any]]:
         work = Path(tmp)
 
         def into_local(fsync: bool) -> float:
-            root = work / "local"
-            with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=fsync) as lp:
-                s = storescu(lp.port, data, lp.ae_title)
-                assert len(lp.instances()) == total, "LocalPACS lost instances"
-            shutil.rmtree(root)
-            return s
+            return storescu_into_localpacs(work, data, total, fsync)
 
         def into_orthanc() -> float:
             with Orthanc(work / "orthanc") as o:

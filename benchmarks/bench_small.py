@@ -17,7 +17,13 @@ from typing import Any
 import pandas as pd
 
 import dicomlab as dl
-from benchmarks.common import count, dataset, median_of, storescu, storescu_into_storescp
+from benchmarks.common import (
+    count,
+    dataset,
+    median_of,
+    storescu_into_localpacs,
+    storescu_into_storescp,
+)
 from dicomlab.testing.peers import StoreSCP
 
 UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
@@ -31,12 +37,7 @@ def run() -> list[dict[str, Any]]:
         work = Path(tmp)
 
         def into_local() -> float:
-            root = work / "local"
-            with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=False) as lp:
-                s = storescu(lp.port, data, lp.ae_title)
-                assert len(lp.instances()) == total, "LocalPACS lost instances"
-            shutil.rmtree(root)
-            return s
+            return storescu_into_localpacs(work, data, total, fsync=False)
 
         def store() -> float:
             with StoreSCP(work / "scp") as scp:

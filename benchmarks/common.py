@@ -71,6 +71,16 @@ def storescu_into_storescp(work: Path, data: Path) -> float:
     return s
 
 
+def storescu_into_localpacs(work: Path, data: Path, total: int, fsync: bool) -> float:
+    """Seconds for storescu -> a fresh LocalPACS under ``work`` (checked: nothing lost)."""
+    root = work / "local"
+    with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=fsync) as lp:
+        s = storescu(lp.port, data, lp.ae_title)
+        assert len(lp.instances()) == total, "LocalPACS lost instances"
+    shutil.rmtree(root)
+    return s
+
+
 def median_of(fn: Callable[[], float], repeats: int = REPEATS) -> tuple[float, list[float]]:
     runs = [fn() for _ in range(repeats)]
     return statistics.median(runs), runs

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pydicom import dcmread
 
@@ -47,16 +48,22 @@ def test_ctrl_c_during_retrieve_aborts_keeps_what_arrived_and_resumes(tmp_path: 
         # interrupt while the third study or later is arriving: some done, one running
         first_two = big[big.StudyInstanceUID.isin(studies.StudyInstanceUID[:2])]
         _interrupt_when(fired, lambda: lp.stats["stored"] > len(first_two))
+
+        def pull() -> pd.DataFrame:
+            out = dl.retrieve(
+                o.node,
+                studies,
+                into=lp,
+                method="get",
+                max_connections=1,
+                progress=False,
+                calling_ae="DLCTRLC",
+            )
+            assert isinstance(out, pd.DataFrame)
+            return out
+
         t0 = time.monotonic()
-        res = dl.retrieve(
-            o.node,
-            studies,
-            into=lp,
-            method="get",
-            max_connections=1,
-            progress=False,
-            calling_ae="DLCTRLC",
-        )
+        res = pull()
         assert fired.is_set(), "the transfer ended before the interrupt"
         assert time.monotonic() - t0 < 60
         # the call returns the outcome table: what finished, and that the rest did not
@@ -72,15 +79,7 @@ def test_ctrl_c_during_retrieve_aborts_keeps_what_arrived_and_resumes(tmp_path: 
         ours = assocs[(assocs.role == "SCU") & (assocs.peer_ae == o.ae_title)]
         assert (ours.outcome == "aborted").sum() >= 1
         # running the cell again finishes the job: done studies are skipped
-        again = dl.retrieve(
-            o.node,
-            studies,
-            into=lp,
-            method="get",
-            max_connections=1,
-            progress=False,
-            calling_ae="DLCTRLC",
-        )
+        again = pull()
         assert again.attrs["complete"], again
         assert again.skipped.sum() >= 2
         assert sorted(lp.instances().SOPInstanceUID) == sorted(big.SOPInstanceUID)
