@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -646,3 +647,15 @@ def test_delete_study_then_receive_it_again(tmp_path: Path) -> None:
             lp.archive.root,
             lp.instances().set_index("SOPInstanceUID").loc[str(extra.SOPInstanceUID), "path"],
         ).exists()
+
+
+def test_instances_parse_every_time_of_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """received_at is ISO 8601: pandas cannot guess the format of some times (20:26:14Z was
+    one, seen in CI), which warned and parsed element by element."""
+    at = time.strptime("2026-11-23T20:26:14", "%Y-%m-%dT%H:%M:%S")
+    monkeypatch.setattr(time, "gmtime", lambda *a: at)
+    with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all") as lp:
+        _seed(lp)
+        df = lp.instances()
+    assert len(df) >= 2 and str(df.received_at.dtype) == "datetime64[ns, UTC]"
+    assert (df.received_at == pd.Timestamp("2026-11-23T20:26:14Z")).all()

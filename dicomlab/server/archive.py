@@ -267,7 +267,8 @@ class Archive:
         df = pd.DataFrame(self.index.rows(cols), columns=cols)
         df["path"] = [str(self.root / p) for p in df["path"]]
         df["size"] = df["size"].astype("int64")
-        df["received_at"] = pd.to_datetime(df["received_at"], utc=True)
+        # ISO 8601 as written; pandas cannot guess the format of some times (e.g. 20:26:14Z)
+        df["received_at"] = pd.to_datetime(df["received_at"], utc=True, format="ISO8601")
         return df
 
     def studies(self) -> pd.DataFrame:
