@@ -65,23 +65,25 @@ class _Record:
     done: bool = False
 
 
+def _new_row(role: str, tls: bool) -> dict[str, Any]:
+    """The fields every association row starts with."""
+    return {
+        "association_id": uuid.uuid4().hex,
+        "role": role,
+        "tls": tls,
+        "requested_at": _now(),
+        "bytes_sent": 0,
+        "bytes_received": 0,
+        "job_id": current_job(),
+    }
+
+
 def attach(assoc: Any, role: str, tls: bool = False) -> None:
     """Start logging ``assoc`` (before it starts); a no-op when the log is off."""
     where = _writer.folder()
     if where is None or getattr(assoc, "_dl_log", None) is not None:
         return
-    assoc._dl_log = _Record(
-        where,
-        {
-            "association_id": uuid.uuid4().hex,
-            "role": role,
-            "tls": tls,
-            "requested_at": _now(),
-            "bytes_sent": 0,
-            "bytes_received": 0,
-            "job_id": current_job(),
-        },
-    )
+    assoc._dl_log = _Record(where, _new_row(role, tls))
     for event, handler in _HANDLERS:
         assoc.bind(event, handler)
 
@@ -105,22 +107,16 @@ def handshake_failed(local_ae: str, address: Any, error: BaseException) -> None:
     where = _writer.folder()
     if where is None:
         return
-    now = _now()
     host, port = (address[0], address[1]) if isinstance(address, tuple) else (None, None)
-    row = {
-        "association_id": uuid.uuid4().hex,
-        "role": "SCP",
-        "local_ae": local_ae,
-        "peer_host": str(host) if host else None,
-        "peer_port": int(port) if port else None,
-        "tls": True,
-        "requested_at": now,
-        "ended_at": now,
-        "outcome": "failed",
-        "bytes_sent": 0,
-        "bytes_received": 0,
-        "error": f"TLS handshake: {type(error).__name__}: {error}",
-    }
+    row = _new_row("SCP", tls=True)
+    row.update(
+        local_ae=local_ae,
+        peer_host=str(host) if host else None,
+        peer_port=int(port) if port else None,
+        ended_at=row["requested_at"],
+        outcome="failed",
+        error=f"TLS handshake: {type(error).__name__}: {error}",
+    )
     _writer.writer().add("associations", row, where)
 
 

@@ -159,7 +159,7 @@ def _raise_failure(
             raise diagnose.connect_error(node, sock_error, node.timeout)
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             raise diagnose.no_context_error(node, [str(c.abstract_syntax) for c in cxs])
-        timed_out = elapsed >= node.timeout * 0.95
+        timed_out = diagnose.waited_out(node, elapsed)
         raise diagnose.aborted_error(node, timed_out=timed_out, timeout=node.timeout)
     finally:
         if assoc.is_alive():

@@ -25,7 +25,14 @@ __all__ = [
     "no_context_error",
     "rejected_error",
     "resolve_error",
+    "waited_out",
 ]
+
+
+def waited_out(node: Node, elapsed: float) -> bool:
+    """Whether ``elapsed`` seconds of silence used up the node's timeout (timers fire a
+    little early or late: within 5 %), as opposed to the peer ending things sooner."""
+    return elapsed >= node.timeout * 0.95
 
 
 def resolve_error(node: Node, exc: OSError) -> ResolveError:

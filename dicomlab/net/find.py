@@ -24,6 +24,7 @@ from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
 from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, NoAcceptedContext, ValidationError
+from dicomlab.net import diagnose
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
 from dicomlab.net.transport import quiesce
 
@@ -83,11 +84,10 @@ def _run_find(
         if "Status" not in status:
             # pynetdicom aborts the association itself when its DIMSE timeout expires:
             # tell that from the peer aborting by the time we waited.
-            waited = time.monotonic() - last
             out.error = (
                 f"no C-FIND response from {node.address} within {node.timeout:g} s "
                 "(timed out; the association was aborted)"
-                if waited >= node.timeout * 0.95
+                if diagnose.waited_out(node, time.monotonic() - last)
                 else f"{node.address} aborted the association during C-FIND"
             )
             break

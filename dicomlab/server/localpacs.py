@@ -171,11 +171,6 @@ class LocalPACS(ServerThread):
         """A :class:`Node` pointing at this LocalPACS (retrieve by C-GET: needs no registration)."""
         return super().node.replace(name=self.ae_title.lower()[:64] or "local", retrieve="get")
 
-    @property
-    def tls_node(self) -> Node:
-        """A :class:`Node` for the TLS port (retrieve by C-GET), trusting our ``ca``."""
-        return super().tls_node.replace(name=self.node.name, retrieve="get")
-
     # -- archive ----------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, int]:

@@ -283,38 +283,36 @@ def store(
     def work(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         remaining = list(batch.sources)
-        for attempt in range(3):
+        error: str | None = None
+        tries = 0
+        while remaining and tries < 3:
+            tries += 1
             try:
                 sent = _send_batch(ctx, _Batch(tuple(remaining)))
             except DicomlabError as exc:
-                if attempt == 2 or ctx.cancel.is_set():
-                    for s in remaining:
-                        row = _row(target, s)
-                        row.update(error=str(exc), attempts=attempt + 1)
-                        rows.append(row)
+                error = str(exc)
+                if tries == 3 or ctx.cancel.is_set():
                     break
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(0.5 * tries)
                 continue
+            error = None
             rows.extend(sent)
             done = {r["SOPInstanceUID"] for r in sent}
             remaining = [s for s in remaining if s.sop_instance not in done]
-            if not remaining:
-                break
             if ctx.cancel.is_set():
                 break
-        # One row per file, always: files never sent (the association broke on every
-        # attempt, or the job was cancelled) say so.
-        why = (
-            "cancelled before it was sent"
-            if ctx.cancel.is_set()
-            else "not sent: the association broke on each of 3 attempts"
-        )
-        reported = {r.get("SOPInstanceUID") for r in rows}
+        # One row per file, always: files never sent say why (the last error, the
+        # association breaking on every attempt, or the job being cancelled).
+        if error is None:
+            error = (
+                "cancelled before it was sent"
+                if ctx.cancel.is_set()
+                else "not sent: the association broke on each of 3 attempts"
+            )
         for s in remaining:
-            if s.sop_instance not in reported:
-                row = _row(target, s)
-                row.update(error=why, attempts=3)
-                rows.append(row)
+            row = _row(target, s)
+            row.update(error=error, attempts=tries)
+            rows.append(row)
         return rows
 
     job = run_items(
