@@ -27,7 +27,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 import dicomlab as dl
-from dicomlab.net import fastpath
+from dicomlab.net import direct, fastpath
 from dicomlab.net.transport import ClientAE
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.peers import StoreSCP, peer_env
@@ -175,11 +175,11 @@ def _parse_pdus(stream: bytes) -> list[tuple[int, int, bytes]]:
 def test_file_pdus_carry_the_data_set_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, block: int
 ) -> None:
-    monkeypatch.setattr(fastpath, "_BLOCK_BYTES", block)
+    monkeypatch.setattr(direct, "_PIECE", block)
     payload = bytes((i * 7) % 251 for i in range(size))
     path = tmp_path / "f.dcm"
     path.write_bytes(b"x" * 300 + payload)
-    pdus = _parse_pdus(b"".join(fastpath._file_pdus(path, 300, 5, 16384)))
+    pdus = _parse_pdus(b"".join(direct.file_pdus(path, 300, 5, 16384)))
     assert b"".join(d for _, _, d in pdus) == payload
     assert all(ctx == 5 for ctx, _, _ in pdus)
     assert all(len(d) <= 16384 - 6 for _, _, d in pdus)

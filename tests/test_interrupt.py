@@ -43,6 +43,15 @@ def test_ctrl_c_during_retrieve_aborts_keeps_what_arrived_and_resumes(tmp_path: 
         Orthanc(tmp_path / "o", modalities={"DLCTRLC": ("127.0.0.1", lp.port)}) as o,
     ):
         o.upload(big.path)
+        # Each instance takes >= 30 ms to store, so that the interrupt lands inside a
+        # study's C-GET (the fast path moves a whole small study in a few ms).
+        add = lp.archive.add
+
+        def slow_add(*args: object, **kwargs: object) -> object:
+            time.sleep(0.03)
+            return add(*args, **kwargs)  # type: ignore[arg-type]
+
+        lp.archive.add = slow_add  # type: ignore[method-assign]
         studies = dl.find(o.node, dl.Query.studies(), calling_ae="DLCTRLC")
         fired = threading.Event()
         # interrupt while the third study or later is arriving: some done, one running

@@ -29,7 +29,17 @@ from dicomlab.core.logschema import SERVICES
 from dicomlab.core.status import decode_reject, status_category
 from dicomlab.log import writer as _writer
 
-__all__ = ["attach", "connect_failed", "current_job", "handshake_failed", "job_context"]
+__all__ = [
+    "attach",
+    "connect_failed",
+    "count_bytes",
+    "current_job",
+    "handshake_failed",
+    "job_context",
+    "observers",
+    "store_ended",
+    "store_started",
+]
 
 log = logging.getLogger(__name__)
 
@@ -252,22 +262,17 @@ def _dimse(event: Any, sent: bool) -> None:
     rec: _Record = event.assoc._dl_log
     cs = message.command_set
     if name.endswith("_RQ"):
-        role = "SCU" if sent else "SCP"
-        mid = int(cs.MessageID)
-        rec.ops[(role, mid)] = {
-            "association_id": rec.row["association_id"],
-            "role": role,
-            "service": service,
-            "message_id": mid,
-            "sop_class_uid": _text(cs.get("AffectedSOPClassUID")),
-            "sop_instance_uid": _text(cs.get("AffectedSOPInstanceUID")),
-            "transfer_syntax": rec.syntaxes.get(int(message.context_id or 0)),
-            "started_at": _now(),
-            "bytes": _data_bytes(message) if service == "C-STORE" else None,
-            "job_id": rec.row["job_id"],
-            "n_matches": 0 if service == "C-FIND" else None,
-            "study_instance_uid": _identifier_study(message, rec) if service in _QR else None,
-        }
+        _start_op(
+            rec,
+            "SCU" if sent else "SCP",
+            service,
+            int(cs.MessageID),
+            _text(cs.get("AffectedSOPClassUID")),
+            _text(cs.get("AffectedSOPInstanceUID")),
+            int(message.context_id or 0),
+            _data_bytes(message) if service == "C-STORE" else None,
+            _identifier_study(message, rec) if service in _QR else None,
+        )
         return
     role = "SCP" if sent else "SCU"
     op = rec.ops.get((role, int(cs.MessageIDBeingRespondedTo)))
@@ -288,6 +293,76 @@ def _dimse(event: Any, sent: bool) -> None:
         return
     del rec.ops[(role, op["message_id"])]
     _end_op(rec, op, status, category)
+
+
+def _start_op(
+    rec: _Record,
+    role: str,
+    service: str,
+    message_id: int,
+    sop_class: str | None,
+    sop_instance: str | None,
+    context_id: int,
+    nbytes: int | None,
+    study: str | None = None,
+) -> None:
+    rec.ops[(role, message_id)] = {
+        "association_id": rec.row["association_id"],
+        "role": role,
+        "service": service,
+        "message_id": message_id,
+        "sop_class_uid": sop_class or None,
+        "sop_instance_uid": sop_instance or None,
+        "transfer_syntax": rec.syntaxes.get(context_id),
+        "started_at": _now(),
+        "bytes": nbytes,
+        "job_id": rec.row["job_id"],
+        "n_matches": 0 if service == "C-FIND" else None,
+        "study_instance_uid": study,
+    }
+
+
+def _record(assoc: Any) -> _Record | None:
+    rec: _Record | None = getattr(assoc, "_dl_log", None)
+    return rec if rec is not None and not rec.done else None
+
+
+def store_started(
+    assoc: Any,
+    role: str,
+    message_id: int,
+    sop_class: str | None,
+    sop_instance: str | None,
+    context_id: int,
+    nbytes: int,
+) -> None:
+    """A C-STORE request handled outside pynetdicom's DIMSE layer (the direct path)."""
+    rec = _record(assoc)
+    if rec is not None:
+        _start_op(rec, role, "C-STORE", message_id, sop_class, sop_instance, context_id, nbytes)
+
+
+def store_ended(assoc: Any, role: str, message_id: int, status: int) -> None:
+    """The response to a C-STORE begun with :func:`store_started`."""
+    rec = _record(assoc)
+    if rec is None:
+        return
+    op = rec.ops.pop((role, message_id), None)
+    if op is not None:
+        _end_op(rec, op, status, status_category(status))
+
+
+def count_bytes(assoc: Any, sent: int = 0, received: int = 0) -> None:
+    """Bytes moved by the direct path (pynetdicom's data events are not fired there)."""
+    rec = _record(assoc)
+    if rec is not None:
+        rec.row["bytes_sent"] += sent
+        rec.row["bytes_received"] += received
+
+
+def observers() -> frozenset[Any]:
+    """The handlers :func:`attach` binds (the direct path checks nothing else listens)."""
+    return _OBSERVERS
 
 
 def _end_op(rec: _Record, op: dict[str, Any], status: int | None, category: str | None) -> None:
@@ -349,3 +424,5 @@ _HANDLERS = [
     (evt.EVT_DIMSE_RECV, _safe(_on_dimse_recv)),
     (evt.EVT_CONN_CLOSE, _safe(_on_conn_close)),
 ]
+
+_OBSERVERS = frozenset(handler for _, handler in _HANDLERS)

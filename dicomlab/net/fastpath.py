@@ -54,10 +54,9 @@ import queue
 import select
 import socket
 import ssl
-import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import MethodType
 from typing import Any
 
@@ -66,6 +65,8 @@ from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+
+from dicomlab.net import direct, wire
 
 __all__ = ["enabled", "install", "is_installed", "shutdown_and_close"]
 
@@ -167,6 +168,8 @@ def install(assoc: Association, sock: Any = None) -> None:
     dul._is_transport_event = MethodType(_dul_transport_event(transport_event, waker), dul)
     dul.kill_dul = _kill_dul(dul, waker)
     dul.stop_dul = _stop_dul(dul, waker)
+    dul._dl_park = direct.Park()
+    dul._dl_wake_now = lambda: _force_poke(waker)
     a.dimse.send_msg = _send_msg(a)
     dul._send = _dul_send(dul, dul._send)
     sock = sock if sock is not None else dul.socket
@@ -195,22 +198,11 @@ def install(assoc: Association, sock: Any = None) -> None:
     a._dl_fastpath = True
 
 
-_PDU_HEAD = struct.Struct(">BBIIBB")
-"""P-DATA-TF PDU with one PDV item (PS3.8 9.3.5, E.2): PDU type 0x04, reserved, PDU length,
-item length, presentation context ID, message control header; the fragment follows."""
-
-
-def _pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
-    """One P-DATA-TF PDU carrying ``fragment`` as its only PDV."""
-    n = len(fragment)
-    return _PDU_HEAD.pack(0x04, 0, n + 6, n + 2, context_id, control) + fragment
-
-
 def _pdata_tf(pdata: P_DATA) -> bytes:
     """Encode a P-DATA primitive as P-DATA-TF PDUs (pynetdicom gives one PDV per primitive;
     each PDV's data starts with its message control header)."""
     return b"".join(
-        _pdu(context_id, data[0], memoryview(data)[1:])
+        wire.pdu(context_id, data[0], memoryview(data)[1:])
         for context_id, data in pdata.presentation_data_value_list
     )
 
@@ -242,7 +234,7 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
             block.append(_pdata_tf(pdata))
             size += len(block[-1])
         if from_file is not None and max_pdu:
-            for pdu in _file_pdus(from_file[0], from_file[1], context_id, max_pdu):
+            for pdu in direct.file_pdus(from_file[0], from_file[1], context_id, max_pdu):
                 block.append(pdu)
                 size += len(pdu)
                 if size >= _BLOCK_BYTES:
@@ -252,25 +244,6 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
             _queue_block(assoc.dul, block)
 
     return send_msg
-
-
-def _file_pdus(path: Any, offset: int, context_id: int, max_pdu: int) -> Iterator[bytes]:
-    """P-DATA-TF PDUs carrying the data set stored in ``path`` from ``offset`` (PS3.8 E.2)."""
-    piece = max_pdu - 6  # PDV item: 4 length + 1 context + 1 control header
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(_BLOCK_BYTES - _BLOCK_BYTES % piece)
-        if not data:  # an empty data set still ends with a last fragment
-            yield _pdu(context_id, 2, b"")
-            return
-        while data:
-            following = f.read(_BLOCK_BYTES - _BLOCK_BYTES % piece)
-            view = memoryview(data)
-            for start in range(0, len(data), piece):
-                chunk = view[start : start + piece]
-                last = not following and start + piece >= len(data)
-                yield _pdu(context_id, 2 if last else 0, chunk)
-            data = following
 
 
 def _queue_block(dul: Any, block: list[bytes]) -> None:
@@ -443,6 +416,14 @@ def _read_pdu(dul: Any, original: Callable[[], None]) -> Callable[[], None]:
         buf = getattr(sock, "_dl_buffer", None)
         message = dul.assoc.dimse.message
         if (
+            message is None
+            and buf is not None
+            and dul.state_machine.current_state == "Sta6"
+            and dul.event_queue.empty()
+            and direct.serve_store(dul)
+        ):
+            return
+        if (
             buf is None
             or message is None
             or getattr(message, "command_set", None) is None
@@ -476,11 +457,16 @@ def _buffered(sock: Any) -> None:
     sock.__class__ = sub
 
 
+def _force_poke(waker: _Waker) -> None:
+    """Wake the DUL now, wherever it waits (even between its checks of the flag)."""
+    waker.waiting = True
+    waker.poke()
+
+
 def _signal_stop(dul: Any, waker: _Waker) -> None:
     """Set the DUL's kill flag and wake it now, wherever it waits."""
     dul._kill_thread = True
-    waker.waiting = True  # force the poke: the DUL must see the flag now
-    waker.poke()
+    _force_poke(waker)
 
 
 def _kill_dul(dul: Any, waker: _Waker) -> Callable[[], None]:
@@ -505,6 +491,10 @@ def _dul_transport_event(original: Callable[[], bool], waker: _Waker) -> Callabl
     """pynetdicom's transport check, blocking (up to a tick) when there is nothing to do."""
 
     def check(dul: Any) -> bool:
+        park: direct.Park = dul._dl_park
+        if park.requested:  # a direct sender has the socket: leave it alone
+            park.hold(dul, _TICK_S)
+            return False
         if original():
             return True
         # Set "waiting" before the last look at the queues: a put after that look

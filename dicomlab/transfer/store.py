@@ -22,6 +22,7 @@ from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.net import direct
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
 from dicomlab.net.transport import quiesce
 from dicomlab.server.archive import HeaderError, file_header, prefix_header
@@ -176,11 +177,17 @@ def _payload(src: _Source, accepted: dict[str, set[str]]) -> tuple[Any, str] | s
 
 def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
     rows = []
-    with open_association(ctx.node, _contexts(list(batch.sources)), calling_ae=ctx.ours) as op:
+    with (
+        open_association(ctx.node, _contexts(list(batch.sources)), calling_ae=ctx.ours) as op,
+        direct.Sender(op.assoc) as sender,
+    ):
         assoc = op.assoc
         accepted: dict[str, set[str]] = {}
+        context_ids: dict[tuple[str, str], int] = {}
         for cx in assoc.accepted_contexts:
-            accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+            key = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+            accepted.setdefault(key[0], set()).add(key[1])
+            context_ids.setdefault(key, int(cx.context_id or 0))
         for src in batch.sources:
             row = _row(ctx.node, src)
             if ctx.cancel.is_set():
@@ -194,26 +201,54 @@ def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
             else:
                 data, ts = payload
                 row["sent_as"] = ts
-                quiesce(assoc)
-                rsp = assoc.send_c_store(data)
                 row["attempts"] = 1
-                if "Status" in rsp:
-                    code = int(rsp.Status)
-                    info = decode_status(code)
-                    row.update(status=code, status_text=str(info))
+                status, error = _send_one(ctx, assoc, sender, src, data, ts, context_ids)
+                if status is not None:
+                    info = decode_status(status)
+                    row.update(status=status, status_text=str(info))
                     if info.category not in ("success", "warning"):
-                        row["error"] = str(info)
+                        row["error"] = str(info) + (f" ({error})" if error else "")
                 else:
-                    row["error"] = (
-                        f"no C-STORE response from {ctx.node.address} within "
-                        f"{ctx.node.timeout:g} s (or the association broke)"
-                    )
+                    row["error"] = error
             row["duration_s"] = time.perf_counter() - t0
             rows.append(row)
             ctx.progress(1)
-            if row["error"] and not assoc.is_established:
+            if row["error"] and (sender.broken or not assoc.is_established):
                 break  # the association is gone: the rest gets a fresh one below
     return rows
+
+
+def _send_one(
+    ctx: _Context,
+    assoc: Any,
+    sender: direct.Sender,
+    src: _Source,
+    data: Any,
+    ts: str,
+    context_ids: dict[tuple[str, str], int],
+) -> tuple[int | None, str | None]:
+    """Send one instance: (status, error comment) or (None, why there is no status).
+
+    A file sent in its own transfer syntax goes by the direct path; anything else
+    (datasets, conversions, files it cannot frame) by pynetdicom.
+    """
+    context_id = context_ids.get((src.sop_class, ts))
+    if isinstance(data, str) and context_id is not None:
+        reply = sender.store_file(
+            data, src.sop_class, src.sop_instance, context_id, ctx.node.timeout
+        )
+        if reply is not None:
+            return reply.status, reply.error_comment if reply.status is not None else reply.error
+    sender.release()
+    quiesce(assoc)
+    rsp = assoc.send_c_store(data)
+    if "Status" in rsp:
+        comment = rsp.get("ErrorComment")
+        return int(rsp.Status), str(comment) if comment else None
+    return None, (
+        f"no C-STORE response from {ctx.node.address} within "
+        f"{ctx.node.timeout:g} s (or the association broke)"
+    )
 
 
 def _row(node: Node, src: _Source) -> dict[str, Any]:

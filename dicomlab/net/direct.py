@@ -1,0 +1,462 @@
+"""Direct C-STORE: storage messages handled by one thread, outside pynetdicom's DIMSE layer.
+
+pynetdicom moves every DIMSE message through three threads (the DUL reading PDUs,
+the association's reactor serving requests, the caller waiting for responses) and
+builds primitives and pydicom datasets for each command. For the bulk of storage
+traffic (thousands of C-STORE requests of the same shape) that per-message cost is
+most of the time: dcmtk does the same work in one thread. Here, on associations
+that :mod:`dicomlab.net.fastpath` adapted:
+
+* **Receiving** (:func:`serve_store`, called by the DUL thread when a new message
+  starts): when the buffered bytes hold a whole, plain C-STORE-RQ (command then
+  data set on one accepted context, at most :data:`_MESSAGE_LIMIT` bytes), the DUL
+  thread itself calls the association's ``EVT_C_STORE`` handler with a pynetdicom
+  ``C_STORE`` primitive and writes the C-STORE-RSP to the socket. Nothing is
+  consumed until the message is known to be plain; anything else (other services,
+  unusual framing, an abort, larger data sets) is left to pynetdicom as before.
+* **Sending** (:class:`Sender`): the caller parks the DUL thread (it stops touching
+  the socket), writes each file's command and data PDUs itself and reads the
+  response itself, then un-parks it. A response that does not come in time, a
+  peer that aborts, an interrupt (Ctrl-C) or any error mid-message end the
+  association with an A-ABORT: it is never reused after an interrupted operation.
+
+The state machine stays in Sta6 throughout (P-DATA in Sta6 changes no state, PS3.8
+9.2). The network log is kept by :mod:`dicomlab.log.capture` directly; pynetdicom's
+DIMSE and PDU debug-log lines are not emitted for these messages. Associations
+with other handlers bound to DIMSE, PDU or data events keep pynetdicom's path.
+Set ``DICOMLAB_FASTPATH=0`` to turn this off with the rest of the fast path.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import select
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from pynetdicom.dimse_primitives import C_STORE
+
+from dicomlab.log import capture
+from dicomlab.net import wire
+
+__all__ = ["Park", "Reply", "Sender", "dataset_offset", "file_pdus", "serve_store"]
+
+log = logging.getLogger(__name__)
+
+_MESSAGE_LIMIT = 64 << 20
+"""Largest C-STORE message handled directly (larger ones stream through pynetdicom)."""
+_RESPONSE_LIMIT = 1 << 20
+_FILE_LIMIT = 64 << 20
+"""Largest file sent from memory; larger files are sent in pieces of about 4 MB."""
+_PIECE = 4 << 20
+_TICK_S = 0.05
+_PARK_WAIT_S = 2.0
+
+_WATCHED = (
+    evt.EVT_DIMSE_RECV,
+    evt.EVT_DIMSE_SENT,
+    evt.EVT_PDU_RECV,
+    evt.EVT_PDU_SENT,
+    evt.EVT_DATA_RECV,
+    evt.EVT_DATA_SENT,
+)
+_PYNETDICOM_LOGGERS = frozenset(
+    {
+        standard_dimse_recv_handler,
+        standard_dimse_sent_handler,
+        standard_pdu_recv_handler,
+        standard_pdu_sent_handler,
+    }
+)
+
+
+def _only_known_observers(assoc: Any) -> bool:
+    """True when nothing but the network log (and pynetdicom's debug log) watches
+    the events the direct path does not fire."""
+    allowed = capture.observers() | _PYNETDICOM_LOGGERS
+    return all(h in allowed for e in _WATCHED for h, _ in assoc.get_handlers(e))
+
+
+def _peer_max_pdu(assoc: Any) -> int:
+    return int(getattr(assoc.dimse, "maximum_pdu_size", 0) or 0)
+
+
+def _recv_more(sock: Any, timeout: float | None) -> bool | None:
+    """Add what the socket has to ``sock``'s read-ahead buffer, waiting up to ``timeout``.
+
+    True: bytes arrived; False: the connection is closed or broken; None: timed out.
+    """
+    raw = sock.socket
+    if raw is None:
+        return False
+    pending = getattr(raw, "pending", None)
+    if not (pending is not None and pending()):
+        try:
+            ready, _, _ = select.select([raw], [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        if not ready:
+            return None
+    try:
+        return bool(sock.fill(len(sock._dl_buffer) + 1))
+    except OSError:
+        return False
+
+
+# -- receiving: in the DUL thread ----------------------------------------------------------
+
+
+def _store_status(result: Any) -> tuple[int, str | None]:
+    """The handler's return value as (status, error comment), as pynetdicom validates it."""
+    if isinstance(result, Dataset):
+        if "Status" not in result:
+            log.error("the EVT_C_STORE handler returned a Dataset without a Status")
+            return 0xC001, None
+        comment = result.get("ErrorComment")
+        return int(result.Status), str(comment) if comment else None
+    if isinstance(result, int):
+        return result, None
+    log.error("the EVT_C_STORE handler returned an invalid status: %r", result)
+    return 0xC002, None
+
+
+def _request(command: wire.Command, context_id: int, data: io.BytesIO) -> C_STORE:
+    req = C_STORE()
+    req.MessageID = command.message_id
+    req.AffectedSOPClassUID = command.sop_class
+    req.AffectedSOPInstanceUID = command.sop_instance
+    req.Priority = command.priority if command.priority in (0, 1, 2) else 2
+    if command.move_originator_ae:
+        req.MoveOriginatorApplicationEntityTitle = command.move_originator_ae
+    if command.move_originator_id is not None:
+        req.MoveOriginatorMessageID = command.move_originator_id
+    req.DataSet = data
+    req._context_id = context_id
+    return req
+
+
+def serve_store(dul: Any) -> bool:
+    """Serve the next message if it is a plain C-STORE-RQ (DUL thread, Sta6, no message
+    in progress); False leaves every byte to pynetdicom."""
+    assoc = dul.assoc
+    sock = dul.socket
+    buf = getattr(sock, "_dl_buffer", None)
+    if buf is None or assoc._sent_release or not _only_known_observers(assoc):
+        return False
+    scan = wire.MessageScan(_MESSAGE_LIMIT)
+    while True:
+        need = scan.feed(buf)
+        if need is None:
+            return False
+        if need == 0:
+            break
+        got = _recv_more(sock, _TICK_S)
+        if got is False:
+            return False  # pynetdicom reads what is left and reports the closed connection
+        if dul._kill_thread or not dul.to_provider_queue.empty():
+            return False  # stop, or send (an abort) first: the bytes stay buffered
+    command, context_id = scan.command, int(scan.context_id or 0)
+    assert command is not None
+    cx = assoc._accepted_cx.get(context_id)
+    if (
+        cx is None
+        or str(cx.abstract_syntax) != command.sop_class
+        or (assoc.is_requestor and not cx.as_scp)
+        or command.message_id is None
+    ):
+        return False  # pynetdicom answers (or aborts) as the standard says
+    data = io.BytesIO()
+    with memoryview(buf) as view:
+        for start, stop in scan.spans:
+            data.write(view[start:stop])
+    try:
+        req = _request(command, context_id, data)
+    except (TypeError, ValueError):
+        return False  # a value pynetdicom's primitive refuses: its path reports it
+    del buf[: scan.pos]
+    capture.count_bytes(assoc, received=scan.pos)
+    mid = command.message_id
+    sop_class, sop_instance = command.sop_class or "", command.sop_instance or ""
+    capture.store_started(
+        assoc, "SCP", mid, sop_class, sop_instance, context_id, data.getbuffer().nbytes
+    )
+    try:
+        result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
+    except Exception:
+        log.exception("exception in the handler bound to EVT_C_STORE")
+        result = 0xC211
+    status, comment = _store_status(result)
+    pdu = wire.command_pdu(
+        context_id,
+        wire.store_response(mid, sop_class, sop_instance, status, comment),
+        _peer_max_pdu(assoc),
+    )
+    try:
+        sock.socket.sendall(pdu)
+    except (OSError, AttributeError):
+        dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
+        return True
+    capture.count_bytes(assoc, sent=len(pdu))
+    capture.store_ended(assoc, "SCP", mid, status)
+    return True
+
+
+# -- sending: in the caller's thread, the DUL parked ------------------------------------------
+
+
+class Park:
+    """The DUL thread's parking place: while parked it does not touch the socket."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.parked = threading.Event()
+        self.resume = threading.Event()
+
+    def hold(self, dul: Any, tick: float) -> None:
+        """Called by the DUL loop: wait here while parking is requested (or until killed)."""
+        self.parked.set()
+        try:
+            while self.requested and not self.resume.wait(tick):
+                if dul._kill_thread:
+                    return
+        finally:
+            self.parked.clear()
+
+
+def file_pdus(path: str | Path, offset: int, context_id: int, max_pdu: int) -> Iterator[bytes]:
+    """P-DATA-TF PDUs carrying the data set stored in ``path`` from ``offset``, read in
+    pieces of about 4 MB (each read releases the GIL: few large reads, not one per PDU)."""
+    piece = (max_pdu - 6) if max_pdu else _PIECE
+    block = max(piece, _PIECE - _PIECE % piece)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(block)
+        while True:
+            following = f.read(block)
+            yield from wire.data_pdus(context_id, data, max_pdu, last=not following)
+            if not following:
+                return
+            data = following
+
+
+def dataset_offset(head: bytes | memoryview) -> int | None:
+    """Where the data set starts in a DICOM file (PS3.10 7.1): after the preamble,
+    ``DICM`` and the file meta group whose length (0002,0000) gives; None if the
+    file does not start that way."""
+    if len(head) < 144 or bytes(head[128:132]) != b"DICM":
+        return None
+    if bytes(head[132:138]) != b"\x02\x00\x00\x00UL" or bytes(head[138:140]) != b"\x04\x00":
+        return None
+    offset = 144 + int.from_bytes(head[140:144], "little")
+    if len(head) >= offset + 2 and bytes(head[offset : offset + 2]) == b"\x02\x00":
+        return None  # the group length does not cover the group
+    return offset if offset <= len(head) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What came of one direct C-STORE: a status, or why there is none."""
+
+    status: int | None
+    error_comment: str | None = None
+    error: str | None = None
+
+
+class Sender:
+    """Sends files as C-STOREs on one adapted association, from the calling thread.
+
+    Use as a context manager around a run of sends; :meth:`store_file` parks the
+    DUL on first use and :meth:`release` hands the socket back (before any
+    pynetdicom operation on the same association, and on exit).
+    """
+
+    def __init__(self, assoc: Any) -> None:
+        self.assoc = assoc
+        dul = assoc.dul
+        self._park: Park | None = getattr(dul, "_dl_park", None)
+        self._parked = False
+        self._next_id = 1
+        self.broken: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return (
+            self._park is not None
+            and self.broken is None
+            and self.assoc.is_established
+            and _only_known_observers(self.assoc)
+        )
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _hold(self) -> bool:
+        if self._parked:
+            return True
+        park, dul = self._park, self.assoc.dul
+        if park is None:
+            return False
+        park.resume.clear()
+        park.requested = True
+        dul._dl_wake_now()
+        if not park.parked.wait(_PARK_WAIT_S) or not self.assoc.is_established:
+            park.requested = False
+            park.resume.set()
+            return False
+        self._parked = True
+        return True
+
+    def release(self) -> None:
+        """Let the DUL thread have the socket again."""
+        if not self._parked or self._park is None:
+            return
+        self._parked = False
+        self._park.requested = False
+        self._park.resume.set()
+        timer = getattr(self.assoc.dul, "_idle_timer", None)
+        if timer is not None:
+            timer.restart()
+
+    def _fail(self, reason: str, abort: bool = True) -> Reply:
+        self.broken = reason
+        self.release()
+        if abort and self.assoc.is_established:
+            self.assoc.abort()
+        else:  # the DUL now reads the peer's abort (or the closed connection) we left it
+            deadline = time.monotonic() + 1.0
+            while self.assoc.is_established and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return Reply(None, error=reason)
+
+    def store_file(
+        self,
+        path: str | Path,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int,
+        timeout: float | None,
+    ) -> Reply | None:
+        """Send the data set of the file at ``path`` as stored; None if it cannot go this
+        way (the caller then uses pynetdicom). Raises only what the caller's thread
+        is interrupted with, after aborting the association."""
+        if not self.usable:
+            return None
+        try:
+            size = Path(path).stat().st_size
+            with open(path, "rb") as f:
+                content = f.read(size if size <= _FILE_LIMIT else 65536)
+        except OSError:
+            return None  # pynetdicom's path reports the file error as before
+        offset = dataset_offset(content)
+        if offset is None or not self._hold():
+            return None
+        mid = self._next_id
+        self._next_id = self._next_id % 0xFFFF + 1
+        try:
+            return self._exchange(
+                path, content, offset, size, sop_class, sop_instance, context_id, mid, timeout
+            )
+        except BaseException:  # an interrupt mid-message: the association cannot be reused
+            self._fail("interrupted")
+            raise
+
+    def _exchange(
+        self,
+        path: str | Path,
+        content: bytes,
+        offset: int,
+        size: int,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int,
+        mid: int,
+        timeout: float | None,
+    ) -> Reply:
+        assoc = self.assoc
+        raw = assoc.dul.socket.socket
+        max_pdu = _peer_max_pdu(assoc)
+        capture.store_started(assoc, "SCU", mid, sop_class, sop_instance, context_id, size - offset)
+        sent = 0
+        try:
+            head = wire.command_pdu(
+                context_id, wire.store_request(mid, sop_class, sop_instance), max_pdu
+            )
+            if size <= _FILE_LIMIT:
+                out = b"".join(
+                    [head, *wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)]
+                )
+                raw.sendall(out)
+                sent = len(out)
+            else:
+                sent = self._send_large(raw, head, path, offset, context_id, max_pdu)
+        except OSError as exc:
+            capture.count_bytes(assoc, sent=sent)
+            return self._fail(f"the connection broke while sending: {exc}")
+        capture.count_bytes(assoc, sent=sent)
+        return self._response(mid, timeout)
+
+    def _send_large(
+        self, raw: Any, head: bytes, path: str | Path, offset: int, context_id: int, max_pdu: int
+    ) -> int:
+        raw.sendall(head)
+        sent = len(head)
+        block: list[bytes] = []
+        size = 0
+        for pdu in file_pdus(path, offset, context_id, max_pdu):
+            block.append(pdu)
+            size += len(pdu)
+            if size >= _PIECE:
+                raw.sendall(b"".join(block))
+                sent += size
+                block, size = [], 0
+        if block:
+            raw.sendall(b"".join(block))
+            sent += size
+        return sent
+
+    def _response(self, mid: int, timeout: float | None) -> Reply:
+        assoc, sock = self.assoc, self.assoc.dul.socket
+        buf = sock._dl_buffer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        scan = wire.MessageScan(_RESPONSE_LIMIT, wanted=wire.C_STORE_RSP)
+        while True:
+            need = scan.feed(buf)
+            if need == 0:
+                break
+            if need is None:
+                kind = buf[0] if buf else None
+                if kind == 0x07:
+                    return self._fail("the peer aborted the association", abort=False)
+                if kind == 0x05:
+                    return self._fail("the peer asked to release the association mid-operation")
+                return self._fail("the peer answered with something other than a C-STORE-RSP")
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return self._fail(f"no C-STORE response within {timeout:g} s")
+            got = _recv_more(sock, wait)
+            if got is False:
+                return self._fail("the peer closed the connection", abort=False)
+        command = scan.command
+        assert command is not None
+        if command.responded_to != mid or command.status is None:
+            return self._fail(f"a C-STORE-RSP for message {command.responded_to}, not {mid}")
+        del buf[: scan.pos]
+        capture.count_bytes(assoc, received=scan.pos)
+        capture.store_ended(assoc, "SCU", mid, command.status)
+        return Reply(command.status, command.error_comment)
