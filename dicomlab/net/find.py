@@ -162,16 +162,41 @@ def find(
     target = resolve_node(node, book)
     ours = calling_ae_title(calling_ae, book)
     identifier = to_identifier(query, today=today, charset=target.charset)
-    builder = ResultBuilder(query.keys)
-    order = _model_order(target, query)
     t0 = time.perf_counter()
-    with open_association(target, [_MODELS[m] for m in order], calling_ae=ours) as opened:
-        model = _pick_model(opened.assoc, order, target)
-        outcome = _run_find(opened.assoc, model, identifier, builder, target)
-        if outcome.error and opened.assoc.is_established:
-            opened.assoc.abort()  # never reuse an association after a broken operation
+    with open_association(target, find_contexts(target, query), calling_ae=ours) as opened:
+        df = find_on(opened.assoc, target, query, identifier=identifier)
+    df.attrs["elapsed_s"] = time.perf_counter() - t0
+    return df
+
+
+def find_contexts(node: Node, query: Query) -> list[Any]:
+    """The Query/Retrieve FIND models a query may use on ``node``, preferred first."""
+    return [_MODELS[m] for m in _model_order(node, query)]
+
+
+def find_on(
+    assoc: Association,
+    node: Node,
+    query: Query,
+    *,
+    identifier: Any = None,
+    today: date | None = None,
+) -> pd.DataFrame:
+    """Run ``query`` on an open association (see :func:`find`; the same ``attrs``).
+
+    An operation that does not end with a final status aborts the association:
+    it is never reused after a broken operation.
+    """
+    if identifier is None:
+        identifier = to_identifier(query, today=today, charset=node.charset)
+    builder = ResultBuilder(query.keys)
+    t0 = time.perf_counter()
+    model = _pick_model(assoc, _model_order(node, query), node)
+    outcome = _run_find(assoc, model, identifier, builder, node)
+    if outcome.error and assoc.is_established:
+        assoc.abort()
     df = builder.frame()
-    _finish(df, target, query.describe(), outcome.status, outcome.error, time.perf_counter() - t0)
+    _finish(df, node, query.describe(), outcome.status, outcome.error, time.perf_counter() - t0)
     return df
 
 

@@ -35,12 +35,13 @@ from dicomlab.errors import (
     NoAcceptedContext,
     ValidationError,
 )
-from dicomlab.net.association import calling_ae_title, open_association, resolve_node
-from dicomlab.net.find import find
+from dicomlab.net.association import calling_ae_title, resolve_node
+from dicomlab.net.find import find, find_contexts, find_on
 from dicomlab.net.transport import quiesce
 from dicomlab.server import handlers
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job, run_items
+from dicomlab.transfer.session import Sessions
 
 __all__ = ["OUTCOME_COLUMNS", "retrieve"]
 
@@ -118,15 +119,74 @@ def _identifier(item: Item) -> Dataset:
     return ds
 
 
-def _plan(node: Node, item: Item, ours: str, need_classes: bool) -> tuple[int | None, list[str]]:
-    """Expected instance count and SOP classes of an item, from an image-level C-FIND."""
-    if item.expected is not None and not need_classes:
+def _plan(ctx: _Context, item: Item, need_classes: bool) -> tuple[int | None, list[str]]:
+    """Expected instance count and SOP classes of an item, from an image-level C-FIND
+    on the worker's association."""
+    if item.expected is not None and (not need_classes or ctx.classes_unreported):
         return item.expected, []
     q = Query("image", tuple(item.filters().items()), ("SOPClassUID",))
-    df = find(node, q, calling_ae=ours)
+    assoc = _session(ctx, [])
+    try:
+        df = find_on(assoc, ctx.node, q)
+    except BaseException:
+        ctx.sessions.discard()
+        raise
     classes = sorted({str(c) for c in df.SOPClassUID.dropna() if str(c)})
+    if len(df) and not classes:
+        # The peer does not return SOP Class UIDs (Orthanc by default): the next items
+        # skip this query when their instance count is already known.
+        ctx.classes_unreported = True
     expected = len(df) if df.attrs.get("complete") else item.expected
     return expected, classes
+
+
+def _session(ctx: _Context, classes: list[str]) -> Any:
+    """The worker's association, able to C-FIND and to retrieve ``classes`` (C-GET:
+    storage contexts with our SCP role; unknown classes: the common ones)."""
+    is_get = ctx.method == "get"
+    models = _GET if is_get else _MOVE
+    contexts: list[PresentationContext | str] = [*find_contexts(ctx.node, _PLAN_QUERY)]
+    contexts += [models["study"], models["patient"]]
+    ext_neg: list[Any] = []
+    handlers_: list[Any] = []
+    if is_get:
+        if len(classes) > _MAX_STORAGE_CONTEXTS:
+            raise ValidationError(
+                f"{len(classes)} SOP classes: more than one C-GET association can carry; "
+                "retrieve by series instead"
+            )
+        # Peers that do not report SOP Class UIDs in C-FIND (Orthanc by default): propose
+        # pynetdicom's 120 common storage classes, within the 128-context limit.
+        wanted = sorted(set(classes) | ctx.known_classes) if classes else []
+        if len(wanted) > _MAX_STORAGE_CONTEXTS:
+            wanted = classes
+        syntaxes = ALL_TRANSFER_SYNTAXES if wanted else _GET_SYNTAXES
+        for uid in wanted or [str(c.abstract_syntax) for c in StoragePresentationContexts]:
+            contexts.append(build_context(uid, syntaxes))
+            ext_neg.append(build_role(uid, scp_role=True))
+        policy = handlers.Policy(None, frozenset({"store"}))
+        handlers_.append((evt.EVT_C_STORE, handlers.handle_store, [ctx.into.archive, policy]))
+
+    def fits(assoc: Any) -> bool:
+        if not is_get or not classes:
+            return True
+        as_scp = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts if cx.as_scp}
+        return set(classes) <= as_scp
+
+    assoc = ctx.sessions.open(
+        ctx.node,
+        contexts,
+        calling_ae=ctx.ours,
+        fits=fits,
+        evt_handlers=handlers_,
+        ext_neg=ext_neg or None,
+    )
+    if is_get and classes:
+        ctx.known_classes.update(classes)
+    return assoc
+
+
+_PLAN_QUERY = Query("image", (), ("SOPClassUID",))
 
 
 def _counts(status: Dataset) -> tuple[int, int, int, int]:
@@ -150,76 +210,71 @@ class _Context:
         self.node, self.into, self.method, self.ours = node, into, method, ours
         self.progress = progress
         self.cancel = threading.Event()
+        self.sessions = Sessions()
+        self.known_classes: set[str] = set()  # learned from planning queries (C-GET)
+        self.classes_unreported = False  # the peer's C-FIND answers carry no SOP classes
 
 
 def _run_operation(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any]) -> None:
-    """One C-MOVE or C-GET of an item on a fresh association; fills ``row``."""
+    """One C-MOVE or C-GET of an item on the worker's association; fills ``row``.
+
+    Anything but a final status (timeout, abort, cancel, an exception) aborts the
+    association: it is never reused after an interrupted operation.
+    """
+    try:
+        _operate(ctx, item, classes, row)
+    except BaseException:
+        ctx.sessions.discard()
+        raise
+
+
+def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any]) -> None:
     node = ctx.node
     is_get = ctx.method == "get"
     models = _GET if is_get else _MOVE
-    contexts: list[PresentationContext | str] = [models["study"], models["patient"]]
-    ext_neg: list[Any] = []
-    handlers_: list[Any] = []
-    if is_get:
-        if len(classes) > _MAX_STORAGE_CONTEXTS:
-            raise ValidationError(
-                f"{item.uid} holds {len(classes)} SOP classes: more than one C-GET association "
-                "can carry; retrieve it by series instead"
-            )
-        # Peers that do not report SOP Class UIDs in C-FIND (Orthanc by default): propose
-        # pynetdicom's 120 common storage classes, within the 128-context limit.
-        syntaxes = ALL_TRANSFER_SYNTAXES if classes else _GET_SYNTAXES
-        for uid in classes or [str(c.abstract_syntax) for c in StoragePresentationContexts]:
-            contexts.append(build_context(uid, syntaxes))
-            ext_neg.append(build_role(uid, scp_role=True))
-        policy = handlers.Policy(None, frozenset({"store"}))
-        handlers_.append((evt.EVT_C_STORE, handlers.handle_store, [ctx.into.archive, policy]))
-    with open_association(
-        node, contexts, calling_ae=ctx.ours, evt_handlers=handlers_, ext_neg=ext_neg or None
-    ) as opened:
-        assoc = opened.assoc
-        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
-        model = next((models[m] for m in ("study", "patient") if str(models[m]) in accepted), None)
-        if model is None:
-            raise NoAcceptedContext(
-                f"{node.address} does not accept C-{ctx.method.upper()} from us",
-                node=node,
-                hint="try the other retrieve method (node.retrieve='get' or 'move')",
-            )
-        quiesce(assoc)
-        responses = (
-            assoc.send_c_get(_identifier(item), model)
-            if is_get
-            else assoc.send_c_move(_identifier(item), ctx.into.ae_title, model)
+    assoc = _session(ctx, classes)
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    model = next((models[m] for m in ("study", "patient") if str(models[m]) in accepted), None)
+    if model is None:
+        raise NoAcceptedContext(
+            f"{node.address} does not accept C-{ctx.method.upper()} from us",
+            node=node,
+            hint="try the other retrieve method (node.retrieve='get' or 'move')",
         )
-        done_before = 0
-        for status, _ in responses:
-            if ctx.cancel.is_set():
-                assoc.abort()
-                raise _Stop()
-            if "Status" not in status:
-                raise DimseTimeout(
-                    f"no C-{ctx.method.upper()} response from {node.address} within "
-                    f"{node.timeout:g} s (or the association broke)",
-                    node=node,
-                )
-            code = int(status.Status)
-            _, completed, failed, warning = _counts(status)
-            ctx.progress(max(0, completed + failed + warning - done_before))
-            done_before = completed + failed + warning
-            info = decode_status(code)
-            if info.category == "pending":
-                continue
-            row.update(
-                status=code,
-                status_text=str(info),
-                completed=completed,
-                failed=failed,
-                warning=warning,
+    quiesce(assoc)
+    responses = (
+        assoc.send_c_get(_identifier(item), model)
+        if is_get
+        else assoc.send_c_move(_identifier(item), ctx.into.ae_title, model)
+    )
+    done_before = 0
+    for status, _ in responses:
+        if ctx.cancel.is_set():
+            assoc.abort()
+            raise _Stop()
+        if "Status" not in status:
+            raise DimseTimeout(
+                f"no C-{ctx.method.upper()} response from {node.address} within "
+                f"{node.timeout:g} s (or the association broke)",
+                node=node,
             )
-            if info.category != "success" and info.category != "warning":
-                row["error"] = _diagnose(code, node, ctx, completed)
-            return
+        code = int(status.Status)
+        _, completed, failed, warning = _counts(status)
+        ctx.progress(max(0, completed + failed + warning - done_before))
+        done_before = completed + failed + warning
+        info = decode_status(code)
+        if info.category == "pending":
+            continue
+        row.update(
+            status=code,
+            status_text=str(info),
+            completed=completed,
+            failed=failed,
+            warning=warning,
+        )
+        if info.category != "success" and info.category != "warning":
+            row["error"] = _diagnose(code, node, ctx, completed)
+        return
     raise DimseTimeout(f"C-{ctx.method.upper()} ended without a final status", node=node)
 
 
@@ -259,7 +314,7 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
     t0 = time.perf_counter()
     have0, bytes0 = ctx.into.archive.index.count_matching(item.filters())
     try:
-        expected, classes = _plan(ctx.node, item, ctx.ours, ctx.method == "get")
+        expected, classes = _plan(ctx, item, ctx.method == "get")
     except DicomlabError as exc:
         expected, classes = item.expected, []
         row["error"] = f"could not count the instances first: {exc}"
@@ -434,7 +489,15 @@ def retrieve(
     if how == "move":
         local.policy.trusted_senders.add(target.ae_title)
 
+    contexts: list[_Context] = []
+
+    def make_context(ctx_progress: Callable[[int], None]) -> _Context:
+        contexts.append(_Context(target, local, how, ours, ctx_progress))
+        return contexts[-1]
+
     def finish() -> None:
+        for c in contexts:
+            c.sessions.close_all()
         if how == "move":
             local.policy.trusted_senders.discard(target.ae_title)
         if owned is not None:
@@ -443,7 +506,7 @@ def retrieve(
     total = sum(i.expected or 1 for i in items)
     job = run_items(
         items,
-        lambda ctx_progress: _Context(target, local, how, ours, ctx_progress),
+        make_context,
         _retrieve_one,
         OUTCOME_COLUMNS,
         workers=workers,
