@@ -63,8 +63,7 @@ def test_a_retrieve_opens_one_association_per_worker(
 
 def test_a_broken_operation_is_never_followed_by_another_on_its_association() -> None:
     """A study from a peer that never answers: the planning query and each retrieve
-    attempt time out, are aborted,
-    and the next one opens a fresh association."""
+    attempt time out and are aborted; each next one opens a fresh association."""
     with MuteSCP() as mute:
         node = mute.node(timeout=1, max_connections=1)
         res = dl.retrieve(
