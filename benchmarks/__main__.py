@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_echo, bench_query, bench_receive, bench_small, bench_transfer
+from benchmarks import (
+    bench_echo,
+    bench_memory,
+    bench_query,
+    bench_receive,
+    bench_small,
+    bench_transfer,
+)
 
 
 def main() -> int:
@@ -23,6 +30,8 @@ def main() -> int:
         results.extend(bench_transfer.run())
     if not only or "small" in only:
         results.extend(bench_small.run())
+    if not only or "memory" in only:
+        results.extend(bench_memory.run())
     if not only or "query" in only:
         results.append(bench_query.run())
     out = Path(__file__).parent / "results"
