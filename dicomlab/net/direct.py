@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import logging
 import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ _RESPONSE_LIMIT = 1 << 20
 _FILE_LIMIT = 64 << 20
 """Largest file sent from memory; larger files are sent in pieces of about 4 MB."""
 _PIECE = 4 << 20
+_READ = 256 * 1024
 _TICK_S = 0.05
 _PARK_WAIT_S = 2.0
 
@@ -103,6 +105,18 @@ def _recv_more(sock: Any, timeout: float | None) -> bool | None:
     if raw is None:
         return False
     pending = getattr(raw, "pending", None)
+    if pending is None:  # plain TCP: take what is there without a select() first
+        try:
+            piece = raw.recv(_READ, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            piece = None
+        except OSError:
+            return False
+        if piece is not None:
+            if not piece:
+                return False
+            sock._dl_buffer += piece
+            return True
     if not (pending is not None and pending()):
         try:
             ready, _, _ = select.select([raw], [], [], timeout)

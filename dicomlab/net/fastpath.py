@@ -40,7 +40,13 @@ One pynetdicom option is set for the whole process when this module is imported:
 bytes as stored instead of decoding and re-encoding the dataset; dicomlab only sends
 a path when the peer accepted the file's own transfer syntax).
 
-Everything else (state machine, PDU codec, DIMSE, handlers) is pynetdicom's own.
+Plain C-STORE messages go further (:mod:`dicomlab.net.direct`): the DUL thread
+serves a whole incoming C-STORE-RQ itself, and ``dl.store`` parks the DUL thread
+(:class:`dicomlab.net.direct.Park`, checked at the top of each transport check)
+while it writes requests and reads responses on the socket from its own thread.
+
+Everything else (state machine, PDU codec, other DIMSE services, handlers) is
+pynetdicom's own.
 The behaviour is covered by the interoperability tests (dcmtk and Orthanc, both
 roles), which all run through this module. Set ``DICOMLAB_FASTPATH=0`` to turn it off
 (then pynetdicom runs as shipped, with :func:`quiesce` guarding the race).
