@@ -166,9 +166,13 @@ def serve_store(dul: Any) -> bool:
     """Serve the next message if it is a plain C-STORE-RQ (DUL thread, Sta6, no message
     in progress); False leaves every byte to pynetdicom."""
     assoc = dul.assoc
+    serves = getattr(assoc, "_dl_serves_store", None)
+    if serves is None:  # a requestor without an SCP-role context never gets a C-STORE-RQ
+        serves = not assoc.is_requestor or any(cx.as_scp for cx in assoc.accepted_contexts)
+        assoc._dl_serves_store = serves
     sock = dul.socket
     buf = getattr(sock, "_dl_buffer", None)
-    if buf is None or assoc._sent_release or not _only_known_observers(assoc):
+    if not serves or buf is None or assoc._sent_release or not _only_known_observers(assoc):
         return False
     scan = wire.MessageScan(_MESSAGE_LIMIT)
     while True:
