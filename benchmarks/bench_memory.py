@@ -11,8 +11,6 @@ need a median.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import dicomlab as dl
-from benchmarks.common import count, dataset, storescu
+from benchmarks.common import large, storescu
 from dicomlab.testing.peers import StoreSCP
 
 UNIT = "MB RSS growth from 25% to 100% received (ratio = end / 25% for LocalPACS; 1 = flat)"
@@ -63,11 +61,8 @@ def _growth(samples: list[tuple[int, float]], total: int) -> tuple[float, float,
 
 
 def run() -> list[dict[str, Any]]:
-    n = int(os.environ.get("DICOMLAB_BENCH_N", "1000"))
-    data = dataset("ct", n, 512)
-    total = count(data)
-    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
-        work = Path(tmp)
+    with large() as ws:
+        data, total, work = ws.data, ws.total, ws.work
         with dl.LocalPACS(work / "local", port=0, allow_unknown="all", fsync=False) as lp:
             ours = _sampled(
                 lambda: storescu(lp.port, data, lp.ae_title), "self", lambda: lp.stats["stored"]
@@ -85,7 +80,7 @@ def run() -> list[dict[str, Any]]:
     tq, tend, tpeak = _growth(theirs, total)
     return [
         {
-            "name": "memory: receive 1,000 large into LocalPACS",
+            "name": f"memory: receive {total:,} large into LocalPACS",
             "unit": UNIT,
             "dicomlab": end - q,
             "dcmtk": tend - tq,

@@ -6,15 +6,11 @@ all receivers writing to disk. Throughput in instances/s; ratio = receiver / sto
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    count,
-    dataset,
+    large,
     median_of,
     storescu,
     storescu_into_localpacs,
@@ -24,11 +20,8 @@ from dicomlab.testing.peers import Orthanc
 
 
 def run() -> list[dict[str, Any]]:
-    n = int(os.environ.get("DICOMLAB_BENCH_N", "1000"))
-    data = dataset("ct", n, 512)
-    total = count(data)
-    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
-        work = Path(tmp)
+    with large() as ws:
+        data, total, work = ws.data, ws.total, ws.work
 
         def into_local(fsync: bool) -> float:
             return storescu_into_localpacs(work, data, total, fsync)

@@ -7,22 +7,18 @@ Ratio = dicomlab rate / dcmtk rate (target: >= 0.5 both ways).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 import dicomlab as dl
 from benchmarks.common import (
-    count,
-    dataset,
     median_of,
     storescu_into_localpacs,
     storescu_into_storescp,
+    workspace,
 )
 from dicomlab.testing.peers import StoreSCP
 
@@ -30,11 +26,8 @@ UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
 
 
 def run() -> list[dict[str, Any]]:
-    n = int(os.environ.get("DICOMLAB_BENCH_SMALL_N", "2000"))
-    data = dataset("small", n, 64)
-    total = count(data)
-    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
-        work = Path(tmp)
+    with workspace("small", 2000, 64, "DICOMLAB_BENCH_SMALL_N") as ws:
+        data, total, work = ws.data, ws.total, ws.work
 
         def into_local() -> float:
             return storescu_into_localpacs(work, data, total, fsync=False)

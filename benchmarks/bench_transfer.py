@@ -17,7 +17,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,7 @@ import pandas as pd
 import dicomlab as dl
 from benchmarks.common import (
     REPEATS,
-    count,
-    dataset,
+    large,
     median_of,
     storescu,
     storescu_into_storescp,
@@ -185,9 +183,6 @@ def _retrieve(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
 
 
 def run() -> list[dict[str, Any]]:
-    n = int(os.environ.get("DICOMLAB_BENCH_N", "1000"))
-    data = dataset("ct", n, 512)
-    total = count(data)
-    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
-        work = Path(tmp)
+    with large() as ws:
+        data, total, work = ws.data, ws.total, ws.work
         return [*_send(data, work, total), *_retrieve(data, work, total)]

@@ -6,8 +6,11 @@ import os
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -44,6 +47,27 @@ def dataset(name: str, n_instances: int, image_size: int) -> Path:
         written += 1
     marker.write_text(str(written))
     return folder
+
+
+@contextmanager
+def workspace(name: str, n_default: int, image_size: int, env: str) -> Iterator[Set]:
+    """The synthetic set ``name`` (``env`` overrides its size) and a scratch folder beside it."""
+    n = int(os.environ.get(env, str(n_default)))
+    data = dataset(name, n, image_size)
+    with tempfile.TemporaryDirectory(dir=data.parent) as tmp:
+        yield Set(data, count(data), Path(tmp))
+
+
+@dataclass(frozen=True)
+class Set:
+    data: Path
+    total: int
+    work: Path
+
+
+def large() -> AbstractContextManager[Set]:
+    """1,000 CT instances of 512x512 16-bit (``DICOMLAB_BENCH_N``) and a scratch folder."""
+    return workspace("ct", 1000, 512, "DICOMLAB_BENCH_N")
 
 
 def count(folder: Path) -> int:
