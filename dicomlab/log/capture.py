@@ -88,6 +88,11 @@ def _new_row(role: str, tls: bool) -> dict[str, Any]:
     }
 
 
+def _record(assoc: Any) -> _Record | None:
+    rec: _Record | None = getattr(assoc, "_dl_log", None)
+    return rec if rec is not None and not rec.done else None
+
+
 def attach(assoc: Any, role: str, tls: bool = False) -> None:
     """Start logging ``assoc`` (before it starts); a no-op when the log is off."""
     where = _writer.folder()
@@ -100,8 +105,8 @@ def attach(assoc: Any, role: str, tls: bool = False) -> None:
 
 def connect_failed(assoc: Any, error: OSError) -> None:
     """A requestor's TCP connect failed: its association row (outcome ``failed``)."""
-    rec: _Record | None = getattr(assoc, "_dl_log", None)
-    if rec is None or rec.done:
+    rec = _record(assoc)
+    if rec is None:
         return
     _fill_peer(assoc, rec)
     rec.row["outcome"] = "failed"
@@ -322,11 +327,6 @@ def _start_op(
     }
 
 
-def _record(assoc: Any) -> _Record | None:
-    rec: _Record | None = getattr(assoc, "_dl_log", None)
-    return rec if rec is not None and not rec.done else None
-
-
 def store_started(
     assoc: Any,
     role: str,
@@ -385,8 +385,8 @@ def _on_dimse_recv(event: Any) -> None:
 
 
 def _on_conn_close(event: Any) -> None:
-    rec: _Record | None = getattr(event.assoc, "_dl_log", None)
-    if rec is None or rec.done:
+    rec = _record(event.assoc)
+    if rec is None:
         return
     if "outcome" not in rec.row:
         assoc = event.assoc

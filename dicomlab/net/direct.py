@@ -30,12 +30,13 @@ Set ``DICOMLAB_FASTPATH=0`` to turn this off with the rest of the fast path.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,15 @@ from pynetdicom.dimse_primitives import C_STORE
 from dicomlab.log import capture
 from dicomlab.net import wire
 
-__all__ = ["Park", "Reply", "Sender", "dataset_offset", "file_pdus", "serve_store"]
+__all__ = [
+    "Park",
+    "Reply",
+    "Sender",
+    "blocks",
+    "dataset_offset",
+    "file_pdus",
+    "serve_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +126,7 @@ def _recv_more(sock: Any, timeout: float | None) -> bool | None:
                 return False
             sock._dl_buffer += piece
             return True
-    if not (pending is not None and pending()):
+    if pending is None or not pending():  # nothing decrypted and waiting: wait for the socket
         try:
             ready, _, _ = select.select([raw], [], [], timeout)
         except (OSError, ValueError):
@@ -270,6 +279,22 @@ def file_pdus(path: str | Path, offset: int, context_id: int, max_pdu: int) -> I
             data = following
 
 
+def blocks(pdus: Iterable[bytes], limit: int | None = None) -> Iterator[bytes]:
+    """The PDUs joined into writes of about ``limit`` bytes (default 4 MB): one write per
+    block instead of one per PDU, while a large data set still streams."""
+    limit = limit or _PIECE
+    block: list[bytes] = []
+    size = 0
+    for pdu in pdus:
+        block.append(pdu)
+        size += len(pdu)
+        if size >= limit:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
+
+
 def dataset_offset(head: bytes | memoryview) -> int | None:
     """Where the data set starts in a DICOM file (PS3.10 7.1): after the preamble,
     ``DICM`` and the file meta group whose length (0002,0000) gives; None if the
@@ -410,43 +435,24 @@ class Sender:
         raw = assoc.dul.socket.socket
         max_pdu = _peer_max_pdu(assoc)
         capture.store_started(assoc, "SCU", mid, sop_class, sop_instance, context_id, size - offset)
+        head = wire.command_pdu(
+            context_id, wire.store_request(mid, sop_class, sop_instance), max_pdu
+        )
+        pdus = (
+            wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)
+            if size <= _FILE_LIMIT
+            else file_pdus(path, offset, context_id, max_pdu)
+        )
         sent = 0
         try:
-            head = wire.command_pdu(
-                context_id, wire.store_request(mid, sop_class, sop_instance), max_pdu
-            )
-            if size <= _FILE_LIMIT:
-                out = b"".join(
-                    [head, *wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)]
-                )
-                raw.sendall(out)
-                sent = len(out)
-            else:
-                sent = self._send_large(raw, head, path, offset, context_id, max_pdu)
+            for blob in blocks(itertools.chain([head], pdus)):
+                raw.sendall(blob)
+                sent += len(blob)
         except OSError as exc:
             capture.count_bytes(assoc, sent=sent)
             return self._fail(f"the connection broke while sending: {exc}")
         capture.count_bytes(assoc, sent=sent)
         return self._response(mid, timeout)
-
-    def _send_large(
-        self, raw: Any, head: bytes, path: str | Path, offset: int, context_id: int, max_pdu: int
-    ) -> int:
-        raw.sendall(head)
-        sent = len(head)
-        block: list[bytes] = []
-        size = 0
-        for pdu in file_pdus(path, offset, context_id, max_pdu):
-            block.append(pdu)
-            size += len(pdu)
-            if size >= _PIECE:
-                raw.sendall(b"".join(block))
-                sent += size
-                block, size = [], 0
-        if block:
-            raw.sendall(b"".join(block))
-            sent += size
-        return sent
 
     def _response(self, mid: int, timeout: float | None) -> Reply:
         assoc, sock = self.assoc, self.assoc.dul.socket

@@ -54,6 +54,7 @@ roles), which all run through this module. Set ``DICOMLAB_FASTPATH=0`` to turn i
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -62,7 +63,7 @@ import socket
 import ssl
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import MethodType
 from typing import Any
 
@@ -80,8 +81,6 @@ log = logging.getLogger(__name__)
 
 _config.STORE_SEND_CHUNKED_DATASET = True
 
-_BLOCK_BYTES = 4 * 1024 * 1024
-"""Largest block of encoded PDUs handed to the DUL at once (bounds memory per message)."""
 _RAW_CONTEXT = 0
 """Marks a block of pre-encoded PDUs: presentation context IDs are odd, never 0."""
 
@@ -234,27 +233,21 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
         from_file = getattr(message, "_data_set_path", None)
         if from_file is not None and max_pdu:
             message._data_set_path = None  # command only from pynetdicom; the file below
-        block: list[bytes] = []
-        size = 0
-        for pdata in message.encode_msg(context_id, max_pdu):
-            block.append(_pdata_tf(pdata))
-            size += len(block[-1])
+        pdus: Iterator[bytes] = (
+            _pdata_tf(pdata) for pdata in message.encode_msg(context_id, max_pdu)
+        )
         if from_file is not None and max_pdu:
-            for pdu in direct.file_pdus(from_file[0], from_file[1], context_id, max_pdu):
-                block.append(pdu)
-                size += len(pdu)
-                if size >= _BLOCK_BYTES:
-                    _queue_block(assoc.dul, block)
-                    block, size = [], 0
-        if block:
-            _queue_block(assoc.dul, block)
+            file_pdus = direct.file_pdus(from_file[0], from_file[1], context_id, max_pdu)
+            pdus = itertools.chain(pdus, file_pdus)
+        for blob in direct.blocks(pdus):
+            _queue_block(assoc.dul, blob)
 
     return send_msg
 
 
-def _queue_block(dul: Any, block: list[bytes]) -> None:
+def _queue_block(dul: Any, blob: bytes) -> None:
     raw = P_DATA()
-    raw.presentation_data_value_list = [[_RAW_CONTEXT, b"".join(block)]]  # type: ignore[list-item]
+    raw.presentation_data_value_list = [[_RAW_CONTEXT, blob]]  # type: ignore[list-item]
     dul.send_pdu(raw)
 
 
