@@ -221,18 +221,32 @@ def _storescu(port: int, files: list[str], *options: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_storescu_into_localpacs_goes_the_direct_way_byte_exact(
-    tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _same_data_sets(study: pd.DataFrame, held: dict[str, str | Path]) -> None:
+    """Every instance of ``study`` is held (by SOP Instance UID) with its data set intact."""
+    assert len(held) == len(study)
+    for _, row in study.iterrows():
+        assert _data_set(held[row.SOPInstanceUID]) == _data_set(row.path)
+
+
+def _storescu_into_localpacs(
+    tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, *options: str
+) -> list[bool]:
+    """storescu sends ``study`` to a LocalPACS; what each serve_store call answered."""
     need_peer("storescu")
     spy = _Spy(direct.serve_store)
     monkeypatch.setattr(direct, "serve_store", spy)
     with dl.LocalPACS(tmp_path / "lp", ae_title="DIRECT", port=0, allow_unknown="all") as lp:
-        _storescu(lp.port, list(study.path))
-        held = lp.instances().set_index("SOPInstanceUID")
-    assert spy.results.count(True) == len(study)  # every instance served directly
-    for _, row in study.iterrows():
-        assert _data_set(held.loc[row.SOPInstanceUID, "path"]) == _data_set(row.path)
+        _storescu(lp.port, list(study.path), *options)
+        held = lp.instances()
+    _same_data_sets(study, dict(zip(held.SOPInstanceUID, held.path, strict=True)))
+    return spy.results
+
+
+def test_storescu_into_localpacs_goes_the_direct_way_byte_exact(
+    tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = _storescu_into_localpacs(tmp_path, study, monkeypatch)
+    assert served.count(True) == len(study)  # every instance served directly
     dl.log.flush()
     ops = dl.log.read_log()
     stores = ops[(ops.service == "C-STORE") & (ops.role == "SCP")]
@@ -243,17 +257,9 @@ def test_storescu_into_localpacs_goes_the_direct_way_byte_exact(
 def test_messages_over_the_limit_take_pynetdicoms_path(
     tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    need_peer("storescu")
-    spy = _Spy(direct.serve_store)
-    monkeypatch.setattr(direct, "serve_store", spy)
     monkeypatch.setattr(direct, "_MESSAGE_LIMIT", 4096)  # every 64x64 instance is larger
-    with dl.LocalPACS(tmp_path / "lp", ae_title="DIRECT", port=0, allow_unknown="all") as lp:
-        _storescu(lp.port, list(study.path), "--max-send-pdu", "4096")
-        held = lp.instances().set_index("SOPInstanceUID")
-    assert True not in spy.results and spy.results  # asked, and declined every time
-    assert len(held) == len(study)
-    for _, row in study.iterrows():
-        assert _data_set(held.loc[row.SOPInstanceUID, "path"]) == _data_set(row.path)
+    served = _storescu_into_localpacs(tmp_path, study, monkeypatch, "--max-send-pdu", "4096")
+    assert True not in served and served  # asked, and declined every time
 
 
 def test_dl_store_into_storescp_sends_directly_byte_exact(
@@ -268,8 +274,7 @@ def test_dl_store_into_storescp_sends_directly_byte_exact(
     assert isinstance(res, pd.DataFrame) and res.attrs["complete"], res
     assert len(spy.results) == len(study)
     assert all(r.status == 0 for r in spy.results)
-    for _, row in study.iterrows():
-        assert _data_set(received[row.SOPInstanceUID]) == _data_set(row.path)
+    _same_data_sets(study, received)
     dl.log.flush()
     ops = dl.log.read_log()
     stores = ops[(ops.service == "C-STORE") & (ops.role == "SCU")]

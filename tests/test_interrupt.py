@@ -40,7 +40,7 @@ def test_ctrl_c_during_retrieve_aborts_keeps_what_arrived_and_resumes(tmp_path: 
     )
     with (
         dl.LocalPACS(tmp_path / "lp", ae_title="DLCTRLC", port=0, fsync=False) as lp,
-        Orthanc(tmp_path / "o", modalities={"DLCTRLC": ("127.0.0.1", lp.port)}) as o,
+        Orthanc.knowing(tmp_path / "o", lp.node) as o,
     ):
         o.upload(big.path)
         # Each instance takes >= 30 ms to store, so that the interrupt lands inside a

@@ -256,9 +256,7 @@ def test_orthanc_both_directions(
     to_orthanc, to_local = half[:4], half[4:]
     for path in manifest[manifest.StudyInstanceUID.isin(to_local)].path:
         local.import_files(path)
-    with Orthanc(
-        tmp_path / "orthanc", modalities={local.ae_title: ("127.0.0.1", local.port)}
-    ) as orthanc:
+    with Orthanc.knowing(tmp_path / "orthanc", local.node) as orthanc:
         book.add(orthanc.node)
         orthanc.upload(manifest[manifest.StudyInstanceUID.isin(to_orthanc)].path)
 

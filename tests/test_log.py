@@ -88,7 +88,7 @@ def test_scp_role_logs_dcmtk_storescu_and_orthanc_find(
         capture_output=True,
     )
     need_peer("Orthanc")
-    with Orthanc(tmp_path / "o", modalities={local.ae_title: ("127.0.0.1", local.port)}) as o:
+    with Orthanc.knowing(tmp_path / "o", local.node) as o:
         o.rest(
             "POST",
             f"/modalities/{local.ae_title}/query",
@@ -108,7 +108,7 @@ def test_retrieve_by_move_logs_both_roles(
     local: dl.LocalPACS, studies: pd.DataFrame, tmp_path: Path
 ) -> None:
     need_peer("Orthanc")
-    with Orthanc(tmp_path / "o", modalities={local.ae_title: ("127.0.0.1", local.port)}) as o:
+    with Orthanc.knowing(tmp_path / "o", local.node) as o:
         o.upload(studies.path)
         res = dl.retrieve(
             o.node,

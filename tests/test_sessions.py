@@ -28,7 +28,7 @@ def test_a_retrieve_opens_one_association_per_worker(
     need_peer("Orthanc")
     with (
         dl.LocalPACS(tmp_path / "lp", ae_title="DLSESS", port=0, fsync=False) as lp,
-        Orthanc(tmp_path / "o", modalities={"DLSESS": ("127.0.0.1", lp.port)}) as o,
+        Orthanc.knowing(tmp_path / "o", lp.node) as o,
     ):
         o.upload(studies.path)
         found = dl.find(o.node, dl.Query.studies(), calling_ae="DLSESS")

@@ -35,7 +35,7 @@ def orthanc(
     tmp_path: Path, local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
 ) -> Iterator[Orthanc]:
     need_peer("Orthanc")
-    with Orthanc(tmp_path / "o", modalities={local.ae_title: ("127.0.0.1", local.port)}) as o:
+    with Orthanc.knowing(tmp_path / "o", local.node) as o:
         o.upload(synthetic[1].path)
         yield o
 
@@ -167,7 +167,7 @@ def test_cancel_part_way_keeps_valid_files(
     )
     with (
         dl.LocalPACS(tmp_path / "lp", ae_title="DLCANCEL", port=0, fsync=False) as lp,
-        Orthanc(tmp_path / "o3", modalities={"DLCANCEL": ("127.0.0.1", lp.port)}) as o,
+        Orthanc.knowing(tmp_path / "o3", lp.node) as o,
     ):
         o.upload(big.path)
         studies = dl.find(o.node, dl.Query.studies(), calling_ae="DLCANCEL")

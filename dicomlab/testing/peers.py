@@ -277,6 +277,12 @@ class Orthanc(Peer):
 
     name = "orthanc"
 
+    @classmethod
+    def knowing(cls, workdir: str | os.PathLike[str], *nodes: Node, **options: Any) -> Orthanc:
+        """An Orthanc that knows ``nodes`` (e.g. ``local.node``) as its modalities, so that
+        it can C-MOVE to them."""
+        return cls(workdir, modalities={n.ae_title: (n.host, n.port) for n in nodes}, **options)
+
     def __init__(
         self,
         workdir: str | os.PathLike[str],
