@@ -9,7 +9,7 @@ import threading
 import time
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 import pytest
@@ -282,11 +282,9 @@ def test_dl_store_into_storescp_sends_directly_byte_exact(
     assert (stores.status == 0).all()
 
 
-class AbortingSCP:
-    """Accepts every association, reads one whole C-STORE request, then sends A-ABORT.
-
-    Stands for a PACS that gives up mid-operation (no real peer does it on demand).
-    """
+class RawPeer:
+    """A hand-written peer on a loopback port, one connection at a time, each served by
+    :meth:`serve_one` (for failures no real peer produces on demand)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server((HOST, 0))
@@ -295,13 +293,13 @@ class AbortingSCP:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> AbortingSCP:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(10)
         self.sock.close()
 
     def _serve(self) -> None:
@@ -315,19 +313,32 @@ class AbortingSCP:
             with conn:
                 conn.settimeout(5)
                 try:
-                    rq = _read_pdu(conn)
-                    assert rq is not None and rq[0] == 0x01
-                    conn.sendall(_accept_all(rq[1]))
-                    scan, buf = wire.MessageScan(1 << 24), bytearray()
-                    while scan.feed(buf) != 0:
-                        piece = conn.recv(65536)
-                        if not piece:
-                            break
-                        buf += piece
-                    conn.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00")  # A-ABORT
-                    time.sleep(0.2)
+                    self.serve_one(conn)
                 except OSError:
                     pass
+
+    def serve_one(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class AbortingSCP(RawPeer):
+    """Accepts every association, reads one whole C-STORE request, then sends A-ABORT.
+
+    Stands for a PACS that gives up mid-operation (no real peer does it on demand).
+    """
+
+    def serve_one(self, conn: socket.socket) -> None:
+        rq = _read_pdu(conn)
+        assert rq is not None and rq[0] == 0x01
+        conn.sendall(_accept_all(rq[1]))
+        scan, buf = wire.MessageScan(1 << 24), bytearray()
+        while scan.feed(buf) != 0:
+            piece = conn.recv(65536)
+            if not piece:
+                break
+            buf += piece
+        conn.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00")  # A-ABORT
+        time.sleep(0.2)
 
 
 def test_a_peer_that_aborts_mid_store_fails_that_file_and_the_rest_get_fresh_associations(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,15 +43,20 @@ def test_ctrl_c_aborts_the_association_and_returns_nothing(
     with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as lp:
         _fill(lp, 300)
         calls = {"n": 0}
-        original = results.ResultBuilder.add
 
-        def interrupted(self: results.ResultBuilder, *a: object, **k: object) -> None:
-            calls["n"] += 1
-            if calls["n"] == 20:
-                raise KeyboardInterrupt
-            original(self, *a, **k)  # type: ignore[arg-type]
+        def interrupting(original: Any) -> Any:
+            def add(self: results.ResultBuilder, *a: object, **k: object) -> None:
+                calls["n"] += 1
+                if calls["n"] == 20:
+                    raise KeyboardInterrupt
+                original(self, *a, **k)
 
-        monkeypatch.setattr(results.ResultBuilder, "add", interrupted)
+            return add
+
+        for name in ("add", "add_raw"):  # pynetdicom's path and the direct one
+            monkeypatch.setattr(
+                results.ResultBuilder, name, interrupting(getattr(results.ResultBuilder, name))
+            )
         with pytest.raises(KeyboardInterrupt):
             dl.find(lp.node, dl.Query.studies(), calling_ae="CTRLC")
         deadline = time.monotonic() + 5

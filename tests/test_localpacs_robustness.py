@@ -15,6 +15,7 @@ import os
 import resource
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,8 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 import dicomlab as dl
+from dicomlab.testing.fixtures import need_peer
+from dicomlab.testing.peers import peer_env
 
 CALLED = "DICOMLAB"
 Snapshot = dict[str, bytes]
@@ -455,16 +458,36 @@ def test_associations_past_the_limit_are_rejected_then_served_again(tmp_path: Pa
             assert r.cause == "rejected"
             assert "local limit exceeded" in r.detail
             assert lp.stats["rejected"] == 1
-        # Released: the slots come back (allow the acceptor threads a moment to finish).
-        deadline = time.monotonic() + 3
-        while not (r := dl.echo(lp.node, calling_ae="THIRD")).ok and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # Released: the slots are free at once (not when the acceptor threads end).
+        r = dl.echo(lp.node, calling_ae="THIRD")
         assert r.ok, r.detail
         _assert_alive_and_intact(lp, before)
         # Both slots are free again: two associations at once work.
         with _association(lp.port, "AGAIN1"), _association(lp.port, "AGAIN2") as second:
             rsp = second.send_c_store(_with_uid(_ct()[0], dl.synth.uid("after-limit")))
             assert rsp.Status == 0
+
+
+@pytest.mark.peers
+def test_a_released_association_frees_its_slot_at_once(tmp_path: Path) -> None:
+    """With one slot, associations opened right after the previous one was released are
+    all accepted, from dicomlab and from dcmtk: the slot is free once the release is
+    answered, though the server's thread for it may take a moment more to end."""
+    echoscu = need_peer("echoscu")
+    with dl.LocalPACS(tmp_path / "pacs", port=0, max_associations=1, allow_unknown="all") as lp:
+        for i in range(30):
+            r = dl.echo(lp.node, calling_ae=f"NEXT{i}")
+            assert r.ok, f"echo {i}: {r.detail}"
+        for i in range(10):
+            done = subprocess.run(
+                [echoscu, "-aet", f"DCMTK{i}", "-aec", lp.ae_title, "127.0.0.1", str(lp.port)],
+                env=peer_env(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+        assert lp.stats["rejected"] == 0
 
 
 # -- 6. stopping with associations open ---------------------------------------------------
@@ -659,3 +682,41 @@ def test_instances_parse_every_time_of_day(tmp_path: Path, monkeypatch: pytest.M
         df = lp.instances()
     assert len(df) >= 2 and str(df.received_at.dtype) == "datetime64[ns, UTC]"
     assert (df.received_at == pd.Timestamp("2026-11-23T20:26:14Z")).all()
+
+
+def test_settle_waits_for_an_instance_still_being_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a retrieve counts includes an instance whose add was under way when the
+    operation ended (its sender may have given up mid-store)."""
+    from pydicom.filebase import DicomBytesIO
+
+    from dicomlab.server.archive import Archive, header_row
+
+    archive = Archive(tmp_path / "a", fsync=False)
+    ds = _ct()[0]
+    buf = DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    write = archive._write
+
+    def slow_write(*args: Any) -> int:
+        time.sleep(0.4)
+        return write(*args)
+
+    monkeypatch.setattr(archive, "_write", slow_write)
+    row = header_row(ds)
+    adder = threading.Thread(
+        target=archive.add, args=(row, str(ds.file_meta.TransferSyntaxUID), [buf.getvalue()])
+    )
+    adder.start()
+    time.sleep(0.1)
+    study = str(ds.StudyInstanceUID)
+    assert archive.index.count_matching({"StudyInstanceUID": study})[0] == 0
+    t0 = time.monotonic()
+    assert archive.settle("1.2.3.another.study", 5)  # nothing of it under way: at once
+    assert time.monotonic() - t0 < 0.1
+    assert archive.settle(study, 5)
+    assert archive.index.count_matching({"StudyInstanceUID": study})[0] == 1
+    assert archive.settle(study, 0)  # settled: true at once
+    adder.join()
+    archive.close()

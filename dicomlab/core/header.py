@@ -13,18 +13,27 @@ the wanted tags) returns ``None`` and the caller falls back to pydicom.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import PN_DELIMS
 
-__all__ = ["IMPLEMENTATION_UID", "IMPLEMENTATION_VERSION", "encode_file_meta", "scan_header"]
+__all__ = [
+    "CHARSET_TAG",
+    "IMPLEMENTATION_UID",
+    "IMPLEMENTATION_VERSION",
+    "encode_file_meta",
+    "encodings_of",
+    "scan_elements",
+    "scan_header",
+]
 
 # dicomlab's implementation class UID (PS3.7 D.3.3.2), under the UUID-derived root 2.25.
 IMPLEMENTATION_UID = "2.25.226918052906498262405914311036853104837"
 IMPLEMENTATION_VERSION = "DICOMLAB_010"
 IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 _LONG_VRS = {
@@ -42,9 +51,51 @@ _LONG_VRS = {
     b"UT",
     b"UV",
 }
+_VR_NAMES = {
+    name.encode(): name
+    for name in [
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
+}
 _TEXT_VRS = {"SH", "LO", "ST", "LT", "UC", "UT", "PN"}
-_CHARSET_TAG = 0x00080005
+CHARSET_TAG = 0x00080005
 _UNDEFINED = 0xFFFFFFFF
+_unpack_implicit = struct.Struct("<HHI").unpack_from
+_unpack_explicit = struct.Struct("<HH2sH").unpack_from
+_unpack_u32 = struct.Struct("<I").unpack_from
 
 
 def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
@@ -54,6 +105,70 @@ def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
     else:
         text = raw.decode("ascii", "replace")
     return text.rstrip(" \x00").lstrip(" ") if vr != "UI" else text.rstrip("\x00 ")
+
+
+def scan_elements(
+    data: bytes | memoryview,
+    transfer_syntax: str,
+    wanted: Container[int],
+    last: int,
+    whole: bool = True,
+) -> dict[int, tuple[str, bytes]] | None:
+    """The raw ``(VR, value bytes)`` of the ``wanted`` tags present in an encoded data set,
+    or ``None`` when it cannot be walked safely (the caller falls back to pydicom).
+
+    The walk stops at the first tag past ``last``. In implicit VR the VR comes from
+    the data dictionary. With ``whole=False`` ``data`` is only the start of the data
+    set: ``None`` unless the walk got past ``last`` within it.
+    """
+    if transfer_syntax in (EXPLICIT_BE, DEFLATED):
+        return None
+    implicit = transfer_syntax == IMPLICIT_LE
+    raw_values: dict[int, tuple[str, bytes]] = {}
+    buf = data if isinstance(data, bytes) else memoryview(data)
+    pos, end = 0, len(buf)
+    try:
+        while pos + 8 <= end:
+            if implicit:
+                group, elem, length = _unpack_implicit(buf, pos)
+                tag = (group << 16) | elem
+                if tag > last:
+                    whole = True  # everything wanted lies before this point
+                    break
+                vr = dictionary_VR(tag) if tag in wanted else ""
+                pos += 8
+            else:
+                group, elem, vr_bytes, length = _unpack_explicit(buf, pos)
+                tag = (group << 16) | elem
+                if tag > last:
+                    whole = True
+                    break
+                if vr_bytes in _LONG_VRS:
+                    length = _unpack_u32(buf, pos + 8)[0]
+                    pos += 12
+                else:
+                    pos += 8
+                vr = _VR_NAMES.get(vr_bytes) or vr_bytes.decode("ascii", "replace")
+            if length == _UNDEFINED:
+                return None  # an undefined-length item before our tags: let pydicom walk it
+            if pos + length > end:
+                return None  # truncated
+            if tag in wanted:
+                raw_values[tag] = (vr, bytes(buf[pos : pos + length]))
+            pos += length
+    except (struct.error, KeyError):  # KeyError: a wanted tag the dictionary lacks (implicit VR)
+        return None
+    if not whole:
+        return None  # ran out of data before the last wanted tag
+    return raw_values
+
+
+def encodings_of(raw_values: Mapping[int, tuple[str, bytes]]) -> list[str]:
+    """Python codecs for the Specific Character Set (0008,0005) among ``raw_values``."""
+    raw = raw_values.get(CHARSET_TAG)
+    charset = raw[1].decode("ascii", "replace") if raw else ""
+    terms = [t.strip() for t in charset.split("\\")] if charset.strip() else None
+    return list(convert_encodings(terms))
 
 
 def scan_header(
@@ -70,55 +185,17 @@ def scan_header(
     """
     if transfer_syntax in (EXPLICIT_BE, DEFLATED):
         return None
-    implicit = transfer_syntax == IMPLICIT_LE
     wanted: dict[int, str] = {}
     for kw in keywords:
         tag = tag_for_keyword(kw)
         if tag is None:
             raise ValueError(f"unknown DICOM keyword {kw!r}")
         wanted[tag] = kw
-    wanted[_CHARSET_TAG] = "SpecificCharacterSet"
-    last = max(wanted)
-    raw_values: dict[int, tuple[str, bytes]] = {}
-    buf = memoryview(data)
-    pos, end = 0, len(buf)
-    unpack_tag = struct.Struct("<HH").unpack_from
-    unpack_u32 = struct.Struct("<I").unpack_from
-    unpack_u16 = struct.Struct("<H").unpack_from
-    try:
-        while pos + 8 <= end:
-            group, elem = unpack_tag(buf, pos)
-            tag = (group << 16) | elem
-            if tag > last:
-                whole = True  # everything wanted lies before this point
-                break
-            if implicit:
-                length = unpack_u32(buf, pos + 4)[0]
-                vr = dictionary_VR(tag) if tag in wanted else ""
-                pos += 8
-            else:
-                vr_bytes = bytes(buf[pos + 4 : pos + 6])
-                if vr_bytes in _LONG_VRS:
-                    length = unpack_u32(buf, pos + 8)[0]
-                    pos += 12
-                else:
-                    length = unpack_u16(buf, pos + 6)[0]
-                    pos += 8
-                vr = vr_bytes.decode("ascii", "replace")
-            if length == _UNDEFINED:
-                return None  # an undefined-length item before our tags: let pydicom walk it
-            if pos + length > end:
-                return None  # truncated
-            if tag in wanted:
-                raw_values[tag] = (vr, bytes(buf[pos : pos + length]))
-            pos += length
-    except struct.error:
+    wanted[CHARSET_TAG] = "SpecificCharacterSet"
+    raw_values = scan_elements(data, transfer_syntax, wanted, max(wanted), whole)
+    if raw_values is None:
         return None
-    if not whole:
-        return None  # ran out of data before the last wanted tag
-    charset_raw = raw_values.get(_CHARSET_TAG, ("CS", b""))[1].decode("ascii", "replace")
-    terms = [t.strip() for t in charset_raw.split("\\")] if charset_raw.strip() else None
-    encodings = convert_encodings(terms)
+    encodings = encodings_of(raw_values)
     out: dict[str, str] = {}
     for tag, kw in wanted.items():
         if tag in raw_values:

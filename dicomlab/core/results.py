@@ -23,8 +23,9 @@ not decode is replaced (U+FFFD) and flagged in ``df.attrs["undecodable"]``.
 from __future__ import annotations
 
 import re
+import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta, timezone
 from typing import Any
 
@@ -39,7 +40,23 @@ __all__ = ["ResultBuilder", "dtype_for"]
 _INT_VRS = {"IS", "US", "UL", "SS", "SL", "UV", "SV"}
 _FLOAT_VRS = {"DS", "FL", "FD"}
 _TEXT_VRS = {"SH", "LO", "ST", "LT", "UC", "UT", "PN"}
-_TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
+_UNTRIMMED = {"LT", "ST", "UT"}
+_TRIMMED = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI", "UR"}
+"""VRs whose text is the decoded value without trailing spaces/NULs or leading spaces."""
+_BINARY = {
+    vr: struct.Struct(fmt)
+    for vr, fmt in (
+        ("US", "<H"),
+        ("SS", "<h"),
+        ("UL", "<I"),
+        ("SL", "<l"),
+        ("UV", "<Q"),
+        ("SV", "<q"),
+        ("FL", "<f"),
+        ("FD", "<d"),
+    )
+}
+_TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$", re.ASCII)
 _DT_RE = re.compile(
     r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?$"
 )
@@ -83,20 +100,28 @@ def _decode(raw: bytes, vr: str, encodings: list[str]) -> tuple[str, bool]:
             return raw.decode("utf-8", "replace"), False
 
 
+def _text(raw: bytes, vr: str, encodings: list[str]) -> tuple[str, bool]:
+    """An element's text from its raw (little endian) value bytes; ``ok=False`` if it
+    did not decode."""
+    if vr in _BINARY:
+        fmt = _BINARY[vr]
+        whole = len(raw) - len(raw) % fmt.size
+        return "\\".join(str(v[0]) for v in fmt.iter_unpack(raw[:whole])), True
+    text, ok = (
+        _decode(raw, vr, encodings) if vr in _TEXT_VRS else (raw.decode("ascii", "replace"), True)
+    )
+    text = text.rstrip(" \x00") if vr != "UI" else text.rstrip("\x00 ")
+    return text.lstrip(" ") if vr not in _UNTRIMMED else text, ok
+
+
 def _raw_text(ds: Dataset, tag: int, vr: str, encodings: list[str]) -> tuple[str | None, bool]:
     """The text of an element from its raw bytes where possible (no lossy pydicom decode)."""
     if tag not in ds:
         return None, True
     raw_elem = ds.get_item(tag)
     value = getattr(raw_elem, "value", None)
-    if isinstance(value, bytes):
-        text, ok = (
-            _decode(value, vr, encodings)
-            if vr in _TEXT_VRS
-            else (value.decode("ascii", "replace"), True)
-        )
-        text = text.rstrip(" \x00") if vr != "UI" else text.rstrip("\x00 ")
-        return text.lstrip(" ") if vr not in ("LT", "ST", "UT") else text, ok
+    if isinstance(value, bytes) and vr not in _BINARY:  # binary: pydicom knows the byte order
+        return _text(value, vr, encodings)
     elem = ds[tag]
     if elem.value is None or elem.value == "":
         return "", True
@@ -134,6 +159,38 @@ class ResultBuilder:
         for kw in self.extra:
             self._cols[kw].append(extra.get(kw))
 
+    @property
+    def tags(self) -> list[int]:
+        """The tags of the result columns."""
+        return [tag for _, tag, _ in self._tags]
+
+    def add_raw(
+        self, values: Mapping[int, tuple[str, bytes]], encodings: list[str], **extra: Any
+    ) -> None:
+        """Add one identifier given as raw little-endian ``(VR, value bytes)`` by tag (as
+        :func:`dicomlab.core.header.scan_elements` reads them); ``encodings`` are the
+        codecs of its Specific Character Set. Same rows as :meth:`add`."""
+        row = len(self)
+        single = len(encodings) == 1
+        cols = self._cols
+        for kw, tag, vr in self._tags:
+            found = values.get(tag)
+            if found is None:
+                cols[kw].append(None)
+                continue
+            wire_vr, raw = found
+            if wire_vr and wire_vr != "UN":
+                vr = wire_vr
+            if vr in _TRIMMED and raw.isascii() and (single or b"\x1b" not in raw):
+                cols[kw].append(raw.decode("ascii").rstrip(" \x00").lstrip(" "))  # as _text
+                continue
+            text, ok = _text(raw, vr, encodings)
+            if not ok:
+                self.undecodable.append((row, kw))
+            cols[kw].append(text)
+        for kw in self.extra:
+            cols[kw].append(extra.get(kw))
+
     def frame(self, extra_dtypes: dict[str, str] | None = None) -> pd.DataFrame:
         """The typed DataFrame (same columns and dtypes when empty)."""
         data: dict[str, pd.Series] = {}
@@ -150,7 +207,7 @@ def _convert(values: list[str | None], vr: str) -> pd.Series:
     if vr == "DA":
         return pd.to_datetime(pd.Series(values, dtype="object"), format="%Y%m%d", errors="coerce")
     if vr == "TM":
-        return pd.Series([_tm(v) for v in values], dtype="timedelta64[ns]")
+        return _tm_series(values)
     if vr == "DT":
         parsed = [_dt(v) for v in values]
         if any(p is not None and p.tzinfo is not None for p in parsed):
@@ -173,17 +230,15 @@ def _first(value: str | None) -> str | None:
     return value.split("\\")[0].strip()
 
 
-def _tm(value: str | None) -> Any:
-    if not value:
-        return pd.NaT
-    m = _TM_RE.match(value.strip().replace(":", ""))
-    if not m:
-        return pd.NaT
-    h, mi, s, frac = m.groups()
-    if int(h) > 23 or int(mi or 0) > 59 or int(s or 0) > 60:  # 60: a leap second
-        return pd.NaT
-    micro = int((frac or "0").ljust(6, "0"))
-    return pd.Timedelta(hours=int(h), minutes=int(mi or 0), seconds=int(s or 0), microseconds=micro)
+def _tm_series(values: list[str | None]) -> pd.Series:
+    """TM values as time since midnight, parsed column-wise (NaT when empty or invalid)."""
+    text = pd.Series(values, dtype="string").str.strip().str.replace(":", "", regex=False)
+    parts = text.str.extract(_TM_RE)
+    h, mi, sec = (pd.to_numeric(parts[i]).fillna(0) for i in (0, 1, 2))
+    micro = pd.to_numeric(parts[3].fillna("0").str.ljust(6, "0"))
+    valid = parts[0].notna() & (h <= 23) & (mi <= 59) & (sec <= 60)  # 60: a leap second
+    ns = (((h * 60 + mi) * 60 + sec) * 1_000_000 + micro) * 1_000
+    return pd.Series(pd.to_timedelta(ns.where(valid), unit="ns"), dtype="timedelta64[ns]")
 
 
 def _dt(value: str | None) -> pd.Timestamp | None:

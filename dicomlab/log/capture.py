@@ -34,11 +34,11 @@ __all__ = [
     "connect_failed",
     "count_bytes",
     "current_job",
+    "direct_request",
+    "direct_response",
     "handshake_failed",
     "job_context",
     "observers",
-    "store_ended",
-    "store_started",
 ]
 
 log = logging.getLogger(__name__)
@@ -242,16 +242,21 @@ _STUDY_UID = ["StudyInstanceUID"]
 
 
 def _identifier_study(message: Any, rec: _Record) -> str | None:
+    data = getattr(message, "data_set", None)
+    if data is None or not hasattr(data, "getvalue"):
+        return None
+    return _study_of(data.getvalue(), rec.syntaxes.get(int(message.context_id or 0)))
+
+
+def _study_of(identifier: bytes, syntax: str | None) -> str | None:
     """The one Study Instance UID a query/retrieve identifier names, if it names one.
 
     Only this UID is read, by the fast header scan (a few microseconds for the small
     identifier); list and wildcard values are left out.
     """
-    data = getattr(message, "data_set", None)
-    syntax = rec.syntaxes.get(int(message.context_id or 0))
-    if data is None or not hasattr(data, "getvalue") or syntax is None:
+    if syntax is None:
         return None
-    values = scan_header(data.getvalue(), syntax, _STUDY_UID)
+    values = scan_header(identifier, syntax, _STUDY_UID)
     uid = (values or {}).get("StudyInstanceUID", "")
     if not uid or "\\" in uid or "*" in uid or "?" in uid:
         return None
@@ -279,24 +284,40 @@ def _dimse(event: Any, sent: bool) -> None:
             _identifier_study(message, rec) if service in _QR else None,
         )
         return
-    role = "SCP" if sent else "SCU"
-    op = rec.ops.get((role, int(cs.MessageIDBeingRespondedTo)))
-    if op is None or "Status" not in cs:
+    if "Status" not in cs:
         return
-    status = int(cs.Status)
+    counts = tuple(
+        int(cs[kw].value) if kw in cs and cs[kw].value is not None else None
+        for kw in _COUNTS.values()
+    )
+    role = "SCP" if sent else "SCU"
+    _response(rec, role, int(cs.MessageIDBeingRespondedTo), int(cs.Status), counts)
+
+
+_COUNTS = {
+    "n_completed": "NumberOfCompletedSuboperations",
+    "n_failed": "NumberOfFailedSuboperations",
+    "n_warning": "NumberOfWarningSuboperations",
+}
+
+
+def _response(
+    rec: _Record, role: str, message_id: int, status: int, counts: tuple[int | None, ...]
+) -> None:
+    """A response to the operation ``(role, message_id)``: pending ones count, a final
+    one ends it."""
+    op = rec.ops.get((role, message_id))
+    if op is None:
+        return
+    for column, value in zip(_COUNTS, counts, strict=False):
+        if value is not None:
+            op[column] = value
     category = status_category(status)
-    for column, keyword in (
-        ("n_completed", "NumberOfCompletedSuboperations"),
-        ("n_failed", "NumberOfFailedSuboperations"),
-        ("n_warning", "NumberOfWarningSuboperations"),
-    ):
-        if keyword in cs and cs[keyword].value is not None:
-            op[column] = int(cs[keyword].value)
     if category == "pending":
-        if service == "C-FIND":
+        if op["service"] == "C-FIND":
             op["n_matches"] += 1
         return
-    del rec.ops[(role, op["message_id"])]
+    del rec.ops[(role, message_id)]
     _end_op(rec, op, status, category)
 
 
@@ -327,29 +348,38 @@ def _start_op(
     }
 
 
-def store_started(
+def direct_request(
     assoc: Any,
     role: str,
+    service: str,
     message_id: int,
     sop_class: str | None,
     sop_instance: str | None,
     context_id: int,
-    nbytes: int,
+    nbytes: int | None = None,
+    identifier: bytes | None = None,
 ) -> None:
-    """A C-STORE request handled outside pynetdicom's DIMSE layer (the direct path)."""
-    rec = _record(assoc)
-    if rec is not None:
-        _start_op(rec, role, "C-STORE", message_id, sop_class, sop_instance, context_id, nbytes)
-
-
-def store_ended(assoc: Any, role: str, message_id: int, status: int) -> None:
-    """The response to a C-STORE begun with :func:`store_started`."""
+    """A request handled outside pynetdicom's DIMSE layer (the direct path); for C-FIND
+    and C-GET ``identifier`` is the encoded query (its study UID is logged)."""
     rec = _record(assoc)
     if rec is None:
         return
-    op = rec.ops.pop((role, message_id), None)
-    if op is not None:
-        _end_op(rec, op, status, status_category(status))
+    study = _study_of(identifier, rec.syntaxes.get(context_id)) if identifier else None
+    _start_op(rec, role, service, message_id, sop_class, sop_instance, context_id, nbytes, study)
+
+
+def direct_response(
+    assoc: Any,
+    role: str,
+    message_id: int,
+    status: int,
+    counts: tuple[int | None, ...] = (),
+) -> None:
+    """A response to a request begun with :func:`direct_request` (``counts``: completed,
+    failed and warning sub-operations, where the response carries them)."""
+    rec = _record(assoc)
+    if rec is not None:
+        _response(rec, role, message_id, status, counts)
 
 
 def count_bytes(assoc: Any, sent: int = 0, received: int = 0) -> None:

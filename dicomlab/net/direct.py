@@ -36,10 +36,10 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -55,6 +55,7 @@ from dicomlab.log import capture
 from dicomlab.net import wire
 
 __all__ = [
+    "Channel",
     "Park",
     "Reply",
     "Sender",
@@ -75,6 +76,7 @@ _PIECE = 4 << 20
 _READ = 256 * 1024
 _TICK_S = 0.05
 _PARK_WAIT_S = 2.0
+_RESPONSE_NAMES = {wire.C_STORE_RSP: "C-STORE", wire.C_FIND_RSP: "C-FIND", wire.C_GET_RSP: "C-GET"}
 
 _WATCHED = (
     evt.EVT_DIMSE_RECV,
@@ -217,8 +219,8 @@ def serve_store(dul: Any) -> bool:
     capture.count_bytes(assoc, received=scan.pos)
     mid = command.message_id
     sop_class, sop_instance = command.sop_class or "", command.sop_instance or ""
-    capture.store_started(
-        assoc, "SCP", mid, sop_class, sop_instance, context_id, data.getbuffer().nbytes
+    capture.direct_request(
+        assoc, "SCP", "C-STORE", mid, sop_class, sop_instance, context_id, data.getbuffer().nbytes
     )
     try:
         result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
@@ -237,7 +239,7 @@ def serve_store(dul: Any) -> bool:
         dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
         return True
     capture.count_bytes(assoc, sent=len(pdu))
-    capture.store_ended(assoc, "SCP", mid, status)
+    capture.direct_response(assoc, "SCP", mid, status)
     return True
 
 
@@ -311,19 +313,24 @@ def dataset_offset(head: bytes | memoryview) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What came of one direct C-STORE: a status, or why there is none."""
+    """What came of one direct operation: a final status, or why there is none
+    (``timed_out``: no response in time, we aborted; ``peer_ended``: the peer aborted
+    or closed the connection)."""
 
     status: int | None
     error_comment: str | None = None
     error: str | None = None
+    timed_out: bool = False
+    peer_ended: bool = False
 
 
-class Sender:
-    """Sends files as C-STOREs on one adapted association, from the calling thread.
+class Channel:
+    """DIMSE messages on one adapted association, sent and read from the calling thread.
 
-    Use as a context manager around a run of sends; :meth:`store_file` parks the
-    DUL on first use and :meth:`release` hands the socket back (before any
-    pynetdicom operation on the same association, and on exit).
+    Use as a context manager around a run of operations: the first one parks the DUL
+    thread and :meth:`release` hands the socket back (before any pynetdicom operation
+    on the same association, and on exit). Anything that breaks an operation midway
+    aborts the association and marks the channel :attr:`broken`: it is never reused.
     """
 
     def __init__(self, assoc: Any) -> None:
@@ -331,7 +338,6 @@ class Sender:
         dul = assoc.dul
         self._park: Park | None = getattr(dul, "_dl_park", None)
         self._parked = False
-        self._next_id = 1
         self.broken: str | None = None
 
     @property
@@ -343,11 +349,22 @@ class Sender:
             and _only_known_observers(self.assoc)
         )
 
-    def __enter__(self) -> Sender:
+    @property
+    def peer_max_pdu(self) -> int:
+        """The peer's maximum PDU length (0: no limit)."""
+        return _peer_max_pdu(self.assoc)
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def _message_id(self) -> int:
+        """The next message ID on this association (1 to 65535, then round again)."""
+        mid = int(getattr(self.assoc, "_dl_message_id", 0)) % 0xFFFF + 1
+        self.assoc._dl_message_id = mid
+        return mid
 
     def _hold(self) -> bool:
         if self._parked:
@@ -376,7 +393,7 @@ class Sender:
         if timer is not None:
             timer.restart()
 
-    def _fail(self, reason: str, abort: bool = True) -> Reply:
+    def _fail(self, reason: str, abort: bool = True, timed_out: bool = False) -> Reply:
         self.broken = reason
         self.release()
         if abort and self.assoc.is_established:
@@ -385,7 +402,88 @@ class Sender:
             deadline = time.monotonic() + 1.0
             while self.assoc.is_established and time.monotonic() < deadline:
                 time.sleep(0.005)
-        return Reply(None, error=reason)
+        return Reply(None, error=reason, timed_out=timed_out, peer_ended=not abort)
+
+    def _send(self, blobs: Iterable[bytes]) -> Reply | None:
+        """Write ``blobs`` to the socket; a failed :class:`Reply` if the connection broke."""
+        raw = self.assoc.dul.socket.socket
+        sent = 0
+        try:
+            for blob in blobs:
+                raw.sendall(blob)
+                sent += len(blob)
+        except OSError as exc:
+            return self._fail(f"the connection broke while sending: {exc}")
+        finally:
+            capture.count_bytes(self.assoc, sent=sent)
+        return None
+
+    def _next(
+        self, wanted: tuple[int, ...], limit: int, timeout: float | None, what: str
+    ) -> wire.MessageScan | Reply:
+        """Wait up to ``timeout`` for the next whole message, one of ``wanted``; its scan
+        (the bytes stay in the buffer up to ``scan.pos``), or a failed :class:`Reply`."""
+        sock = self.assoc.dul.socket
+        buf = sock._dl_buffer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        scan = wire.MessageScan(limit, wanted=wanted)
+        while True:
+            need = scan.feed(buf)
+            if need == 0:
+                return scan
+            if need is None:
+                kind = buf[0] if buf else None
+                if kind == 0x07:
+                    return self._fail("the peer aborted the association", abort=False)
+                if kind == 0x05:
+                    return self._fail("the peer asked to release the association mid-operation")
+                return self._fail(f"the peer answered with something other than a {what}")
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return self._fail(f"no {what} within {timeout:g} s", timed_out=True)
+            got = _recv_more(sock, wait)
+            if got is False:
+                return self._fail("the peer closed the connection", abort=False)
+
+    def _operate(self, operation: Callable[[int], Reply]) -> Reply | None:
+        """Run ``operation(message_id)`` with the DUL parked; None if it cannot be parked
+        (nothing sent). An exception or interrupt aborts the association, then propagates."""
+        if not self._hold():
+            return None
+        mid = self._message_id()
+        try:
+            return operation(mid)
+        except BaseException:  # mid-message: the association cannot be reused
+            self._fail("interrupted")
+            raise
+
+    def _request(self, context_id: int, command: bytes, data: Iterable[bytes]) -> Reply | None:
+        """Write a request: its command set, then the P-DATA-TF PDUs of its data set."""
+        head = wire.command_pdu(context_id, command, self.peer_max_pdu)
+        return self._send(blocks(itertools.chain([head], data)))
+
+    def _response(
+        self, kind: int, mid: int, limit: int, timeout: float | None
+    ) -> wire.MessageScan | Reply:
+        """The next response (``kind``: its command field) to message ``mid``, as
+        :meth:`_next`; a response to another message ends the association."""
+        name = _RESPONSE_NAMES[kind]
+        scan = self._next((kind,), limit, timeout, f"{name} response")
+        if isinstance(scan, Reply):
+            return scan
+        command = scan.command
+        assert command is not None
+        if command.responded_to != mid or command.status is None:
+            return self._fail(f"a {name}-RSP for message {command.responded_to}, not {mid}")
+        return scan
+
+    def _consume(self, scan: wire.MessageScan) -> None:
+        del self.assoc.dul.socket._dl_buffer[: scan.pos]
+        capture.count_bytes(self.assoc, received=scan.pos)
+
+
+class Sender(Channel):
+    """Sends files as C-STOREs on one adapted association, from the calling thread."""
 
     def store_file(
         self,
@@ -407,17 +505,13 @@ class Sender:
         except OSError:
             return None  # pynetdicom's path reports the file error as before
         offset = dataset_offset(content)
-        if offset is None or not self._hold():
+        if offset is None:
             return None
-        mid = self._next_id
-        self._next_id = self._next_id % 0xFFFF + 1
-        try:
-            return self._exchange(
+        return self._operate(
+            lambda mid: self._exchange(
                 path, content, offset, size, sop_class, sop_instance, context_id, mid, timeout
             )
-        except BaseException:  # an interrupt mid-message: the association cannot be reused
-            self._fail("interrupted")
-            raise
+        )
 
     def _exchange(
         self,
@@ -432,55 +526,23 @@ class Sender:
         timeout: float | None,
     ) -> Reply:
         assoc = self.assoc
-        raw = assoc.dul.socket.socket
         max_pdu = _peer_max_pdu(assoc)
-        capture.store_started(assoc, "SCU", mid, sop_class, sop_instance, context_id, size - offset)
-        head = wire.command_pdu(
-            context_id, wire.store_request(mid, sop_class, sop_instance), max_pdu
+        capture.direct_request(
+            assoc, "SCU", "C-STORE", mid, sop_class, sop_instance, context_id, size - offset
         )
         pdus = (
             wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)
             if size <= _FILE_LIMIT
             else file_pdus(path, offset, context_id, max_pdu)
         )
-        sent = 0
-        try:
-            for blob in blocks(itertools.chain([head], pdus)):
-                raw.sendall(blob)
-                sent += len(blob)
-        except OSError as exc:
-            capture.count_bytes(assoc, sent=sent)
-            return self._fail(f"the connection broke while sending: {exc}")
-        capture.count_bytes(assoc, sent=sent)
-        return self._response(mid, timeout)
-
-    def _response(self, mid: int, timeout: float | None) -> Reply:
-        assoc, sock = self.assoc, self.assoc.dul.socket
-        buf = sock._dl_buffer
-        deadline = None if timeout is None else time.monotonic() + timeout
-        scan = wire.MessageScan(_RESPONSE_LIMIT, wanted=wire.C_STORE_RSP)
-        while True:
-            need = scan.feed(buf)
-            if need == 0:
-                break
-            if need is None:
-                kind = buf[0] if buf else None
-                if kind == 0x07:
-                    return self._fail("the peer aborted the association", abort=False)
-                if kind == 0x05:
-                    return self._fail("the peer asked to release the association mid-operation")
-                return self._fail("the peer answered with something other than a C-STORE-RSP")
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                return self._fail(f"no C-STORE response within {timeout:g} s")
-            got = _recv_more(sock, wait)
-            if got is False:
-                return self._fail("the peer closed the connection", abort=False)
+        failed = self._request(context_id, wire.store_request(mid, sop_class, sop_instance), pdus)
+        if failed is not None:
+            return failed
+        scan = self._response(wire.C_STORE_RSP, mid, _RESPONSE_LIMIT, timeout)
+        if isinstance(scan, Reply):
+            return scan
         command = scan.command
-        assert command is not None
-        if command.responded_to != mid or command.status is None:
-            return self._fail(f"a C-STORE-RSP for message {command.responded_to}, not {mid}")
-        del buf[: scan.pos]
-        capture.count_bytes(assoc, received=scan.pos)
-        capture.store_ended(assoc, "SCU", mid, command.status)
+        assert command is not None and command.status is not None
+        self._consume(scan)
+        capture.direct_response(assoc, "SCU", mid, command.status)
         return Reply(command.status, command.error_comment)

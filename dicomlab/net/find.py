@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import threading
@@ -13,11 +14,19 @@ from typing import Any
 
 import pandas as pd
 from pynetdicom.association import Association
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from dicomlab.core.header import (
+    CHARSET_TAG,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    encodings_of,
+    scan_elements,
+)
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query, to_identifier
@@ -26,6 +35,7 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, NoAcceptedContext, ValidationError
 from dicomlab.net import diagnose
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.direct_qr import Querier
 from dicomlab.net.transport import quiesce
 
 __all__ = ["find", "find_many", "reconcile"]
@@ -77,6 +87,9 @@ def _run_find(
     **extra: Any,
 ) -> _Outcome:
     """Send one C-FIND on an open association, streaming matches into ``builder``."""
+    direct = _run_direct(assoc, model, identifier, builder, node, extra)
+    if direct is not None:
+        return direct
     out = _Outcome()
     quiesce(assoc)
     last = time.monotonic()
@@ -84,31 +97,106 @@ def _run_find(
         if "Status" not in status:
             # pynetdicom aborts the association itself when its DIMSE timeout expires:
             # tell that from the peer aborting by the time we waited.
-            out.error = (
-                f"no C-FIND response from {node.address} within {node.timeout:g} s "
-                "(timed out; the association was aborted)"
-                if diagnose.waited_out(node, time.monotonic() - last)
-                else f"{node.address} aborted the association during C-FIND"
-            )
+            out.error = _broken(node, diagnose.waited_out(node, time.monotonic() - last))
             break
         last = time.monotonic()
         code = int(status.Status)
-        info = decode_status(code)
-        if info.category == "pending":
+        if decode_status(code).category == "pending":
             if rsp is not None:
                 builder.add(rsp, **extra)
                 out.n += 1
             continue
-        out.status = code
-        if info.category == "cancel":
-            out.error = (
-                f"the peer stopped after {out.n} matches with {info} "
-                "(often a result cap, such as Orthanc's LimitFindResults): the result is partial"
-            )
-        elif info.category != "success":
-            out.error = f"C-FIND ended with {info} after {out.n} matches"
+        _final(out, code)
         break
     return out
+
+
+def _broken(node: Node, timed_out: bool) -> str:
+    """Why a C-FIND ended without a final status."""
+    if timed_out:
+        return (
+            f"no C-FIND response from {node.address} within {node.timeout:g} s "
+            "(timed out; the association was aborted)"
+        )
+    return f"{node.address} aborted the association during C-FIND"
+
+
+def _final(out: _Outcome, code: int) -> None:
+    """Record the final status ``code`` of a C-FIND that returned ``out.n`` matches."""
+    info = decode_status(code)
+    out.status = code
+    if info.category == "cancel":
+        out.error = (
+            f"the peer stopped after {out.n} matches with {info} "
+            "(often a result cap, such as Orthanc's LimitFindResults): the result is partial"
+        )
+    elif info.category != "success":
+        out.error = f"C-FIND ended with {info} after {out.n} matches"
+
+
+def _run_direct(
+    assoc: Association,
+    model: Any,
+    identifier: Any,
+    builder: ResultBuilder,
+    node: Node,
+    extra: dict[str, Any],
+) -> _Outcome | None:
+    """The C-FIND on :mod:`dicomlab.net.direct_qr`'s path; None when it cannot go that way
+    (nothing was sent: pynetdicom's path runs it)."""
+    cx = next((c for c in assoc.accepted_contexts if str(c.abstract_syntax) == str(model)), None)
+    if cx is None or cx.context_id is None:
+        return None
+    syntax = str(cx.transfer_syntax[0])
+    if syntax not in (IMPLICIT_LE, EXPLICIT_LE):
+        return None
+    encoded = encode(identifier, syntax == IMPLICIT_LE, True)
+    if encoded is None:
+        return None
+    reader = _IdentifierReader(builder, syntax, extra)
+    with Querier(assoc) as querier:
+        reply = querier.find(cx.context_id, str(model), encoded, reader, assoc.dimse_timeout)
+    if reply is None:
+        return None
+    out = _Outcome()
+    out.n = reader.n
+    if reply.status is None:
+        out.error = (
+            _broken(node, reply.timed_out)
+            if reply.timed_out or reply.peer_ended
+            else f"C-FIND on {node.address} broke off: {reply.error}"
+        )
+    else:
+        _final(out, reply.status)
+    return out
+
+
+class _IdentifierReader:
+    """Turns each response identifier's bytes into a row of ``builder``: only the wanted
+    attributes are read (pydicom decodes the rare identifier the scan cannot walk)."""
+
+    def __init__(self, builder: ResultBuilder, syntax: str, extra: dict[str, Any]) -> None:
+        self.builder = builder
+        self.syntax = syntax
+        self.implicit = syntax == IMPLICIT_LE
+        self.extra = extra
+        self.wanted = frozenset([*builder.tags, CHARSET_TAG])
+        self.last = max(self.wanted)
+        self.n = 0
+        self._encodings: dict[bytes, list[str]] = {}
+
+    def __call__(self, data: bytes) -> None:
+        values = scan_elements(data, self.syntax, self.wanted, self.last)
+        if values is None:
+            ds = decode(io.BytesIO(data), self.implicit, True)
+            self.builder.add(ds, **self.extra)
+        else:
+            charset = values.get(CHARSET_TAG, ("CS", b""))[1]
+            encodings = self._encodings.get(charset)
+            if encodings is None:
+                encodings = self._encodings[charset] = encodings_of(values)
+            self.builder.add_raw(values, encodings, **self.extra)
+        self.n += 1
 
 
 def find(

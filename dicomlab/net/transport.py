@@ -91,6 +91,15 @@ class _ClientSocket(AssociationSocket):
 class ClientAE(AE):
     """pynetdicom's AE with dicomlab's client socket."""
 
+    @property
+    def active_associations(self) -> list[Association]:
+        """The AE's associations still in use: one that has been released, aborted or
+        rejected no longer counts (against ``maximum_associations`` in particular),
+        though its thread may take a moment more to end. Otherwise a peer that opens
+        its next association right after releasing one could be refused with "local
+        limit exceeded" by a server allowing one association."""
+        return [a for a in super().active_associations if not _finished(a)]
+
     def _create_socket(
         self,
         assoc: Association,
@@ -102,6 +111,15 @@ class ClientAE(AE):
         fastpath.install(assoc, sock)  # called before the association starts
         capture.attach(assoc, "SCU", tls=tls_args is not None)
         return sock
+
+
+def _finished(assoc: Any) -> bool:
+    return bool(
+        assoc.is_released
+        or assoc.is_aborted
+        or assoc.is_rejected
+        or getattr(assoc, "_dl_ending", False)
+    )
 
 
 def connect_error_of(assoc: Association) -> OSError | None:

@@ -1,6 +1,8 @@
-"""Bytes on the wire for C-STORE: command sets and P-DATA-TF framing. Pure; no sockets.
+"""Bytes on the wire for C-STORE, C-FIND and C-GET: command sets and P-DATA-TF framing.
+Pure; no sockets.
 
-The direct C-STORE path (:mod:`dicomlab.net.direct`) reads and writes these itself
+The direct paths (:mod:`dicomlab.net.direct`, :mod:`dicomlab.net.direct_qr`) read and
+write these themselves
 instead of building pynetdicom primitives and pydicom datasets for every message.
 Everything here follows PS3.7 (command sets: group 0000, always Implicit VR Little
 Endian, Annex E) and PS3.8 (P-DATA-TF PDUs and their presentation data values,
@@ -14,6 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
+    "C_FIND_RQ",
+    "C_FIND_RSP",
+    "C_GET_RQ",
+    "C_GET_RSP",
     "C_STORE_RQ",
     "C_STORE_RSP",
     "Command",
@@ -22,16 +28,21 @@ __all__ = [
     "data_pdus",
     "decode_command",
     "pdu",
+    "query_request",
     "store_request",
     "store_response",
 ]
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
+C_GET_RQ = 0x0010
+C_GET_RSP = 0x8010
 NO_DATA_SET = 0x0101
 """Command Data Set Type (0000,0800) meaning "no data set follows"."""
 
-# Command elements (PS3.7 E.1) used by C-STORE.
+# Command elements (PS3.7 E.1) used by C-STORE, C-FIND and C-GET.
 _GROUP_LENGTH = 0x0000_0000
 _AFFECTED_CLASS = 0x0000_0002
 _COMMAND_FIELD = 0x0000_0100
@@ -42,6 +53,10 @@ _DATA_SET_TYPE = 0x0000_0800
 _STATUS = 0x0000_0900
 _ERROR_COMMENT = 0x0000_0902
 _AFFECTED_INSTANCE = 0x0000_1000
+_REMAINING = 0x0000_1020
+_COMPLETED = 0x0000_1021
+_FAILED = 0x0000_1022
+_WARNING = 0x0000_1023
 _MOVE_ORIGINATOR_AE = 0x0000_1030
 _MOVE_ORIGINATOR_ID = 0x0000_1031
 
@@ -122,9 +137,24 @@ def store_response(
     return _command(elements)
 
 
+def query_request(command_field: int, message_id: int, sop_class: str, priority: int = 0) -> bytes:
+    """The command set of a C-FIND-RQ or C-GET-RQ (PS3.7 9.3.2.1, 9.3.3.1); the
+    identifier follows as a data set."""
+    return _command(
+        [
+            (_AFFECTED_CLASS, _uid(sop_class)),
+            (_COMMAND_FIELD, _US.pack(command_field)),
+            (_MESSAGE_ID, _US.pack(message_id)),
+            (_PRIORITY, _US.pack(priority)),
+            (_DATA_SET_TYPE, _US.pack(0x0001)),
+        ]
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
-    """The C-STORE-relevant fields of a decoded command set (absent: None)."""
+    """The fields of a decoded command set that C-STORE, C-FIND and C-GET use
+    (absent: None)."""
 
     command_field: int | None
     message_id: int | None
@@ -137,6 +167,10 @@ class Command:
     error_comment: str | None
     move_originator_ae: str | None
     move_originator_id: int | None
+    remaining: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    warning: int | None = None
 
     @property
     def has_data_set(self) -> bool:
@@ -180,6 +214,10 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         error_comment=text(_ERROR_COMMENT),
         move_originator_ae=text(_MOVE_ORIGINATOR_AE),
         move_originator_id=us(_MOVE_ORIGINATOR_ID),
+        remaining=us(_REMAINING),
+        completed=us(_COMPLETED),
+        failed=us(_FAILED),
+        warning=us(_WARNING),
     )
 
 
@@ -236,7 +274,7 @@ class MessageScan:
     """
 
     limit: int
-    wanted: int = C_STORE_RQ
+    wanted: tuple[int, ...] = (C_STORE_RQ,)
     pos: int = 0
     context_id: int | None = None
     command_bytes: bytearray = field(default_factory=bytearray)
@@ -290,7 +328,7 @@ class MessageScan:
                         self.command = decode_command(self.command_bytes)
                     except ValueError:
                         return None
-                    if self.command.command_field != self.wanted:
+                    if self.command.command_field not in self.wanted:
                         return None
                     if not self.command.has_data_set:
                         return True if item_end == end else None

@@ -135,9 +135,10 @@ class Archive:
         self.fsync = fsync
         self.index = Index(self.root / "index.sqlite")
         self.stats = {"stored": 0, "duplicates": 0, "failed": 0, "bytes": 0}
-        self._inflight: set[str] = set()
+        self._inflight: dict[str, str] = {}  # SOP Instance UID -> its study, while being added
         self._checked: set[Path] = set()  # series folders created and verified inside files/
         self._lock = threading.Lock()
+        self._added = threading.Condition(self._lock)
         self._clean_temporaries()
 
     def close(self) -> None:
@@ -212,7 +213,7 @@ class Archive:
             if uid in self._inflight or self.index.contains(uid):
                 self.stats["duplicates"] += 1
                 return "duplicate"
-            self._inflight.add(uid)
+            self._inflight[uid] = str(row.get("StudyInstanceUID") or "")
         try:
             path = self.path_for(row)
             size = self._write(path, chunks)
@@ -231,7 +232,15 @@ class Archive:
             return "stored"
         finally:
             with self._lock:
-                self._inflight.discard(uid)
+                del self._inflight[uid]
+                self._added.notify_all()
+
+    def settle(self, study: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until no instance of ``study`` is being added; whether
+        none is. A retrieve counts what arrived after this: an instance whose sender gave
+        up (the association aborted mid-store) may still be on its way to the index."""
+        with self._added:
+            return self._added.wait_for(lambda: study not in self._inflight.values(), timeout)
 
     def import_files(self, path: str | os.PathLike[str]) -> pd.DataFrame:
         """Copy existing DICOM files (a file or a folder, recursively) into the archive.

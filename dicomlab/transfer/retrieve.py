@@ -355,6 +355,7 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
         if ctx.cancel.is_set():
             row["error"] = "cancelled"
             break
+    ctx.into.archive.settle(item.study, ctx.node.timeout)
     have, size = ctx.into.archive.index.count_matching(item.filters())
     duration = time.perf_counter() - t0
     row.update(
