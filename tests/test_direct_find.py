@@ -154,17 +154,17 @@ def local(
 
 
 class _Count:
-    """Counts direct C-FINDs (``Querier._find`` runs)."""
+    """Counts runs of a direct operation (``Querier._find`` unless ``method`` names another)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str = "_find") -> None:
         self.n = 0
-        original = direct_qr.Querier._find
+        original = getattr(direct_qr.Querier, method)
 
         def counted(querier: direct_qr.Querier, *args: Any) -> Any:
             self.n += 1
             return original(querier, *args)
 
-        monkeypatch.setattr(direct_qr.Querier, "_find", counted)
+        monkeypatch.setattr(direct_qr.Querier, method, counted)
 
 
 def _both_ways(

@@ -262,8 +262,9 @@ def _assert_builder_accepted(port: int) -> None:
 # -- a peer that never answers --------------------------------------------------------------
 
 
-def _accept_all(request: bytes) -> bytes:
-    """The A-ASSOCIATE-AC accepting every proposed context with its first transfer syntax."""
+def _accept_all(request: bytes, prefer: str | None = None) -> bytes:
+    """The A-ASSOCIATE-AC accepting every proposed context with its first transfer syntax
+    (``prefer`` where the context proposes it)."""
     rq = A_ASSOCIATE_RQ()
     rq.decode(request)
     primitive = rq.to_primitive()
@@ -273,7 +274,8 @@ def _accept_all(request: bytes) -> bytes:
         ok = PresentationContext()
         ok.context_id = cx.context_id
         ok.abstract_syntax = cx.abstract_syntax
-        ok.transfer_syntax = [cx.transfer_syntax[0]]
+        offered = [str(ts) for ts in cx.transfer_syntax]
+        ok.transfer_syntax = [prefer if prefer in offered else offered[0]]
         ok.result = 0
         results.append(ok)
     primitive.presentation_context_definition_results_list = results

@@ -62,6 +62,7 @@ __all__ = [
     "blocks",
     "dataset_offset",
     "file_pdus",
+    "serve_scanned",
     "serve_store",
 ]
 
@@ -197,6 +198,22 @@ def serve_store(dul: Any) -> bool:
             return False  # pynetdicom reads what is left and reports the closed connection
         if dul._kill_thread or not dul.to_provider_queue.empty():
             return False  # stop, or send (an abort) first: the bytes stay buffered
+    served = serve_scanned(assoc, scan)
+    if served is False:
+        dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
+    return served is not None
+
+
+def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
+    """Serve the whole C-STORE-RQ ``scan`` found at the start of the socket's buffer:
+    call the association's ``EVT_C_STORE`` handler and write the C-STORE-RSP.
+
+    None: not servable here (a context that does not match, a value pynetdicom's
+    primitive refuses), nothing consumed. True: served. False: served, but the
+    connection broke before the response was written.
+    """
+    sock = assoc.dul.socket
+    buf = sock._dl_buffer
     command, context_id = scan.command, int(scan.context_id or 0)
     assert command is not None
     cx = assoc._accepted_cx.get(context_id)
@@ -206,7 +223,7 @@ def serve_store(dul: Any) -> bool:
         or (assoc.is_requestor and not cx.as_scp)
         or command.message_id is None
     ):
-        return False  # pynetdicom answers (or aborts) as the standard says
+        return None  # pynetdicom answers (or aborts) as the standard says
     data = io.BytesIO()
     with memoryview(buf) as view:
         for start, stop in scan.spans:
@@ -214,7 +231,7 @@ def serve_store(dul: Any) -> bool:
     try:
         req = _request(command, context_id, data)
     except (TypeError, ValueError):
-        return False  # a value pynetdicom's primitive refuses: its path reports it
+        return None  # a value pynetdicom's primitive refuses: its path reports it
     del buf[: scan.pos]
     capture.count_bytes(assoc, received=scan.pos)
     mid = command.message_id
@@ -236,8 +253,7 @@ def serve_store(dul: Any) -> bool:
     try:
         sock.socket.sendall(pdu)
     except (OSError, AttributeError):
-        dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
-        return True
+        return False
     capture.count_bytes(assoc, sent=len(pdu))
     capture.direct_response(assoc, "SCP", mid, status)
     return True

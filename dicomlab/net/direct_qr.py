@@ -1,4 +1,5 @@
-"""Direct C-FIND: a query's responses read by the calling thread, outside pynetdicom's DIMSE layer.
+"""Direct C-FIND, C-GET and C-MOVE: responses read by the calling thread, outside
+pynetdicom's DIMSE layer.
 
 A C-FIND with thousands of matches is thousands of small messages. Through
 pynetdicom each pending response is decoded into a pydicom dataset by the DUL
@@ -9,6 +10,12 @@ the time of a 5,000-match query. Here the caller parks the DUL thread
 C-FIND-RSP itself, handing each identifier's raw bytes to a callback that reads
 only the wanted attributes (:func:`dicomlab.core.header.scan_elements`).
 
+A C-GET is served the same way: the caller reads the C-GET-RSPs and serves the
+C-STORE sub-operations arriving on the association itself
+(:func:`dicomlab.net.direct.serve_scanned`, the association's ``EVT_C_STORE``
+handler), one thread doing what getscu does in one; a C-MOVE's responses are read
+likewise. Sub-operation counts reach a callback with every response.
+
 The per-response timeout, the interrupt and abort rules and the network log are
 those of the C-STORE direct path: a response that does not come in time, an
 unexpected message, a peer that aborts or a Ctrl-C end the association; it is
@@ -18,15 +25,49 @@ never reused after an interrupted operation.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from pydicom.dataset import Dataset
+from pynetdicom.dsutils import encode
+
+from dicomlab.core.header import EXPLICIT_LE, IMPLICIT_LE
 from dicomlab.log import capture
 from dicomlab.net import wire
-from dicomlab.net.direct import Channel, Reply
+from dicomlab.net.direct import Channel, Reply, serve_scanned
 
-__all__ = ["Querier"]
+__all__ = ["Querier", "Request", "prepare"]
 
 _IDENTIFIER_LIMIT = 16 << 20
 """Largest C-FIND response read (the identifiers are small; this only bounds a bad peer)."""
+_SUB_STORE_LIMIT = 1 << 30
+"""Largest C-STORE sub-operation of a C-GET (held in memory whole, as pynetdicom holds it)."""
+_PENDING = (0xFF00, 0xFF01)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An identifier encoded for the accepted context of its SOP class."""
+
+    context_id: int
+    sop_class: str
+    transfer_syntax: str
+    identifier: bytes
+
+
+def prepare(assoc: Any, sop_class: str, identifier: Dataset) -> Request | None:
+    """``identifier`` encoded for ``sop_class``'s accepted context; None when it cannot
+    go the direct way (no such context, or not a little endian, uncompressed syntax)."""
+    cx = next((c for c in assoc.accepted_contexts if str(c.abstract_syntax) == sop_class), None)
+    if cx is None or cx.context_id is None:
+        return None
+    syntax = str(cx.transfer_syntax[0])
+    if syntax not in (IMPLICIT_LE, EXPLICIT_LE):
+        return None
+    encoded = encode(identifier, syntax == IMPLICIT_LE, True)
+    if encoded is None:
+        return None
+    return Request(int(cx.context_id), sop_class, syntax, encoded)
 
 
 class Querier(Channel):
@@ -77,7 +118,7 @@ class Querier(Channel):
                 return scan
             rsp = scan.command
             assert rsp is not None and rsp.status is not None
-            pending = rsp.status in (0xFF00, 0xFF01)
+            pending = rsp.status in _PENDING
             if pending and rsp.has_data_set:
                 with memoryview(buf) as view:
                     data = b"".join(view[a:b] for a, b in scan.spans)
@@ -88,3 +129,80 @@ class Querier(Channel):
             capture.direct_response(assoc, "SCU", mid, rsp.status)
             if not pending:
                 return Reply(rsp.status, rsp.error_comment)
+
+    def retrieve(
+        self,
+        context_id: int,
+        command_field: int,
+        sop_class: str,
+        identifier: bytes,
+        on_response: Callable[[wire.Command], None],
+        timeout: float | None,
+        move_destination: str | None = None,
+    ) -> Reply | None:
+        """Send a C-GET-RQ (``command_field`` C_GET_RQ) or a C-MOVE-RQ to
+        ``move_destination``; call ``on_response`` with every response, pending and final
+        (their sub-operation counts); return the final status (or why there is none).
+        For a C-GET, the C-STORE sub-operations are served as they come. None: nothing
+        was sent (the caller uses pynetdicom). An exception from ``on_response`` or an
+        interrupt aborts the association and propagates."""
+        if not self.usable:
+            return None
+        return self._operate(
+            lambda mid: self._retrieve(
+                context_id,
+                command_field,
+                sop_class,
+                identifier,
+                on_response,
+                timeout,
+                move_destination,
+                mid,
+            )
+        )
+
+    def _retrieve(
+        self,
+        context_id: int,
+        command_field: int,
+        sop_class: str,
+        identifier: bytes,
+        on_response: Callable[[wire.Command], None],
+        timeout: float | None,
+        move_destination: str | None,
+        mid: int,
+    ) -> Reply:
+        assoc = self.assoc
+        is_get = command_field == wire.C_GET_RQ
+        service, answer = ("C-GET", wire.C_GET_RSP) if is_get else ("C-MOVE", wire.C_MOVE_RSP)
+        capture.direct_request(
+            assoc, "SCU", service, mid, sop_class, None, context_id, identifier=identifier
+        )
+        request = wire.query_request(command_field, mid, sop_class, 0, move_destination)
+        failed = self._request(
+            context_id, request, wire.data_pdus(context_id, identifier, self.peer_max_pdu)
+        )
+        if failed is not None:
+            return failed
+        wanted = (answer, wire.C_STORE_RQ) if is_get else (answer,)
+        while True:
+            scan = self._next(wanted, _SUB_STORE_LIMIT, timeout, f"{service} response")
+            if isinstance(scan, Reply):
+                return scan
+            command = scan.command
+            assert command is not None
+            if command.command_field == wire.C_STORE_RQ:
+                served = serve_scanned(assoc, scan)
+                if served is None:
+                    return self._fail("a C-STORE sub-operation this association cannot take")
+                if served is False:
+                    return self._fail("the peer closed the connection", abort=False)
+                continue
+            if command.responded_to != mid or command.status is None:
+                return self._fail(f"a {service}-RSP for message {command.responded_to}, not {mid}")
+            self._consume(scan)
+            counts = (command.completed, command.failed, command.warning)
+            capture.direct_response(assoc, "SCU", mid, command.status, counts)
+            on_response(command)
+            if command.status not in _PENDING:
+                return Reply(command.status, command.error_comment)

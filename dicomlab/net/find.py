@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 from pynetdicom.association import Association
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -22,7 +22,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomlab.core.header import (
     CHARSET_TAG,
-    EXPLICIT_LE,
     IMPLICIT_LE,
     encodings_of,
     scan_elements,
@@ -35,7 +34,7 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, NoAcceptedContext, ValidationError
 from dicomlab.net import diagnose
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
-from dicomlab.net.direct_qr import Querier
+from dicomlab.net.direct_qr import Querier, prepare
 from dicomlab.net.transport import quiesce
 
 __all__ = ["find", "find_many", "reconcile"]
@@ -144,18 +143,14 @@ def _run_direct(
 ) -> _Outcome | None:
     """The C-FIND on :mod:`dicomlab.net.direct_qr`'s path; None when it cannot go that way
     (nothing was sent: pynetdicom's path runs it)."""
-    cx = next((c for c in assoc.accepted_contexts if str(c.abstract_syntax) == str(model)), None)
-    if cx is None or cx.context_id is None:
+    request = prepare(assoc, str(model), identifier)
+    if request is None:
         return None
-    syntax = str(cx.transfer_syntax[0])
-    if syntax not in (IMPLICIT_LE, EXPLICIT_LE):
-        return None
-    encoded = encode(identifier, syntax == IMPLICIT_LE, True)
-    if encoded is None:
-        return None
-    reader = _IdentifierReader(builder, syntax, extra)
+    reader = _IdentifierReader(builder, request.transfer_syntax, extra)
     with Querier(assoc) as querier:
-        reply = querier.find(cx.context_id, str(model), encoded, reader, assoc.dimse_timeout)
+        reply = querier.find(
+            request.context_id, request.sop_class, request.identifier, reader, assoc.dimse_timeout
+        )
     if reply is None:
         return None
     out = _Outcome()

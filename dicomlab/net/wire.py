@@ -20,6 +20,8 @@ __all__ = [
     "C_FIND_RSP",
     "C_GET_RQ",
     "C_GET_RSP",
+    "C_MOVE_RQ",
+    "C_MOVE_RSP",
     "C_STORE_RQ",
     "C_STORE_RSP",
     "Command",
@@ -39,6 +41,8 @@ C_FIND_RQ = 0x0020
 C_FIND_RSP = 0x8020
 C_GET_RQ = 0x0010
 C_GET_RSP = 0x8010
+C_MOVE_RQ = 0x0021
+C_MOVE_RSP = 0x8021
 NO_DATA_SET = 0x0101
 """Command Data Set Type (0000,0800) meaning "no data set follows"."""
 
@@ -48,6 +52,7 @@ _AFFECTED_CLASS = 0x0000_0002
 _COMMAND_FIELD = 0x0000_0100
 _MESSAGE_ID = 0x0000_0110
 _RESPONDED_TO = 0x0000_0120
+_MOVE_DESTINATION = 0x0000_0600
 _PRIORITY = 0x0000_0700
 _DATA_SET_TYPE = 0x0000_0800
 _STATUS = 0x0000_0900
@@ -137,18 +142,25 @@ def store_response(
     return _command(elements)
 
 
-def query_request(command_field: int, message_id: int, sop_class: str, priority: int = 0) -> bytes:
-    """The command set of a C-FIND-RQ or C-GET-RQ (PS3.7 9.3.2.1, 9.3.3.1); the
-    identifier follows as a data set."""
-    return _command(
-        [
-            (_AFFECTED_CLASS, _uid(sop_class)),
-            (_COMMAND_FIELD, _US.pack(command_field)),
-            (_MESSAGE_ID, _US.pack(message_id)),
-            (_PRIORITY, _US.pack(priority)),
-            (_DATA_SET_TYPE, _US.pack(0x0001)),
-        ]
-    )
+def query_request(
+    command_field: int,
+    message_id: int,
+    sop_class: str,
+    priority: int = 0,
+    move_destination: str | None = None,
+) -> bytes:
+    """The command set of a C-FIND-RQ, C-GET-RQ or C-MOVE-RQ (PS3.7 9.3.2.1, 9.3.3.1,
+    9.3.4.1; a C-MOVE names its ``move_destination``); the identifier follows as a data set."""
+    elements = [
+        (_AFFECTED_CLASS, _uid(sop_class)),
+        (_COMMAND_FIELD, _US.pack(command_field)),
+        (_MESSAGE_ID, _US.pack(message_id)),
+        (_PRIORITY, _US.pack(priority)),
+        (_DATA_SET_TYPE, _US.pack(0x0001)),
+    ]
+    if move_destination is not None:
+        elements.append((_MOVE_DESTINATION, _text(move_destination.strip()[:16])))
+    return _command(elements)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -135,7 +137,8 @@ class Archive:
         self.fsync = fsync
         self.index = Index(self.root / "index.sqlite")
         self.stats = {"stored": 0, "duplicates": 0, "failed": 0, "bytes": 0}
-        self._inflight: dict[str, str] = {}  # SOP Instance UID -> its study, while being added
+        self._inflight: set[str] = set()  # SOP Instance UIDs being added
+        self._receiving: Counter[str] = Counter()  # study -> instances being received
         self._checked: set[Path] = set()  # series folders created and verified inside files/
         self._lock = threading.Lock()
         self._added = threading.Condition(self._lock)
@@ -213,7 +216,8 @@ class Archive:
             if uid in self._inflight or self.index.contains(uid):
                 self.stats["duplicates"] += 1
                 return "duplicate"
-            self._inflight[uid] = str(row.get("StudyInstanceUID") or "")
+            self._inflight.add(uid)
+            self._receiving[str(row.get("StudyInstanceUID") or "")] += 1
         try:
             path = self.path_for(row)
             size = self._write(path, chunks)
@@ -232,15 +236,33 @@ class Archive:
             return "stored"
         finally:
             with self._lock:
-                del self._inflight[uid]
-                self._added.notify_all()
+                self._inflight.discard(uid)
+            self._received(str(row.get("StudyInstanceUID") or ""))
+
+    @contextmanager
+    def receiving(self, study: str) -> Iterator[None]:
+        """Mark an instance of ``study`` as on its way in (from a C-STORE request's arrival,
+        before :meth:`add`), for :meth:`settle`."""
+        with self._lock:
+            self._receiving[study] += 1
+        try:
+            yield
+        finally:
+            self._received(study)
+
+    def _received(self, study: str) -> None:
+        with self._lock:
+            self._receiving[study] -= 1
+            if self._receiving[study] <= 0:
+                del self._receiving[study]
+            self._added.notify_all()
 
     def settle(self, study: str, timeout: float) -> bool:
         """Wait up to ``timeout`` s until no instance of ``study`` is being added; whether
         none is. A retrieve counts what arrived after this: an instance whose sender gave
         up (the association aborted mid-store) may still be on its way to the index."""
         with self._added:
-            return self._added.wait_for(lambda: study not in self._inflight.values(), timeout)
+            return self._added.wait_for(lambda: study not in self._receiving, timeout)
 
     def import_files(self, path: str | os.PathLike[str]) -> pd.DataFrame:
         """Copy existing DICOM files (a file or a folder, recursively) into the archive.

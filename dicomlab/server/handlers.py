@@ -127,7 +127,8 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
         archive.stats["failed"] += 1
         return STATUS_CANNOT_UNDERSTAND
     try:
-        archive.add(row, ts, (meta, body), source_ae=calling)
+        with archive.receiving(str(row.get("StudyInstanceUID") or "")):
+            archive.add(row, ts, (meta, body), source_ae=calling)
     except OSError as exc:
         log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
         archive.stats["failed"] += 1

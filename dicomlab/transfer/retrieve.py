@@ -35,9 +35,12 @@ from dicomlab.errors import (
     NoAcceptedContext,
     ValidationError,
 )
+from dicomlab.net import wire
 from dicomlab.net.association import calling_ae_title, resolve_node
+from dicomlab.net.direct_qr import Querier, prepare
 from dicomlab.net.find import find, find_contexts, find_on
 from dicomlab.net.transport import quiesce
+from dicomlab.net.wire import Command
 from dicomlab.server import handlers
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job, run_items
@@ -241,13 +244,15 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
             node=node,
             hint="try the other retrieve method (node.retrieve='get' or 'move')",
         )
+    track = _Responses(ctx, row)
+    if _operate_direct(ctx, assoc, model, item, track):
+        return
     quiesce(assoc)
     responses = (
         assoc.send_c_get(_identifier(item), model)
         if is_get
         else assoc.send_c_move(_identifier(item), ctx.into.ae_title, model)
     )
-    done_before = 0
     for status, _ in responses:
         if ctx.cancel.is_set():
             assoc.abort()
@@ -258,24 +263,84 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
                 f"{node.timeout:g} s (or the association broke)",
                 node=node,
             )
-        code = int(status.Status)
         _, completed, failed, warning = _counts(status)
-        ctx.progress(max(0, completed + failed + warning - done_before))
-        done_before = completed + failed + warning
+        if track(int(status.Status), completed, failed, warning):
+            return
+    raise DimseTimeout(f"C-{ctx.method.upper()} ended without a final status", node=node)
+
+
+class _Responses:
+    """Follows a C-GET/C-MOVE's responses: progress from the sub-operation counts, and
+    the final one's status, counts and diagnosis in the outcome row."""
+
+    def __init__(self, ctx: _Context, row: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.row = row
+        self.done = 0
+
+    def __call__(self, code: int, completed: int, failed: int, warning: int) -> bool:
+        """One response; True when it was the final one. Raises _Stop when cancelled."""
+        if self.ctx.cancel.is_set():
+            raise _Stop()
+        done = completed + failed + warning
+        self.ctx.progress(max(0, done - self.done))
+        self.done = done
         info = decode_status(code)
         if info.category == "pending":
-            continue
-        row.update(
-            status=code,
-            status_text=str(info),
-            completed=completed,
-            failed=failed,
-            warning=warning,
+            return False
+        self.row.update(
+            status=code, status_text=str(info), completed=completed, failed=failed, warning=warning
         )
         if info.category != "success" and info.category != "warning":
-            row["error"] = _diagnose(code, node, ctx, completed)
-        return
-    raise DimseTimeout(f"C-{ctx.method.upper()} ended without a final status", node=node)
+            self.row["error"] = _diagnose(code, self.ctx.node, self.ctx, completed)
+        return True
+
+
+def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _Responses) -> bool:
+    """The C-GET/C-MOVE on :mod:`dicomlab.net.direct_qr`'s path; False when it cannot go
+    that way (nothing was sent: pynetdicom's path runs it)."""
+    request = prepare(assoc, str(model), _identifier(item))
+    if request is None:
+        return False
+    is_get = ctx.method == "get"
+
+    def on_response(command: Command) -> None:
+        track(
+            int(command.status or 0),
+            command.completed or 0,
+            command.failed or 0,
+            command.warning or 0,
+        )
+
+    with Querier(assoc) as querier:
+        reply = querier.retrieve(
+            request.context_id,
+            wire.C_GET_RQ if is_get else wire.C_MOVE_RQ,
+            request.sop_class,
+            request.identifier,
+            on_response,
+            assoc.dimse_timeout,
+            None if is_get else ctx.into.ae_title,
+        )
+    if reply is None:
+        return False
+    if reply.status is not None:
+        return True
+    service, node = f"C-{ctx.method.upper()}", ctx.node
+    if reply.timed_out:
+        raise DimseTimeout(
+            f"no {service} response from {node.address} within {node.timeout:g} s "
+            "(timed out; the association was aborted)",
+            node=node,
+        )
+    if reply.peer_ended:
+        raise AssociationAborted(
+            f"{node.address} ended the association during {service}", node=node
+        )
+    raise AssociationAborted(
+        f"{service} on {node.address} broke off: {reply.error}; the association was aborted",
+        node=node,
+    )
 
 
 def _diagnose(code: int, node: Node, ctx: _Context, completed: int) -> str:
