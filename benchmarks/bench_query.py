@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import dicomlab as dl
-from benchmarks.common import CACHE, median_of
+from benchmarks.common import CACHE, interleaved
 from dicomlab.testing.peers import Orthanc, peer_env, require_binary
 
 
@@ -101,8 +101,8 @@ def run() -> dict[str, Any]:
             return s
 
         try:
-            mine, mine_runs = median_of(ours)
-            theirs, their_runs = median_of(findscu)
+            m = interleaved({"ours": ours, "findscu": findscu})
+            (mine, mine_runs), (theirs, their_runs) = m["ours"], m["findscu"]
         finally:
             if scratch != Path(tmp):
                 shutil.rmtree(scratch, ignore_errors=True)

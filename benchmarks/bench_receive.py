@@ -10,8 +10,8 @@ import shutil
 from typing import Any
 
 from benchmarks.common import (
+    interleaved,
     large,
-    median_of,
     storescu,
     storescu_into_localpacs,
     storescu_into_storescp,
@@ -32,10 +32,16 @@ def run() -> list[dict[str, Any]]:
             shutil.rmtree(work / "orthanc")
             return s
 
-        scp_s, scp_runs = median_of(lambda: storescu_into_storescp(work, data))
-        on_s, on_runs = median_of(lambda: into_local(True))
-        off_s, off_runs = median_of(lambda: into_local(False))
-        orth_s, orth_runs = median_of(into_orthanc)
+        m = interleaved(
+            {
+                "storescp": lambda: storescu_into_storescp(work, data),
+                "on": lambda: into_local(True),
+                "off": lambda: into_local(False),
+                "orthanc": into_orthanc,
+            }
+        )
+        (scp_s, scp_runs), (on_s, on_runs) = m["storescp"], m["on"]
+        (off_s, off_runs), (orth_s, orth_runs) = m["off"], m["orthanc"]
     rate = lambda s: total / s  # noqa: E731
     base = rate(scp_s)
     unit = "instances/s (higher is better; ratio = receiver / storescp)"

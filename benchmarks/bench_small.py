@@ -15,7 +15,7 @@ import pandas as pd
 
 import dicomlab as dl
 from benchmarks.common import (
-    median_of,
+    interleaved,
     storescu_into_localpacs,
     storescu_into_storescp,
     workspace,
@@ -41,9 +41,18 @@ def run() -> list[dict[str, Any]]:
             shutil.rmtree(work / "scp")
             return s
 
-        base_s, base_runs = median_of(lambda: storescu_into_storescp(work, data))
-        recv_s, recv_runs = median_of(into_local)
-        send_s, send_runs = median_of(store)
+        m = interleaved(
+            {
+                "base": lambda: storescu_into_storescp(work, data),
+                "recv": into_local,
+                "send": store,
+            }
+        )
+        (base_s, base_runs), (recv_s, recv_runs), (send_s, send_runs) = (
+            m["base"],
+            m["recv"],
+            m["send"],
+        )
     rows = []
     for name, s, runs in (
         ("small: receive storescu -> LocalPACS", recv_s, recv_runs),

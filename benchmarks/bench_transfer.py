@@ -18,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pandas as pd
 import dicomlab as dl
 from benchmarks.common import (
     REPEATS,
+    interleaved,
     large,
     median_of,
     storescu,
@@ -164,19 +166,25 @@ def _retrieve(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
             shutil.rmtree(out)
             return s
 
-        base = {"move": median_of(movescu), "get": median_of(getscu)}
+        contenders: dict[str, Callable[[], float]] = {"move": movescu, "get": getscu}
+        for method in ("move", "get"):
+            for connections in (1, 4):
+                contenders[f"{method} x{connections}"] = (
+                    lambda m=method, c=connections: ours(m, c)  # type: ignore[misc]
+                )
+        m = interleaved(contenders)
         rows = []
         for method, tool in (("move", "movescu -> storescp"), ("get", "getscu")):
             for connections in (1, 4):
-                mine, runs = median_of(lambda m=method, c=connections: ours(m, c))  # type: ignore[misc]
+                mine, runs = m[f"{method} x{connections}"]
                 rows.append(
                     _row(
                         f"retrieve: {method} x{connections} (vs {tool})",
                         mine,
-                        base[method][0],
+                        m[method][0],
                         total,
                         runs_s=runs,
-                        dcmtk_runs_s=base[method][1],
+                        dcmtk_runs_s=m[method][1],
                     )
                 )
     return rows

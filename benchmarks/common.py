@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -106,5 +106,30 @@ def storescu_into_localpacs(work: Path, data: Path, total: int, fsync: bool) -> 
 
 
 def median_of(fn: Callable[[], float], repeats: int = REPEATS) -> tuple[float, list[float]]:
-    runs = [fn() for _ in range(repeats)]
+    """The median of ``repeats`` timed runs (each after :func:`settle`), and the runs."""
+    runs = []
+    for _ in range(repeats):
+        settle()
+        runs.append(fn())
     return statistics.median(runs), runs
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], float]], repeats: int = REPEATS
+) -> dict[str, tuple[float, list[float]]]:
+    """:func:`median_of` for several contenders, run in rounds (one run of each per round,
+    each after :func:`settle`): the state of a shared machine (page cache, writeback,
+    other load) drifts over minutes, and one contender measured entirely before the
+    other would take all the drift on one side."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            settle()
+            runs[name].append(fn())
+    return {name: (statistics.median(r), r) for name, r in runs.items()}
+
+
+def settle() -> None:
+    """Write back dirty pages before a timed run, so that no run pays for the files an
+    earlier one wrote (hundreds of MB per run here)."""
+    os.sync()
