@@ -368,3 +368,16 @@ def test_a_query_that_breaks_off_keeps_its_rows_and_says_why(
         again = dl.find(peer.node(), dl.Query.studies(), calling_ae="ASKER")
         assert again.attrs["complete"] and len(again) == 3
         assert peer.connections == 2
+
+
+@pytest.mark.peers
+def test_a_response_over_the_direct_limit_is_named_and_the_association_not_reused(
+    orthanc: Orthanc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(direct_qr, "_IDENTIFIER_LIMIT", 64)  # smaller than any response here
+        df = dl.find(orthanc.node, dl.Query.studies(), calling_ae="LIMITED")
+    assert not df.attrs["complete"] and len(df) == 0
+    assert "DICOMLAB_FASTPATH=0" in df.attrs["error"], df.attrs["error"]
+    again = dl.find(orthanc.node, dl.Query.studies(), calling_ae="LIMITED")
+    assert again.attrs["complete"] and len(again) > 0

@@ -453,6 +453,11 @@ class Channel:
                     return self._fail("the peer aborted the association", abort=False)
                 if kind == 0x05:
                     return self._fail("the peer asked to release the association mid-operation")
+                if scan.too_large:
+                    return self._fail(
+                        f"a message over {limit >> 20} MB, more than the direct path holds in "
+                        "memory (DICOMLAB_FASTPATH=0 takes pynetdicom's path)"
+                    )
                 return self._fail(f"the peer answered with something other than a {what}")
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:

@@ -292,6 +292,8 @@ class MessageScan:
     command_bytes: bytearray = field(default_factory=bytearray)
     command: Command | None = None
     spans: list[tuple[int, int]] = field(default_factory=list)
+    too_large: bool = False
+    """Set when the answer None was because the message exceeds ``limit``."""
 
     def feed(self, buf: bytes | bytearray) -> int | None:
         """0 when a whole message lies in ``buf[:self.pos]``; else how many bytes
@@ -305,6 +307,7 @@ class MessageScan:
                 return None
             end = pos + 6 + int.from_bytes(buf[pos + 2 : pos + 6], "big")
             if end > self.limit:
+                self.too_large = True
                 return None
             if len(buf) < end:
                 return end
