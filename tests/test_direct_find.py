@@ -154,17 +154,20 @@ def local(
 
 
 class _Count:
-    """Counts runs of a direct operation (``Querier._find`` unless ``method`` names another)."""
+    """Counts direct operations (``Querier._query`` runs) of the given command fields
+    (default: C-FIND)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str = "_find") -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *fields: int) -> None:
         self.n = 0
-        original = getattr(direct_qr.Querier, method)
+        wanted = fields or (wire.C_FIND_RQ,)
+        original = direct_qr.Querier._query
 
-        def counted(querier: direct_qr.Querier, *args: Any) -> Any:
-            self.n += 1
-            return original(querier, *args)
+        def counted(querier: direct_qr.Querier, command_field: int, *args: Any) -> Any:
+            if command_field in wanted:
+                self.n += 1
+            return original(querier, command_field, *args)
 
-        monkeypatch.setattr(direct_qr.Querier, method, counted)
+        monkeypatch.setattr(direct_qr.Querier, "_query", counted)
 
 
 def _both_ways(

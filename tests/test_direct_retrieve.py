@@ -40,8 +40,8 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 
 def _count(monkeypatch: pytest.MonkeyPatch) -> _Count:
-    """Counts direct C-GETs/C-MOVEs (``Querier._retrieve`` runs)."""
-    return _Count(monkeypatch, "_retrieve")
+    """Counts direct C-GETs and C-MOVEs."""
+    return _Count(monkeypatch, wire.C_GET_RQ, wire.C_MOVE_RQ)
 
 
 def _same_bytes(studies: pd.DataFrame, lp: dl.LocalPACS) -> None:

@@ -183,8 +183,6 @@ def scan_header(
     backslashes. With ``whole=False`` ``data`` is only the start of the data set:
     ``None`` unless the scan got past the last wanted tag within it.
     """
-    if transfer_syntax in (EXPLICIT_BE, DEFLATED):
-        return None
     wanted: dict[int, str] = {}
     for kw in keywords:
         tag = tag_for_keyword(kw)

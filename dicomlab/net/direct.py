@@ -77,7 +77,6 @@ _PIECE = 4 << 20
 _READ = 256 * 1024
 _TICK_S = 0.05
 _PARK_WAIT_S = 2.0
-_RESPONSE_NAMES = {wire.C_STORE_RSP: "C-STORE", wire.C_FIND_RSP: "C-FIND", wire.C_GET_RSP: "C-GET"}
 
 _WATCHED = (
     evt.EVT_DIMSE_RECV,
@@ -468,7 +467,8 @@ class Channel:
 
     def _operate(self, operation: Callable[[int], Reply]) -> Reply | None:
         """Run ``operation(message_id)`` with the DUL parked; None if it cannot be parked
-        (nothing sent). An exception or interrupt aborts the association, then propagates."""
+        (nothing sent). An exception or interrupt aborts the association, then propagates.
+        Callers check :attr:`usable` first."""
         if not self._hold():
             return None
         mid = self._message_id()
@@ -484,18 +484,24 @@ class Channel:
         return self._send(blocks(itertools.chain([head], data)))
 
     def _response(
-        self, kind: int, mid: int, limit: int, timeout: float | None
+        self,
+        wanted: tuple[int, ...],
+        mid: int,
+        limit: int,
+        timeout: float | None,
+        service: str,
     ) -> wire.MessageScan | Reply:
-        """The next response (``kind``: its command field) to message ``mid``, as
-        :meth:`_next`; a response to another message ends the association."""
-        name = _RESPONSE_NAMES[kind]
-        scan = self._next((kind,), limit, timeout, f"{name} response")
+        """The next message, one of ``wanted``, as :meth:`_next`; a response (to ``service``,
+        whose request was message ``mid``) for another message, or without a status,
+        ends the association. Requests in ``wanted`` pass as they are."""
+        scan = self._next(wanted, limit, timeout, f"{service} response")
         if isinstance(scan, Reply):
             return scan
         command = scan.command
         assert command is not None
-        if command.responded_to != mid or command.status is None:
-            return self._fail(f"a {name}-RSP for message {command.responded_to}, not {mid}")
+        is_response = bool((command.command_field or 0) & 0x8000)
+        if is_response and (command.responded_to != mid or command.status is None):
+            return self._fail(f"a {service}-RSP for message {command.responded_to}, not {mid}")
         return scan
 
     def _consume(self, scan: wire.MessageScan) -> None:
@@ -559,7 +565,7 @@ class Sender(Channel):
         failed = self._request(context_id, wire.store_request(mid, sop_class, sop_instance), pdus)
         if failed is not None:
             return failed
-        scan = self._response(wire.C_STORE_RSP, mid, _RESPONSE_LIMIT, timeout)
+        scan = self._response((wire.C_STORE_RSP,), mid, _RESPONSE_LIMIT, timeout, "C-STORE")
         if isinstance(scan, Reply):
             return scan
         command = scan.command

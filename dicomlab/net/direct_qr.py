@@ -43,6 +43,7 @@ _IDENTIFIER_LIMIT = 16 << 20
 _SUB_STORE_LIMIT = 1 << 30
 """Largest C-STORE sub-operation of a C-GET (held in memory whole, as pynetdicom holds it)."""
 _PENDING = (0xFF00, 0xFF01)
+_SERVICES = {wire.C_FIND_RQ: "C-FIND", wire.C_GET_RQ: "C-GET", wire.C_MOVE_RQ: "C-MOVE"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,8 @@ def prepare(assoc: Any, sop_class: str, identifier: Dataset) -> Request | None:
 
 
 class Querier(Channel):
-    """Runs C-FINDs on one adapted association from the calling thread."""
+    """Runs C-FINDs, C-GETs and C-MOVEs on one adapted association from the calling
+    thread."""
 
     def find(
         self,
@@ -86,49 +88,19 @@ class Querier(Channel):
         there is none). None: it cannot go this way, nothing was sent (the caller uses
         pynetdicom). ``timeout`` bounds the wait for each response. An exception from
         ``on_match`` or an interrupt aborts the association and propagates."""
+
         if not self.usable:
             return None
-        return self._operate(
-            lambda mid: self._find(context_id, sop_class, identifier, on_match, timeout, mid)
-        )
 
-    def _find(
-        self,
-        context_id: int,
-        sop_class: str,
-        identifier: bytes,
-        on_match: Callable[[bytes], None],
-        timeout: float | None,
-        mid: int,
-    ) -> Reply:
-        assoc = self.assoc
-        capture.direct_request(
-            assoc, "SCU", "C-FIND", mid, sop_class, None, context_id, identifier=identifier
-        )
-        request = wire.query_request(wire.C_FIND_RQ, mid, sop_class)
-        failed = self._request(
-            context_id, request, wire.data_pdus(context_id, identifier, self.peer_max_pdu)
-        )
-        if failed is not None:
-            return failed
-        buf = assoc.dul.socket._dl_buffer
-        while True:
-            scan = self._response(wire.C_FIND_RSP, mid, _IDENTIFIER_LIMIT, timeout)
-            if isinstance(scan, Reply):
-                return scan
-            rsp = scan.command
-            assert rsp is not None and rsp.status is not None
-            pending = rsp.status in _PENDING
-            if pending and rsp.has_data_set:
-                with memoryview(buf) as view:
-                    data = b"".join(view[a:b] for a, b in scan.spans)
-                self._consume(scan)
+        def each(command: wire.Command, data: bytes | None) -> None:
+            if data is not None:
                 on_match(data)
-            else:
-                self._consume(scan)
-            capture.direct_response(assoc, "SCU", mid, rsp.status)
-            if not pending:
-                return Reply(rsp.status, rsp.error_comment)
+
+        return self._operate(
+            lambda mid: self._query(
+                wire.C_FIND_RQ, context_id, sop_class, identifier, each, timeout, mid
+            )
+        )
 
     def retrieve(
         self,
@@ -149,32 +121,34 @@ class Querier(Channel):
         if not self.usable:
             return None
         return self._operate(
-            lambda mid: self._retrieve(
-                context_id,
+            lambda mid: self._query(
                 command_field,
+                context_id,
                 sop_class,
                 identifier,
-                on_response,
+                lambda command, _: on_response(command),
                 timeout,
-                move_destination,
                 mid,
+                move_destination,
             )
         )
 
-    def _retrieve(
+    def _query(
         self,
-        context_id: int,
         command_field: int,
+        context_id: int,
         sop_class: str,
         identifier: bytes,
-        on_response: Callable[[wire.Command], None],
+        on_response: Callable[[wire.Command, bytes | None], None],
         timeout: float | None,
-        move_destination: str | None,
         mid: int,
+        move_destination: str | None = None,
     ) -> Reply:
+        """One C-FIND, C-GET or C-MOVE: the request, then each response handed to
+        ``on_response`` with its identifier (pending responses that carry one), C-STORE
+        sub-operations of a C-GET served between them."""
         assoc = self.assoc
-        is_get = command_field == wire.C_GET_RQ
-        service, answer = ("C-GET", wire.C_GET_RSP) if is_get else ("C-MOVE", wire.C_MOVE_RSP)
+        service = _SERVICES[command_field]
         capture.direct_request(
             assoc, "SCU", service, mid, sop_class, None, context_id, identifier=identifier
         )
@@ -184,9 +158,13 @@ class Querier(Channel):
         )
         if failed is not None:
             return failed
+        answer = command_field | 0x8000
+        is_get = command_field == wire.C_GET_RQ
         wanted = (answer, wire.C_STORE_RQ) if is_get else (answer,)
+        limit = _SUB_STORE_LIMIT if is_get else _IDENTIFIER_LIMIT
+        buf = assoc.dul.socket._dl_buffer
         while True:
-            scan = self._next(wanted, _SUB_STORE_LIMIT, timeout, f"{service} response")
+            scan = self._response(wanted, mid, limit, timeout, service)
             if isinstance(scan, Reply):
                 return scan
             command = scan.command
@@ -198,11 +176,15 @@ class Querier(Channel):
                 if served is False:
                     return self._fail("the peer closed the connection", abort=False)
                 continue
-            if command.responded_to != mid or command.status is None:
-                return self._fail(f"a {service}-RSP for message {command.responded_to}, not {mid}")
+            assert command.status is not None
+            pending = command.status in _PENDING
+            data = None
+            if pending and command.has_data_set:
+                with memoryview(buf) as view:
+                    data = b"".join(view[a:b] for a, b in scan.spans)
             self._consume(scan)
             counts = (command.completed, command.failed, command.warning)
             capture.direct_response(assoc, "SCU", mid, command.status, counts)
-            on_response(command)
-            if command.status not in _PENDING:
+            on_response(command, data)
+            if not pending:
                 return Reply(command.status, command.error_comment)

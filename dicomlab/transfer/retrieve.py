@@ -253,10 +253,7 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
         if is_get
         else assoc.send_c_move(_identifier(item), ctx.into.ae_title, model)
     )
-    for status, _ in responses:
-        if ctx.cancel.is_set():
-            assoc.abort()
-            raise _Stop()
+    for status, _ in responses:  # a cancel raises _Stop from track(): the caller aborts
         if "Status" not in status:
             raise DimseTimeout(
                 f"no C-{ctx.method.upper()} response from {node.address} within "
