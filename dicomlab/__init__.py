@@ -28,6 +28,8 @@ from dicomlab.errors import (
     NoAcceptedContext,
     NodeBookConflict,
     NodeBookError,
+    OperationRefused,
+    PartialResultWarning,
     ResolveError,
     TLSError,
     ValidationError,
@@ -35,7 +37,7 @@ from dicomlab.errors import (
 from dicomlab.log.reader import read_log
 from dicomlab.net.echo import EchoResult, echo
 from dicomlab.net.find import find, find_many, reconcile
-from dicomlab.server.localpacs import LocalPACS
+from dicomlab.server.localpacs import LocalPACS, PendingLimits
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.retrieve import retrieve
 from dicomlab.transfer.store import store
@@ -62,6 +64,9 @@ __all__ = [
     "NodeBook",
     "NodeBookConflict",
     "NodeBookError",
+    "OperationRefused",
+    "PartialResultWarning",
+    "PendingLimits",
     "Query",
     "ResolveError",
     "TLSError",

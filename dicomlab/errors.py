@@ -17,11 +17,19 @@ there is one) and a hint saying what to try next::
     │   ├── AssociationRejected     the peer rejected the association (reason attached)
     │   ├── AssociationAborted      the peer aborted, or never answered the request
     │   └── NoAcceptedContext       the peer accepted none of the contexts we need
-    └── DimseError                  an operation ended with a failure status or timed out
+    └── DimseError                  an operation ended with a failure status, with nothing delivered
+        ├── OperationRefused        the peer refused it (not authorised, out of resources, unknown
+        │                           destination) or we refused what it sent
         └── DimseTimeout            no response within the node's timeout
 
+    PartialResultWarning (a UserWarning, not an error): rows came, then a failure or a cap;
+    the rows are returned, ``df.attrs`` says so, and the notebook shows the warning.
+
 Network errors are raised by operations (find, retrieve, store); ``dl.echo``
-never raises for them and reports the same diagnosis as data instead.
+never raises for them and reports the same diagnosis as data instead. A query that
+fails before delivering anything raises a :class:`DimseError`; tables of many items
+(``find_many``, ``retrieve``, ``store``) keep each item's status and error instead,
+and warn with :class:`PartialResultWarning` when any item failed.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ __all__ = [
     "NoAcceptedContext",
     "NodeBookConflict",
     "NodeBookError",
+    "OperationRefused",
+    "PartialResultWarning",
     "ResolveError",
     "TLSError",
     "ValidationError",
@@ -181,8 +191,36 @@ class NoAcceptedContext(NetworkError):
 
 
 class DimseError(DicomlabError):
-    """A DIMSE operation ended with a failure status."""
+    """A DIMSE operation ended with a failure status (``status``), or never ended.
+
+    ``comment`` is the peer's Error Comment, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: Node | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+        comment: str | None = None,
+    ) -> None:
+        super().__init__(message, node=node, status=status, hint=hint)
+        self.comment = comment
+
+
+class OperationRefused(DimseError):
+    """The peer refused the operation (PS3.4's "Refused" statuses: not authorised, out
+    of resources, move destination unknown), or we refused what the peer sent us."""
 
 
 class DimseTimeout(DimseError):
     """No DIMSE response within the node's timeout."""
+
+
+class PartialResultWarning(UserWarning):
+    """Some rows came, then a failure, a cancel or a cap: the result is partial.
+
+    The rows are returned and ``df.attrs["complete"]`` is False; this warning makes the
+    notebook show it.
+    """

@@ -10,6 +10,7 @@ __all__ = [
     "StatusInfo",
     "decode_reject",
     "decode_status",
+    "is_refusal",
     "status_category",
 ]
 
@@ -86,6 +87,16 @@ def status_category(code: int) -> Category:
     if code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
         return "warning"
     return "failure"
+
+
+_REFUSALS = frozenset({0x0122, 0x0124, 0xA801})
+
+
+def is_refusal(code: int) -> bool:
+    """Whether a failure status is one of PS3.4's refusals (the peer would not do it:
+    not authorised, SOP class not supported, out of resources, destination unknown),
+    as opposed to a failure while doing it."""
+    return code in _REFUSALS or 0xA700 <= code <= 0xA7FF
 
 
 def decode_status(code: int) -> StatusInfo:

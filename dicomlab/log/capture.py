@@ -32,6 +32,7 @@ from dicomlab.log import writer as _writer
 __all__ = [
     "attach",
     "connect_failed",
+    "connections_dropped",
     "count_bytes",
     "current_job",
     "direct_request",
@@ -131,6 +132,24 @@ def handshake_failed(local_ae: str, address: Any, error: BaseException) -> None:
         ended_at=row["requested_at"],
         outcome="failed",
         error=f"TLS handshake: {type(error).__name__}: {error}",
+    )
+    _writer.writer().add("associations", row, where)
+
+
+def connections_dropped(local_ae: str, host: str, n: int, why: str) -> None:
+    """``n`` connections from ``host`` dropped before asking for an association (a flood,
+    idle or crowded-out connections): one summary SCP row (outcome ``failed``), so that a
+    flood of any size costs the log a row per address and minute."""
+    where = _writer.folder()
+    if where is None:
+        return
+    row = _new_row("SCP", tls=False)
+    row.update(
+        local_ae=local_ae,
+        peer_host=host or None,
+        ended_at=row["requested_at"],
+        outcome="failed",
+        error=f"dropped {n} connection{'s' if n != 1 else ''} before any A-ASSOCIATE-RQ: {why}",
     )
     _writer.writer().add("associations", row, where)
 
@@ -291,7 +310,8 @@ def _dimse(event: Any, sent: bool) -> None:
         for kw in _COUNTS.values()
     )
     role = "SCP" if sent else "SCU"
-    _response(rec, role, int(cs.MessageIDBeingRespondedTo), int(cs.Status), counts)
+    comment = _text(cs.get("ErrorComment"))
+    _response(rec, role, int(cs.MessageIDBeingRespondedTo), int(cs.Status), counts, comment)
 
 
 _COUNTS = {
@@ -302,13 +322,20 @@ _COUNTS = {
 
 
 def _response(
-    rec: _Record, role: str, message_id: int, status: int, counts: tuple[int | None, ...]
+    rec: _Record,
+    role: str,
+    message_id: int,
+    status: int,
+    counts: tuple[int | None, ...],
+    comment: str | None = None,
 ) -> None:
     """A response to the operation ``(role, message_id)``: pending ones count, a final
-    one ends it."""
+    one ends it (its error comment, if any, becomes the row's ``error``)."""
     op = rec.ops.get((role, message_id))
     if op is None:
         return
+    if comment:
+        op["error"] = comment
     for column, value in zip(_COUNTS, counts, strict=False):
         if value is not None:
             op[column] = value
@@ -374,12 +401,14 @@ def direct_response(
     message_id: int,
     status: int,
     counts: tuple[int | None, ...] = (),
+    comment: str | None = None,
 ) -> None:
     """A response to a request begun with :func:`direct_request` (``counts``: completed,
-    failed and warning sub-operations, where the response carries them)."""
+    failed and warning sub-operations, where the response carries them; ``comment``: its
+    Error Comment)."""
     rec = _record(assoc)
     if rec is not None:
-        _response(rec, role, message_id, status, counts)
+        _response(rec, role, message_id, status, counts, comment)
 
 
 def count_bytes(assoc: Any, sent: int = 0, received: int = 0) -> None:

@@ -52,7 +52,7 @@ from pynetdicom._handlers import (
 from pynetdicom.dimse_primitives import C_STORE
 
 from dicomlab.log import capture
-from dicomlab.net import wire
+from dicomlab.net import guard, wire
 
 __all__ = [
     "Channel",
@@ -220,9 +220,9 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
         cx is None
         or str(cx.abstract_syntax) != command.sop_class
         or (assoc.is_requestor and not cx.as_scp)
-        or command.message_id is None
+        or guard.command_problem(command) is not None
     ):
-        return None  # pynetdicom answers (or aborts) as the standard says
+        return None  # pynetdicom answers (or, for a bad command set, aborts: net/guard.py)
     data = io.BytesIO()
     with memoryview(buf) as view:
         for start, stop in scan.spans:
@@ -254,7 +254,7 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
     except (OSError, AttributeError):
         return False
     capture.count_bytes(assoc, sent=len(pdu))
-    capture.direct_response(assoc, "SCP", mid, status)
+    capture.direct_response(assoc, "SCP", mid, status, comment=comment)
     return True
 
 

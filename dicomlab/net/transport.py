@@ -19,9 +19,9 @@ from pynetdicom.association import Association
 from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
 from dicomlab.log import capture
-from dicomlab.net import fastpath
+from dicomlab.net import fastpath, guard, trust
 
-__all__ = ["ClientAE", "connect_error_of", "quiesce", "set_nodelay"]
+__all__ = ["ClientAE", "connect_error_of", "finished", "quiesce", "set_nodelay"]
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -68,6 +68,7 @@ class _ClientSocket(AssociationSocket):
             self.socket.settimeout(self.assoc.connection_timeout)
             self.socket.connect(primitive.address_info.as_tuple)
             self.socket.settimeout(None)  # as pynetdicom: blocking after connect
+            trust.register_client(self.socket)  # a LocalPACS of this process trusts it
             self.assoc.requestor.address_info = AddressInformation.from_tuple(
                 self.socket.getsockname()
             )
@@ -98,7 +99,7 @@ class ClientAE(AE):
         though its thread may take a moment more to end. Otherwise a peer that opens
         its next association right after releasing one could be refused with "local
         limit exceeded" by a server allowing one association."""
-        return [a for a in super().active_associations if not _finished(a)]
+        return [a for a in super().active_associations if not finished(a)]
 
     def _create_socket(
         self,
@@ -109,11 +110,13 @@ class ClientAE(AE):
         sock = _ClientSocket(assoc, address=address)
         sock.tls_args = tls_args
         fastpath.install(assoc, sock)  # called before the association starts
+        guard.install(assoc)
         capture.attach(assoc, "SCU", tls=tls_args is not None)
         return sock
 
 
-def _finished(assoc: Any) -> bool:
+def finished(assoc: Any) -> bool:
+    """Whether an association is over (released, aborted, rejected, or ending)."""
     return bool(
         assoc.is_released
         or assoc.is_aborted

@@ -130,13 +130,17 @@ def store_response(
 ) -> bytes:
     """The command set of a C-STORE-RSP (PS3.7 9.3.1.2); no data set follows."""
     elements = [
-        (_AFFECTED_CLASS, _uid(sop_class)),
         (_COMMAND_FIELD, _US.pack(C_STORE_RSP)),
         (_RESPONDED_TO, _US.pack(message_id)),
         (_DATA_SET_TYPE, _US.pack(NO_DATA_SET)),
         (_STATUS, _US.pack(status)),
-        (_AFFECTED_INSTANCE, _uid(sop_instance)),
     ]
+    if sop_class.isascii():
+        elements.append((_AFFECTED_CLASS, _uid(sop_class)))
+    if sop_instance.isascii():
+        # Optional in a response (U(=), PS3.7 9.3.1.2): a UID that is not even ASCII (which
+        # the request decoded with replacement characters) is left out, not echoed.
+        elements.append((_AFFECTED_INSTANCE, _uid(sop_instance)))
     if error_comment:
         elements.append((_ERROR_COMMENT, _text(error_comment[:64])))
     return _command(elements)

@@ -27,11 +27,14 @@ from dicomlab.core.header import (
 )
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
+from dicomlab.core.structure import structure_error
+from dicomlab.net.trust import is_own_connection
 from dicomlab.server.archive import HEADER_KEYWORDS, Archive, HeaderError, header_row, read_header
 
 __all__ = [
     "SERVICES",
     "Policy",
+    "check_instance",
     "handle_echo",
     "handle_find",
     "handle_get",
@@ -52,6 +55,7 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110  # PS3.7 C.4: "Processing failure", general
 STATUS_FIND_UNABLE = 0xC001
+STATUS_DATASET_MISMATCH = 0xA900  # PS3.4 B.2.3: "Data Set does not match SOP Class"
 
 _PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
 _COMPUTED_LISTS = {"ModalitiesInStudy", "SOPClassesInStudy"}
@@ -69,7 +73,11 @@ class Policy:
     def node_for(self, ae_title: str) -> Node | None:
         return self.book.find_ae(ae_title) if self.book is not None else None
 
-    def permits(self, ae_title: str, service: str) -> bool:
+    def permits(self, ae_title: str, service: str, assoc: Any = None) -> bool:
+        """Whether the caller may use ``service``: a connection this process opened itself
+        (``assoc``'s socket, never its AE title) may do anything."""
+        if assoc is not None and own_connection(assoc):
+            return True
         if service == "store" and ae_title in self.trusted_senders:
             return True
         node = self.node_for(ae_title)
@@ -84,20 +92,69 @@ class Policy:
         }[service]
 
 
+def own_connection(assoc: Any) -> bool:
+    """Whether the association came in on a connection that this process opened."""
+    transport = getattr(getattr(assoc, "dul", None), "socket", None)
+    return is_own_connection(getattr(transport, "socket", None))
+
+
 def _calling(event: Any) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
 def handle_echo(event: Any, policy: Policy) -> int:
-    if not policy.permits(_calling(event), "echo"):
+    if not policy.permits(_calling(event), "echo", event.assoc):
         return STATUS_NOT_AUTHORIZED
     return STATUS_SUCCESS
 
 
-def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
-    """Write the received bytes as they are (never decoded), then index them."""
+def _refusal(status: int, comment: str) -> Dataset:
+    """A failure response carrying its reason (Error Comment holds at most 64 characters)."""
+    rsp = Dataset()
+    rsp.Status = status
+    rsp.ErrorComment = comment[:64]
+    return rsp
+
+
+def check_instance(
+    body: bytes | memoryview,
+    transfer_syntax: str,
+    row: Mapping[str, Any],
+    sop_class: str | None = None,
+    sop_instance: str | None = None,
+    context_class: str | None = None,
+) -> tuple[int, str] | None:
+    """Why an instance must not be stored, as (status, reason), or None when it may be.
+
+    The data set must parse to its end (:func:`~dicomlab.core.structure.structure_error`)
+    and its SOP Class and Instance UIDs must be those the command (``sop_class``,
+    ``sop_instance``) and the presentation context (``context_class``) announced.
+    """
+    broken = structure_error(body, transfer_syntax)
+    if broken is not None:
+        return STATUS_CANNOT_UNDERSTAND, broken
+    checks = (
+        ("SOP Class UID", row.get("SOPClassUID"), sop_class, "the command's"),
+        ("SOP Class UID", row.get("SOPClassUID"), context_class, "the presentation context's"),
+        ("SOP Instance UID", row.get("SOPInstanceUID"), sop_instance, "the command's"),
+    )
+    for what, held, announced, whose in checks:
+        if announced is not None and str(announced).strip() != held:
+            return (
+                STATUS_DATASET_MISMATCH,
+                f"the data set's {what} {held} is not {whose} {str(announced).strip()}",
+            )
+    return None
+
+
+def handle_store(event: Any, archive: Archive, policy: Policy) -> int | Dataset:
+    """Check the received bytes (never decoded), write them as they are, then index them.
+
+    Nothing is written for a data set that does not parse to its end or whose UIDs are
+    not the ones announced: the sender gets a failure status with the reason.
+    """
     calling = _calling(event)
-    if not policy.permits(calling, "store"):
+    if not policy.permits(calling, "store", event.assoc):
         log.warning("C-STORE from %s refused: not authorised", calling)
         return STATUS_NOT_AUTHORIZED
     request = event.request
@@ -111,6 +168,14 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
             row = header_row(ds)
         else:
             row = header_row(values)
+        refused = check_instance(
+            body,
+            ts,
+            row,
+            sop_class=str(request.AffectedSOPClassUID),
+            sop_instance=str(request.AffectedSOPInstanceUID),
+            context_class=str(event.context.abstract_syntax),
+        )
         meta = encode_file_meta(
             str(request.AffectedSOPClassUID),
             str(request.AffectedSOPInstanceUID),
@@ -118,21 +183,20 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int:
             IMPLEMENTATION_UID,
             IMPLEMENTATION_VERSION,
         )
-    except HeaderError as exc:
-        log.warning("C-STORE from %s refused: %s", calling, exc)
+    except Exception as exc:  # HeaderError (UIDs), or a header nobody can decode
+        refused = (STATUS_CANNOT_UNDERSTAND, str(exc))
+    if refused is not None:
+        status, reason = refused
+        log.warning("C-STORE from %s refused (0x%04X): %s", calling, status, reason)
         archive.stats["failed"] += 1
-        return STATUS_CANNOT_UNDERSTAND
-    except Exception as exc:  # undecodable header
-        log.warning("C-STORE from %s: cannot read the data set: %s", calling, exc)
-        archive.stats["failed"] += 1
-        return STATUS_CANNOT_UNDERSTAND
+        return _refusal(status, reason)
     try:
         with archive.receiving(str(row.get("StudyInstanceUID") or "")):
             archive.add(row, ts, (meta, body), source_ae=calling)
     except OSError as exc:
         log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
         archive.stats["failed"] += 1
-        return STATUS_OUT_OF_RESOURCES
+        return _refusal(STATUS_OUT_OF_RESOURCES, f"cannot write the file: {exc.strerror or exc}")
     except Exception:  # a bug or an unexpected state: fail this instance, serve the next
         log.exception("C-STORE from %s: storing %s failed", calling, row["SOPInstanceUID"])
         archive.stats["failed"] += 1
@@ -194,7 +258,7 @@ def handle_find(
     event: Any, archive: Archive, policy: Policy
 ) -> Iterator[tuple[int, Dataset | None]]:
     calling = _calling(event)
-    if not policy.permits(calling, "find"):
+    if not policy.permits(calling, "find", event.assoc):
         yield STATUS_NOT_AUTHORIZED, None
         return
     identifier: Dataset = event.identifier
@@ -263,7 +327,7 @@ def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         if isinstance(event.move_destination, bytes)
         else event.move_destination
     ).strip()
-    if not policy.permits(calling, "move"):
+    if not policy.permits(calling, "move", event.assoc):
         log.warning("C-MOVE from %s refused: not authorised", calling)
         raise PermissionError(f"{calling} may not retrieve")
     node = policy.node_for(destination)
@@ -281,7 +345,7 @@ def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
 
 def handle_get(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
     calling = _calling(event)
-    if not policy.permits(calling, "get"):
+    if not policy.permits(calling, "get", event.assoc):
         log.warning("C-GET from %s refused: not authorised", calling)
         raise PermissionError(f"{calling} may not retrieve")
     items = archive.index.paths(_retrieve_filters(event.identifier))

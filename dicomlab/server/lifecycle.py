@@ -5,10 +5,11 @@ beside it) and their association threads. ``stop()`` is idempotent, aborts open
 associations and TLS handshakes within a bounded time and frees the ports;
 servers still running at interpreter exit are stopped.
 
-TLS: pynetdicom wraps each accepted socket in its accept loop, so the handshake
-runs there and one client that connects and sends nothing blocks every later
-connection. :class:`_Listener` accepts plain sockets and runs the handshake in
-the connection's own thread, with a timeout and a bound on handshakes in flight.
+New connections wait in a :class:`~dicomlab.server.gate.Gate` (one thread for all of
+them, bounded, with a short deadline) until their first PDU is in; only then does
+pynetdicom get the connection and a thread, and only an association whose request
+arrived counts against the server's limit. On the TLS port the gate also runs the
+handshakes, without blocking: one client that connects and sends nothing blocks nobody.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomlab.core.nodes import TLS, Node, validate_ae_title, validate_host, validate_port
 from dicomlab.errors import ConfigError
 from dicomlab.log import capture
-from dicomlab.net import fastpath
+from dicomlab.net import fastpath, guard
 from dicomlab.net.tls import server_context
-from dicomlab.net.transport import ClientAE, set_nodelay
+from dicomlab.net.transport import ClientAE, finished, set_nodelay
+from dicomlab.server.gate import Gate, PendingLimits
 
 __all__ = ["ServerThread", "VerificationServer"]
 
@@ -94,6 +96,7 @@ def _tune_connection(event: Any) -> None:
     if raw is not None:
         set_nodelay(raw)
     fastpath.install(event.assoc)
+    guard.install(event.assoc)
     capture.attach(event.assoc, "SCP", tls=isinstance(raw, ssl.SSLSocket))
 
 
@@ -112,15 +115,17 @@ def _wake_unassociated(event: Any) -> None:
         _wake(assoc)
 
 
+def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+    """Reject an association from its EVT_REQUESTED handler, as pynetdicom's own ACSE does
+    (pynetdicom then skips negotiation and closes the connection)."""
+    assoc.acse.send_reject(result, source, diagnostic)
+    assoc.is_rejected = True
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
+
+
 DICOM_TLS_PORT = 2762
 """The port IANA registered for DICOM over TLS (``dicom-tls``), the default ``tls_port``."""
-
-HANDSHAKE_TIMEOUT_S = 10.0
-"""A TLS client must finish its handshake within this, or is disconnected."""
-
-MAX_HANDSHAKES = 64
-"""TLS handshakes in flight at once; connections past it are closed at once."""
-
 
 class _SupportedContexts(list):  # type: ignore[type-arg]
     """The server's supported contexts, which pynetdicom deep-copies for every association.
@@ -142,66 +147,29 @@ class _SupportedContexts(list):  # type: ignore[type-arg]
 
 
 class _Listener(ThreadedAssociationServer):
-    """pynetdicom's threaded server; with ``tls_context``, handshakes in per-connection threads."""
+    """pynetdicom's threaded server, fed by a :class:`~dicomlab.server.gate.Gate`: a
+    connection gets its thread (and pynetdicom's attention) only once its first PDU is in."""
 
-    tls_context: ssl.SSLContext | None = None
-    block_on_close = False  # stop() ends handshakes itself: shutdown() must not wait on them
+    gate: Gate | None = None
+    block_on_close = False  # stop() ends connections itself: shutdown() must not wait on them
     daemon_threads = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.contexts = _SupportedContexts(self.contexts)
-        self._handshaking: set[ssl.SSLSocket] = set()
-        self._handshake_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.tls_context is not None:
-            request = self._handshake(request, client_address)
-            if request is None:
-                return
-        super().process_request_thread(request, client_address)
+    def open_gate(self, limits: PendingLimits, tls_context: ssl.SSLContext | None) -> None:
+        self.gate = Gate(self._serve, limits, tls_context, self.ae_title)
 
-    def _handshake(self, sock: socket.socket, address: Any) -> ssl.SSLSocket | None:
-        assert self.tls_context is not None
-        if not self._slots.acquire(blocking=False):
-            self._refuse(sock, address, OSError(f"more than {MAX_HANDSHAKES} TLS handshakes"))
-            return None
-        tls: ssl.SSLSocket | None = None
-        try:
-            set_nodelay(sock)
-            sock.settimeout(HANDSHAKE_TIMEOUT_S)
-            tls = self.tls_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
-            with self._handshake_lock:
-                self._handshaking.add(tls)
-            tls.do_handshake()
-            tls.settimeout(None)  # blocking, as pynetdicom expects of an accepted socket
-            return tls
-        except (OSError, ValueError) as exc:  # ssl.SSLError, timeout, reset: this client only
-            self._refuse(tls or sock, address, exc)
-            return None
-        finally:
-            if tls is not None:
-                with self._handshake_lock:
-                    self._handshaking.discard(tls)
-            self._slots.release()
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.gate is None:  # pragma: no cover - open_gate runs before serving
+            super().process_request(request, client_address)
+            return
+        set_nodelay(request)
+        self.gate.add(request, client_address)
 
-    def _refuse(self, sock: socket.socket, address: Any, exc: BaseException) -> None:
-        log.info("TLS handshake with %s failed: %s", address, exc)
-        capture.handshake_failed(self.ae_title, address, exc)
-        with contextlib.suppress(OSError):
-            sock.close()
-
-    def abort_handshakes(self) -> None:
-        """Disconnect clients still in their TLS handshake (their threads then end)."""
-        with self._handshake_lock:
-            pending = list(self._handshaking)
-        for sock in pending:
-            with contextlib.suppress(OSError):
-                # the TCP socket under the TLS one: wakes the handshake's blocked read
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    def _serve(self, request: Any, client_address: Any) -> None:
+        super().process_request(request, client_address)  # a thread for this connection
 
 
 class ServerThread:
@@ -219,8 +187,12 @@ class ServerThread:
         port: int = 0,
         tls: TLS | None = None,
         tls_port: int | None = None,
+        pending: PendingLimits | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
+        if pending is not None and not isinstance(pending, PendingLimits):
+            raise ConfigError(f"pending must be a dl.PendingLimits or None, got {pending!r}")
+        self.pending_limits = pending or PendingLimits()
         self.host = validate_host(host)
         self._requested_port = validate_port(port, allow_zero=True)
         if tls is not None and not isinstance(tls, TLS):
@@ -240,6 +212,9 @@ class ServerThread:
         self._bound: dict[str, int] = {}
         self._ae: AE | None = None
         self._lock = threading.RLock()
+        self._admitted: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._dropped = 0  # by the gates of listeners already stopped
+        self._admit_lock = threading.Lock()
 
     # -- to override ----------------------------------------------------------
     def _configure(self, ae: AE) -> None:  # pragma: no cover - abstract
@@ -247,6 +222,46 @@ class ServerThread:
 
     def _handlers(self) -> list[Any]:
         return []
+
+    def _max_associations(self) -> int:
+        """Associations served at once; a request past it is rejected (local limit exceeded)."""
+        return 10
+
+    def _calling_allowed(self, assoc: Any) -> bool:
+        """Whether this association's calling AE may associate at all (a whitelist)."""
+        return True
+
+    # -- admission: once the A-ASSOCIATE-RQ is in ----------------------------------------
+    def _admit(self, event: Any) -> None:
+        """Accept or reject an association request (EVT_REQUESTED, before negotiation).
+
+        Only associations whose request arrived count against the limit: a connection
+        still waiting to send its request is the gate's, and costs no slot.
+        """
+        assoc = event.assoc
+        # pynetdicom sets this when it negotiates, after this handler: set it now.
+        assoc.requestor.ae_title = assoc.requestor.primitive.calling_ae_title
+        if not self._calling_allowed(assoc):
+            _reject(assoc, 0x01, 0x01, 0x03)  # permanent: calling AE title not recognised
+            return
+        with self._admit_lock:
+            serving = [a for a in self._admitted if a.is_alive() and not finished(a)]
+            if len(serving) >= self._max_associations():
+                full = True
+            else:
+                full = False
+                self._admitted.add(assoc)
+        if full:
+            _reject(assoc, 0x02, 0x03, 0x02)  # transient: local limit exceeded
+
+    @property
+    def connection_counters(self) -> dict[str, int]:
+        """Connections waiting for their first PDU now (``pending``), and dropped so far
+        (``dropped``: idle too long, or crowded out by a flood), over every port."""
+        gates = [listener.gate for listener in self._listeners if listener.gate is not None]
+        pending = sum(g.pending for g in gates)
+        dropped = self._dropped + sum(g.counters["dropped"] for g in gates)
+        return {"pending": pending, "dropped": dropped}
 
     # -- lifecycle --------------------------------------------------------------
     @property
@@ -303,9 +318,14 @@ class ServerThread:
             ae.acse_timeout = 10  # a silent connection is dropped after this
             ae.dimse_timeout = 60
             self._configure(ae)
+            # Admission (limit, whitelist) is ours, in EVT_REQUESTED: pynetdicom's own checks
+            # would count connections that have not asked for anything yet.
+            ae.maximum_associations = 100_000
+            ae.require_calling_aet = []
             handlers = [
                 (evt.EVT_CONN_OPEN, _tune_connection),
                 (evt.EVT_CONN_CLOSE, _wake_unassociated),
+                (evt.EVT_REQUESTED, _weak(self._admit)),
                 *((h[0], _weak(h[1]), *h[2:]) for h in self._handlers()),
             ]
             listeners: list[tuple[str, int, ssl.SSLContext | None]] = [
@@ -345,7 +365,7 @@ class ServerThread:
                 ) from None
             raise ConfigError(f"cannot listen on {self.host}:{port}: {exc}") from None
         assert isinstance(listener, _Listener)
-        listener.tls_context = context
+        listener.open_gate(self.pending_limits, context)
         thread = threading.Thread(
             target=listener.serve_forever,
             name=f"dicomlab-{self.ae_title}-{'tls' if context else 'plain'}",
@@ -367,7 +387,9 @@ class ServerThread:
         deadline = time.monotonic() + timeout
         for listener in listeners:
             listener.shutdown()  # stops accepting and closes the listening socket
-            listener.abort_handshakes()
+            if listener.gate is not None:
+                listener.gate.stop(max(0.1, deadline - time.monotonic()))
+                self._dropped += listener.gate.counters["dropped"]
             for assoc in list(listener.active_associations):
                 if assoc.is_established:
                     assoc.abort()

@@ -7,8 +7,10 @@ Root models, over its own :class:`~dicomlab.server.archive.Archive`.
 Access control: callers whose AE title is in ``book`` get that node's
 permissions (``allow_store``, ``allow_query``, ``allow_retrieve``); others may
 use only the services in ``allow_unknown`` (default: echo). C-MOVE destinations
-are the book's nodes. ``max_associations`` bounds concurrent associations;
-callers past it are rejected ("local limit exceeded").
+are the book's nodes; this process's own connections may do anything.
+``max_associations`` bounds concurrent associations (callers past it are rejected,
+"local limit exceeded"); connections that have not asked for one yet are bounded
+apart (:mod:`dicomlab.server.gate`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dicomlab.core.nodes import TLS, Node
 from dicomlab.errors import ValidationError
 from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
+from dicomlab.server.gate import PendingLimits
 from dicomlab.server.lifecycle import ServerThread
 
 __all__ = ["LocalPACS"]
@@ -93,8 +96,16 @@ class LocalPACS(ServerThread):
     tls, tls_port
         Serve TLS too: ``tls`` holds our certificate and key (and ``ca`` with
         ``require_client_cert=True`` to demand client certificates); ``tls_port``
-        defaults to 2762, the port registered for DICOM over TLS. Handshakes run
-        per connection with a 10 s limit, so an idle client blocks nobody.
+        defaults to 2762, the port registered for DICOM over TLS.
+    pending
+        Bounds on connections that have not sent their A-ASSOCIATE-RQ yet
+        (:class:`dl.PendingLimits`: how many in all and per address, and how long each
+        may take). They do not count against ``max_associations``; past a bound the
+        oldest is dropped, so a flood of idle connections never locks callers out.
+
+    Connections that this Python process opens itself (``dl.store(local.node, ...)``,
+    ``dl.find``, ``dl.retrieve``, a QueryPanel) may use every service with no
+    configuration: they are recognised by the connection, never by AE title.
     """
 
     def __init__(
@@ -109,8 +120,9 @@ class LocalPACS(ServerThread):
         fsync: bool = True,
         tls: TLS | None = None,
         tls_port: int | None = None,
+        pending: PendingLimits | None = None,
     ) -> None:
-        super().__init__(ae_title, host, port, tls=tls, tls_port=tls_port)
+        super().__init__(ae_title, host, port, tls=tls, tls_port=tls_port, pending=pending)
         if not 1 <= max_associations <= 1000:
             raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
         self.archive = Archive(root, fsync=fsync)
@@ -128,7 +140,6 @@ class LocalPACS(ServerThread):
 
     # -- server wiring -------------------------------------------------------------
     def _configure(self, ae: AE) -> None:
-        ae.maximum_associations = self.max_associations
         ae.maximum_pdu_size = _MAX_PDU
         ae.add_supported_context(Verification)
         for cx in AllStoragePresentationContexts:
@@ -138,8 +149,17 @@ class LocalPACS(ServerThread):
             )
         for uid in _QR:
             ae.add_supported_context(uid)
-        if self.book is not None and not self.policy.allow_unknown:
-            ae.require_calling_aet = [n.ae_title for n in self.book] or ["\x00NOBODY"]
+
+    def _max_associations(self) -> int:
+        return self.max_associations
+
+    def _calling_allowed(self, assoc: Any) -> bool:
+        """With a book and no service for strangers, only the book's AE titles (and this
+        process's own connections) may associate."""
+        if self.book is None or self.policy.allow_unknown:
+            return True
+        calling = str(assoc.requestor.ae_title).strip()
+        return self.book.find_ae(calling) is not None or handlers.own_connection(assoc)
 
     def _handlers(self) -> list[Any]:
         p, a = self.policy, self.archive
@@ -174,8 +194,9 @@ class LocalPACS(ServerThread):
     # -- archive ----------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: stored, duplicates, failed, bytes, associations, rejected, aborted."""
-        return {**self.archive.stats, **self.counters}
+        """Counters: stored, duplicates, failed, bytes, associations, rejected, aborted,
+        and connections ``pending`` (waiting for their request now) and ``dropped``."""
+        return {**self.archive.stats, **self.counters, **self.connection_counters}
 
     def instances(self) -> pd.DataFrame:
         """One row per instance held."""
