@@ -37,7 +37,8 @@ from dicomlab.errors import (
 from dicomlab.log.reader import read_log
 from dicomlab.net.echo import EchoResult, echo
 from dicomlab.net.find import find, find_many, reconcile
-from dicomlab.server.localpacs import LocalPACS, PendingLimits
+from dicomlab.server.gate import PendingLimits
+from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.retrieve import retrieve
 from dicomlab.transfer.store import store

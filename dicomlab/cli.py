@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from dicomlab import __version__
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import TLS, Node
-from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.errors import DicomlabError, PartialResultWarning, ValidationError
 
 __all__ = ["main"]
 
@@ -320,7 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            # A partial result is printed as INCOMPLETE and exits 3: no Python warning text too.
+            warnings.simplefilter("ignore", PartialResultWarning)
+            return int(args.func(args))
     except DicomlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

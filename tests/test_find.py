@@ -201,7 +201,8 @@ def test_capped_results_are_reported_incomplete(
     need_peer("Orthanc")
     with Orthanc(tmp_path / "capped", config={"LimitFindResults": 3}) as o:
         o.upload(synthetic[1].path)
-        df = dl.find(o.node, dl.Query.studies(), calling_ae="TESTER")
+        with pytest.warns(dl.PartialResultWarning, match="partial result, 3 rows"):
+            df = dl.find(o.node, dl.Query.studies(), calling_ae="TESTER")
     assert len(df) == 3
     assert df.attrs["complete"] is False
     assert "partial" in df.attrs["error"]

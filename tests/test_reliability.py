@@ -107,7 +107,7 @@ def test_a_truncated_data_set_is_refused_with_nothing_written_and_the_next_store
     first, second = responses
     assert first is not None and first.status is not None
     assert 0xC000 <= first.status <= 0xCFFF, hex(first.status)
-    assert "(7FE0,0010) declares 8192 bytes, 3672 follow" == first.error_comment
+    assert first.error_comment == "(7FE0,0010) declares 8192 bytes, 3672 follow"
     assert second is not None and second.status == 0x0000
     assert _held(lp) == {str(good.SOPInstanceUID)}
     assert len(_files(lp)) == 1

@@ -220,6 +220,7 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
         cx is None
         or str(cx.abstract_syntax) != command.sop_class
         or (assoc.is_requestor and not cx.as_scp)
+        or command.message_id is None
         or guard.command_problem(command) is not None
     ):
         return None  # pynetdicom answers (or, for a bad command set, aborts: net/guard.py)

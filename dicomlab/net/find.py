@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from contextlib import ExitStack
 from datetime import date
@@ -30,14 +31,23 @@ from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
-from dicomlab.core.status import decode_status
-from dicomlab.errors import DicomlabError, NoAcceptedContext, ValidationError
+from dicomlab.core.status import decode_status, is_refusal
+from dicomlab.errors import (
+    AssociationAborted,
+    DicomlabError,
+    DimseError,
+    DimseTimeout,
+    NoAcceptedContext,
+    OperationRefused,
+    PartialResultWarning,
+    ValidationError,
+)
 from dicomlab.net import diagnose
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
 from dicomlab.net.direct_qr import Querier, prepare
 from dicomlab.net.transport import quiesce
 
-__all__ = ["find", "find_many", "reconcile"]
+__all__ = ["conclude", "find", "find_many", "reconcile", "refusal_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,9 @@ class _Outcome:
     def __init__(self) -> None:
         self.status: int | None = None
         self.error: str | None = None
+        self.comment: str | None = None  # the peer's Error Comment
+        self.timed_out = False
+        self.peer_ended = False  # the peer aborted or closed the connection mid-query
         self.n = 0
 
 
@@ -96,7 +109,9 @@ def _run_find(
         if "Status" not in status:
             # pynetdicom aborts the association itself when its DIMSE timeout expires:
             # tell that from the peer aborting by the time we waited.
-            out.error = _broken(node, diagnose.waited_out(node, time.monotonic() - last))
+            out.timed_out = diagnose.waited_out(node, time.monotonic() - last)
+            out.peer_ended = not out.timed_out
+            out.error = _broken(node, out.timed_out)
             break
         last = time.monotonic()
         code = int(status.Status)
@@ -105,6 +120,8 @@ def _run_find(
                 builder.add(rsp, **extra)
                 out.n += 1
             continue
+        comment = status.get("ErrorComment")
+        out.comment = str(comment).strip() or None if comment else None
         _final(out, code)
         break
     return out
@@ -131,6 +148,8 @@ def _final(out: _Outcome, code: int) -> None:
         )
     elif info.category != "success":
         out.error = f"C-FIND ended with {info} after {out.n} matches"
+        if out.comment:
+            out.error += f" ({out.comment})"
 
 
 def _run_direct(
@@ -155,6 +174,8 @@ def _run_direct(
         return None
     out = _Outcome()
     out.n = reader.n
+    out.comment = reply.error_comment
+    out.timed_out, out.peer_ended = reply.timed_out, reply.peer_ended
     if reply.status is None:
         out.error = (
             _broken(node, reply.timed_out)
@@ -201,6 +222,7 @@ def find(
     calling_ae: str | None = None,
     book: NodeBook | None = None,
     today: date | None = None,
+    warn: bool = True,
 ) -> pd.DataFrame:
     """Query ``node`` and return one typed row per match.
 
@@ -210,14 +232,26 @@ def find(
     ``df.attrs``: ``node`` (name), ``query`` (description), ``status`` (final
     DIMSE status or None), ``complete`` (False when the peer stopped early,
     failed or the association broke: the rows are then partial), ``elapsed_s``,
-    ``error`` and ``undecodable`` ((row, keyword) pairs whose text did not decode).
+    ``error``, ``error_comment`` (the peer's), and ``undecodable`` ((row, keyword)
+    pairs whose text did not decode).
+
+    A refusal or a failure is never an empty result: with no row it raises; after some
+    rows it returns them and warns (:class:`dl.PartialResultWarning`; ``warn=False``
+    leaves only ``df.attrs`` to say so, for callers that show it themselves).
 
     Raises
     ------
     ValidationError
         A bad query (before anything is sent).
     NetworkError
-        No association (refused, rejected...): nothing was queried.
+        No association (refused, rejected...): nothing was queried; also
+        AssociationAborted when the peer aborted before the first match.
+    OperationRefused
+        The peer refused the query (not authorised, out of resources...): its status,
+        its Error Comment and a hint (which AE title to register where).
+    DimseError
+        Another failure status, or a response we could not take, before any match
+        (DimseTimeout: no response in time).
     KeyboardInterrupt
         Propagated after aborting the association; nothing half-built is returned.
     """
@@ -240,6 +274,7 @@ def find(
             calling_ae=calling_ae,
             book=book,
             today=today,
+            warn=warn,
             **{keyword: values},
         )
     target = resolve_node(node, book)
@@ -249,7 +284,63 @@ def find(
     with open_association(target, find_contexts(target, query), calling_ae=ours) as opened:
         df = find_on(opened.assoc, target, query, identifier=identifier)
     df.attrs["elapsed_s"] = time.perf_counter() - t0
+    conclude(df, target, ours, "C-FIND", warn)
     return df
+
+
+def conclude(df: pd.DataFrame, node: Node, ours: str, service: str, warn: bool = True) -> None:
+    """Raise for an operation that failed with nothing delivered; warn for a partial one.
+
+    ``df`` is the result of :func:`find_on` (its ``attrs`` say how it ended).
+    """
+    if df.attrs.get("complete"):
+        return
+    status, error = df.attrs.get("status"), df.attrs.get("error")
+    if len(df):
+        if not warn:
+            return
+        warnings.warn(
+            PartialResultWarning(
+                f"{service} on {node.address}: partial result, {len(df)} rows, then "
+                f"{error or status} (df.attrs['complete'] is False)"
+            ),
+            stacklevel=3,
+        )
+        return
+    comment = df.attrs.get("error_comment")
+    if df.attrs.get("timed_out"):
+        raise DimseTimeout(str(error), node=node, status=status)
+    if df.attrs.get("peer_ended"):
+        raise AssociationAborted(str(error), node=node)
+    if status is None:  # we broke it off (a message we cannot take): never reused
+        raise DimseError(str(error), node=node)
+    if is_refusal(int(status)):
+        raise OperationRefused(
+            f"{node.address} refused the {service}: {decode_status(int(status))}"
+            + (f" ({comment})" if comment else ""),
+            node=node,
+            status=int(status),
+            comment=comment,
+            hint=refusal_hint(int(status), node, ours, service),
+        )
+    raise DimseError(str(error), node=node, status=int(status), comment=comment)
+
+
+def refusal_hint(status: int, node: Node, ours: str, service: str) -> str:
+    """What to try after ``node`` refused ``service`` to our AE title ``ours``."""
+    if status == 0x0124:
+        allow = {"C-FIND": "allow_query", "C-STORE": "allow_store"}.get(service, "allow_retrieve")
+        return (
+            f"{node.ae_title} does not let AE title {ours!r} use {service}: register {ours!r} "
+            f"(with this machine's address) on {node.ae_title} with that permission; for a "
+            f"dl.LocalPACS in another process, add dl.Node(..., ae_title={ours!r}, "
+            f"{allow}=True) to its book"
+        )
+    if 0xA700 <= status <= 0xA7FF:
+        return f"{node.ae_title} is out of resources: narrow the query or try again later"
+    if status == 0xA801:
+        return f"register our AE title {ours!r} on {node.ae_title} as a move destination"
+    return f"{node.ae_title} does not support this {service}: check the node's configuration"
 
 
 def find_contexts(node: Node, query: Query) -> list[Any]:
@@ -279,16 +370,23 @@ def find_on(
     if outcome.error and assoc.is_established:
         assoc.abort()
     df = builder.frame()
-    _finish(df, node, query.describe(), outcome.status, outcome.error, time.perf_counter() - t0)
+    _finish(df, node, query.describe(), outcome, time.perf_counter() - t0)
     return df
 
 
-def _finish(
-    df: pd.DataFrame, node: Node, what: str, status: int | None, error: str | None, elapsed: float
-) -> None:
+def _finish(df: pd.DataFrame, node: Node, what: str, outcome: _Outcome, elapsed: float) -> None:
+    status, error = outcome.status, outcome.error
     complete = status == 0x0000 and error is None
     df.attrs.update(
-        node=node.name, query=what, status=status, complete=complete, elapsed_s=elapsed, error=error
+        node=node.name,
+        query=what,
+        status=status,
+        complete=complete,
+        elapsed_s=elapsed,
+        error=error,
+        error_comment=outcome.comment,
+        timed_out=outcome.timed_out,
+        peer_ended=outcome.peer_ended,
     )
     if not complete:
         log.warning("C-FIND %s on %s incomplete: %s", what, node.address, error or status)
@@ -302,6 +400,7 @@ def find_many(
     calling_ae: str | None = None,
     book: NodeBook | None = None,
     today: date | None = None,
+    warn: bool = True,
     **values: Iterable[Any],
 ) -> pd.DataFrame:
     """Run ``base`` once per value of one keyword, over at most ``max_connections`` associations.
@@ -311,7 +410,8 @@ def find_many(
     Returns one DataFrame with a ``query_value`` column. ``df.attrs`` holds
     ``complete`` (every value answered with Success), ``failed`` (values whose
     query failed, with the error), and what :func:`reconcile` summarises:
-    values that matched nothing or several rows.
+    values that matched nothing or several rows. When any value failed it warns
+    (:class:`dl.PartialResultWarning`; not with ``warn=False``).
     """
     if len(values) != 1:
         raise ValidationError(f"find_many takes exactly one keyword of values, got {list(values)}")
@@ -411,6 +511,16 @@ def find_many(
     if failed:
         log.warning(
             "find_many on %s: %d of %d queries failed", target.address, len(failed), len(items)
+        )
+    if failed and warn:
+        first = next(iter(failed.items()))
+        warnings.warn(
+            PartialResultWarning(
+                f"find_many on {target.address}: {len(failed)} of {len(items)} queries failed "
+                f"(first: {first[0]!r}: {first[1]}); df.attrs['failed'] lists them, "
+                "dl.reconcile(df) shows each value's outcome"
+            ),
+            stacklevel=2,
         )
     return df
 

@@ -65,9 +65,7 @@ class PendingLimits:
                 f"pending per_address {self.per_address!r} must be in 1-{self.total}"
             )
         if not 0.1 <= self.first_pdu_s <= 600:
-            raise ValidationError(
-                f"first_pdu_s {self.first_pdu_s!r} must be in 0.1-600 seconds"
-            )
+            raise ValidationError(f"first_pdu_s {self.first_pdu_s!r} must be in 0.1-600 seconds")
 
 
 @dataclass(slots=True)
@@ -202,16 +200,12 @@ class Gate:
             sock.setblocking(False)
             tls = None
             if self._tls is not None:
-                tls = self._tls.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
-                )
+                tls = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ValueError) as exc:
             log.info("connection from %s failed before its first PDU: %s", address, exc)
             _close(sock)
             return
-        waiting = _Waiting(
-            tls or sock, address, time.monotonic() + limits.first_pdu_s, tls=tls
-        )
+        waiting = _Waiting(tls or sock, address, time.monotonic() + limits.first_pdu_s, tls=tls)
         self._waiting[id(waiting)] = waiting
         self._by_address[host] += 1
         self.counters["accepted"] += 1

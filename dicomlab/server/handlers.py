@@ -8,7 +8,7 @@ escape without a failure status (pynetdicom would otherwise answer a generic one
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.structure import structure_error
 from dicomlab.net.trust import is_own_connection
-from dicomlab.server.archive import HEADER_KEYWORDS, Archive, HeaderError, header_row, read_header
+from dicomlab.server.archive import HEADER_KEYWORDS, Archive, header_row, read_header
 
 __all__ = [
     "SERVICES",
@@ -102,6 +102,17 @@ def _calling(event: Any) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
+def _sender(event: Any) -> str:
+    """The AE title of whoever sent a C-STORE: the caller, or on an association we
+    requested (a C-GET's sub-operations) the peer we called."""
+    peer = event.assoc.acceptor if event.assoc.is_requestor else event.assoc.requestor
+    return str(peer.ae_title).strip()
+
+
+Refused = Callable[[Any, str, int, str], None]
+"""Told of each instance refused: (association, SOP Instance UID, status, reason)."""
+
+
 def handle_echo(event: Any, policy: Policy) -> int:
     if not policy.permits(_calling(event), "echo", event.assoc):
         return STATUS_NOT_AUTHORIZED
@@ -147,13 +158,16 @@ def check_instance(
     return None
 
 
-def handle_store(event: Any, archive: Archive, policy: Policy) -> int | Dataset:
+def handle_store(
+    event: Any, archive: Archive, policy: Policy, refused: Refused | None = None
+) -> int | Dataset:
     """Check the received bytes (never decoded), write them as they are, then index them.
 
     Nothing is written for a data set that does not parse to its end or whose UIDs are
-    not the ones announced: the sender gets a failure status with the reason.
+    not the ones announced: the sender gets a failure status with the reason (and
+    ``refused``, if given, is told).
     """
-    calling = _calling(event)
+    calling = _sender(event)
     if not policy.permits(calling, "store", event.assoc):
         log.warning("C-STORE from %s refused: not authorised", calling)
         return STATUS_NOT_AUTHORIZED
@@ -168,7 +182,7 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int | Dataset:
             row = header_row(ds)
         else:
             row = header_row(values)
-        refused = check_instance(
+        refusal = check_instance(
             body,
             ts,
             row,
@@ -184,11 +198,13 @@ def handle_store(event: Any, archive: Archive, policy: Policy) -> int | Dataset:
             IMPLEMENTATION_VERSION,
         )
     except Exception as exc:  # HeaderError (UIDs), or a header nobody can decode
-        refused = (STATUS_CANNOT_UNDERSTAND, str(exc))
-    if refused is not None:
-        status, reason = refused
+        refusal = (STATUS_CANNOT_UNDERSTAND, str(exc))
+    if refusal is not None:
+        status, reason = refusal
         log.warning("C-STORE from %s refused (0x%04X): %s", calling, status, reason)
         archive.stats["failed"] += 1
+        if refused is not None:
+            refused(event.assoc, str(request.AffectedSOPInstanceUID), status, reason)
         return _refusal(status, reason)
     try:
         with archive.receiving(str(row.get("StudyInstanceUID") or "")):
@@ -320,6 +336,14 @@ def _send(event: Any, archive: Archive, items: list[tuple[str, str, str]]) -> It
         yield STATUS_PENDING, ds
 
 
+def _refuse_retrieve() -> Iterator[Any]:
+    """The sub-operation count and final status of a refused C-GET/C-MOVE: pynetdicom only
+    sends a handler's status after a count of at least one (0 reads as "nothing to send,
+    success"), so the count is 1 and the status 0x0124 Refused: Not Authorised."""
+    yield 1
+    yield STATUS_NOT_AUTHORIZED, None
+
+
 def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
     calling = _calling(event)
     destination = str(
@@ -327,13 +351,15 @@ def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         if isinstance(event.move_destination, bytes)
         else event.move_destination
     ).strip()
-    if not policy.permits(calling, "move", event.assoc):
-        log.warning("C-MOVE from %s refused: not authorised", calling)
-        raise PermissionError(f"{calling} may not retrieve")
     node = policy.node_for(destination)
     if node is None:
         log.warning("C-MOVE from %s to unknown destination %r", calling, destination)
         yield None, None
+        return
+    if not policy.permits(calling, "move", event.assoc):
+        log.warning("C-MOVE from %s refused: not authorised", calling)
+        yield node.host, node.port, {"contexts": [build_context(Verification)]}
+        yield from _refuse_retrieve()
         return
     items = archive.index.paths(_retrieve_filters(event.identifier))
     contexts = storage_contexts([(c, t) for _, c, t in items])
@@ -347,7 +373,8 @@ def handle_get(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
     calling = _calling(event)
     if not policy.permits(calling, "get", event.assoc):
         log.warning("C-GET from %s refused: not authorised", calling)
-        raise PermissionError(f"{calling} may not retrieve")
+        yield from _refuse_retrieve()
+        return
     items = archive.index.paths(_retrieve_filters(event.identifier))
     yield len(items)
     yield from _send(event, archive, items)

@@ -127,6 +127,7 @@ def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
 DICOM_TLS_PORT = 2762
 """The port IANA registered for DICOM over TLS (``dicom-tls``), the default ``tls_port``."""
 
+
 class _SupportedContexts(list):  # type: ignore[type-arg]
     """The server's supported contexts, which pynetdicom deep-copies for every association.
 

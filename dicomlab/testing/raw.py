@@ -36,9 +36,7 @@ def _item(kind: int, payload: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(payload)) + payload
 
 
-def associate_rq(
-    calling: str, called: str, contexts: Sequence[tuple[str, Sequence[str]]]
-) -> bytes:
+def associate_rq(calling: str, called: str, contexts: Sequence[tuple[str, Sequence[str]]]) -> bytes:
     """An A-ASSOCIATE-RQ PDU proposing ``contexts`` ((abstract syntax, transfer syntaxes),
     given IDs 1, 3, 5...)."""
     items = b""

@@ -168,7 +168,9 @@ def _session(ctx: _Context, classes: list[str]) -> Any:
             contexts.append(build_context(uid, syntaxes))
             ext_neg.append(build_role(uid, scp_role=True))
         policy = handlers.Policy(None, frozenset({"store"}))
-        handlers_.append((evt.EVT_C_STORE, handlers.handle_store, [ctx.into.archive, policy]))
+        handlers_.append(
+            (evt.EVT_C_STORE, handlers.handle_store, [ctx.into.archive, policy, ctx.refusals.add])
+        )
 
     def fits(assoc: Any) -> bool:
         if not is_get or not classes:
@@ -204,6 +206,23 @@ def _counts(status: Dataset) -> tuple[int, int, int, int]:
     )
 
 
+class _Refusals:
+    """Instances a C-GET peer sent that we refused (bad UIDs, broken data sets), per
+    association: the outcome table says we refused them, and why."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_assoc: dict[int, list[tuple[str, int, str]]] = {}
+
+    def add(self, assoc: Any, sop_instance: str, status: int, reason: str) -> None:
+        with self._lock:
+            self._by_assoc.setdefault(id(assoc), []).append((sop_instance, status, reason))
+
+    def take(self, assoc: Any) -> list[tuple[str, int, str]]:
+        with self._lock:
+            return self._by_assoc.pop(id(assoc), [])
+
+
 class _Context:
     """Everything a worker needs for one retrieve call."""
 
@@ -215,6 +234,7 @@ class _Context:
         self.cancel = threading.Event()
         self.sessions = Sessions()
         self.known_classes: set[str] = set()  # learned from planning queries (C-GET)
+        self.refusals = _Refusals()
         self.classes_unreported = False  # the peer's C-FIND answers carry no SOP classes
 
 
@@ -245,6 +265,15 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
             hint="try the other retrieve method (node.retrieve='get' or 'move')",
         )
     track = _Responses(ctx, row)
+    try:
+        _exchange(ctx, assoc, model, item, track)
+    finally:
+        row["refused"] = [*(row.get("refused") or []), *ctx.refusals.take(assoc)]
+
+
+def _exchange(ctx: _Context, assoc: Any, model: Any, item: Item, track: _Responses) -> None:
+    """Send the C-GET or C-MOVE and follow its responses to the final one."""
+    node, is_get = ctx.node, ctx.method == "get"
     if _operate_direct(ctx, assoc, model, item, track):
         return
     quiesce(assoc)
@@ -430,7 +459,17 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
         "success",
         "warning",
     )
-    row["complete"] = bool(ok_status and (expected is None or have >= expected))
+    refused = row.pop("refused", None) or []
+    row["complete"] = bool(ok_status and not refused and (expected is None or have >= expected))
+    if refused:
+        uid, status, reason = refused[0]
+        row["error"] = (
+            f"we refused {len(refused)} instance{'s' if len(refused) != 1 else ''} "
+            f"{ctx.node.ae_title} sent (0x{status:04X}: {reason}; first SOP Instance UID "
+            f"{uid!r}); {have} of {expected if expected is not None else '?'} instances are "
+            "here: incomplete"
+        )
+        return row
     failed_subops = int(row["failed"] or 0)
     some_failed = row["status"] is not None and int(row["status"]) == 0xB000
     if ok_status and (failed_subops or some_failed) and not row["error"]:

@@ -62,7 +62,7 @@ class Panel:
         return self.ui._repr_mimebundle_(**kwargs)
 
     def say(self, text: str, kind: str = "info") -> None:
-        colour = {"info": "#333", "ok": "#1a7f37", "error": "#b42318"}[kind]
+        colour = {"info": "#333", "ok": "#1a7f37", "warn": "#b54708", "error": "#b42318"}[kind]
         self.message.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
     # -- background work -----------------------------------------------------------

@@ -153,12 +153,15 @@ class QueryPanel(Panel):
             self.result = df
             self.selection = df.iloc[0:0]
             self._show()
-            partial = "" if df.attrs.get("complete", True) else " (partial result: see df.attrs)"
-            self.say(f"{len(df)} studies on {node.name}{partial}", "ok")
+            if df.attrs.get("complete", True):
+                self.say(f"{len(df)} studies on {node.name}", "ok")
+            else:
+                why = df.attrs.get("error") or f"status {df.attrs.get('status')}"
+                self.say(f"partial result: {len(df)} studies on {node.name}, then {why}", "warn")
 
         self.run(
             f"searching {node.name}",
-            lambda: dl.find(node, query, calling_ae=self.book.local.ae_title),
+            lambda: dl.find(node, query, calling_ae=self.book.local.ae_title, warn=False),
             done,
         )
 
@@ -211,7 +214,7 @@ class QueryPanel(Panel):
 
         self.run(
             "looking up series",
-            lambda: dl.find(node, query, calling_ae=self.book.local.ae_title),
+            lambda: dl.find(node, query, calling_ae=self.book.local.ae_title, warn=False),
             done,
         )
 
