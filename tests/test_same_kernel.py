@@ -55,9 +55,9 @@ def test_the_kernel_stores_queries_and_retrieves_with_its_default_localpacs(
 
         # dcmtk in another process, calling with our very AE title, is a stranger
         storescu = need_peer("storescu")
+        where = ["-aec", local.ae_title, "127.0.0.1", str(local.port)]
         proc = subprocess.run(
-            [storescu, "-v", "-aet", OURS, "-aec", local.ae_title, "127.0.0.1", str(local.port)]
-            + [str(_files(studies)[0])],
+            [storescu, "-v", "-aet", OURS, *where, str(_files(studies)[0])],
             capture_output=True,
             text=True,
             env=peer_env(),
@@ -68,8 +68,7 @@ def test_the_kernel_stores_queries_and_retrieves_with_its_default_localpacs(
         assert len(local.instances()) == len(_files(studies))  # nothing new
         findscu = need_peer("findscu")
         proc = subprocess.run(
-            [findscu, "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]
-            + ["-aet", OURS, "-aec", local.ae_title, "127.0.0.1", str(local.port)],
+            [findscu, "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-aet", OURS, *where],
             capture_output=True,
             text=True,
             env=peer_env(),
@@ -113,9 +112,17 @@ def stranger_pacs(tmp_path: Path) -> Iterator[dl.Node]:
     """``dicomlab serve`` in a subprocess: only echo for callers it does not know."""
     port = free_port()
     with (tmp_path / "serve.log").open("wb") as out:
+        options = ["--port", str(port), "--ae", "ELSEWHERE", "--seed-demo", "2"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dicomlab.cli", "serve", "--root", str(tmp_path / "srv")]
-            + ["--port", str(port), "--ae", "ELSEWHERE", "--seed-demo", "2"],
+            [
+                sys.executable,
+                "-m",
+                "dicomlab.cli",
+                "serve",
+                "--root",
+                str(tmp_path / "srv"),
+                *options,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -139,9 +146,9 @@ def test_a_refused_query_raises_with_the_status_and_what_to_register(
 
 
 def test_the_cli_exits_non_zero_on_a_refusal(stranger_pacs: dl.Node) -> None:
+    address = f"ELSEWHERE@127.0.0.1:{stranger_pacs.port}"
     proc = subprocess.run(
-        [sys.executable, "-m", "dicomlab.cli", "find", f"ELSEWHERE@127.0.0.1:{stranger_pacs.port}"]
-        + ["--calling-ae", "ASKER"],
+        [sys.executable, "-m", "dicomlab.cli", "find", address, "--calling-ae", "ASKER"],
         capture_output=True,
         text=True,
         timeout=60,
