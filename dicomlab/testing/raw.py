@@ -21,6 +21,7 @@ __all__ = [
     "A_ABORT",
     "A_ASSOCIATE_AC",
     "A_ASSOCIATE_RJ",
+    "A_RELEASE_RP",
     "P_DATA_TF",
     "RawAssociation",
     "associate_rq",
