@@ -203,9 +203,12 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
             raise ValueError(f"command set truncated at byte {pos}")
         group, elem, length = _HEAD.unpack_from(view, pos)
         pos += 8
-        if group != 0x0000 or length == 0xFFFFFFFF or pos + length > end:
+        if length == 0xFFFFFFFF or pos + length > end:
             raise ValueError(f"invalid command element ({group:04X},{elem:04X}) at byte {pos - 8}")
-        values[elem] = bytes(view[pos : pos + length])
+        if group == 0x0000:
+            values[elem] = bytes(view[pos : pos + length])
+        # else: not a command element. Some peers (dcmtk-based Orthanc's C-GET-RSP) put the
+        # Failed SOP Instance UID List (0008,0058) here; like pynetdicom, ignore it.
         pos += length
 
     def us(elem: int) -> int | None:

@@ -314,7 +314,7 @@ def storage_contexts(pairs: list[tuple[str, str]]) -> list[PresentationContext]:
             if t and t not in syntaxes:
                 syntaxes.append(t)
     contexts = []
-    for sop_class, syntaxes in list(by_class.items())[:128]:
+    for sop_class, syntaxes in list(by_class.items())[:MAX_CONTEXTS]:
         cx = PresentationContext()
         cx.abstract_syntax = sop_class
         cx.transfer_syntax = syntaxes
@@ -336,12 +336,17 @@ def _send(event: Any, archive: Archive, items: list[tuple[str, str, str]]) -> It
         yield STATUS_PENDING, ds
 
 
-def _refuse_retrieve() -> Iterator[Any]:
+MAX_CONTEXTS = 128
+"""Presentation contexts one association can carry (PS3.8: odd IDs 1-255)."""
+
+
+def _refuse_retrieve(status: int = STATUS_NOT_AUTHORIZED, comment: str = "") -> Iterator[Any]:
     """The sub-operation count and final status of a refused C-GET/C-MOVE: pynetdicom only
     sends a handler's status after a count of at least one (0 reads as "nothing to send,
-    success"), so the count is 1 and the status 0x0124 Refused: Not Authorised."""
+    success"), so the count is 1 and the status ``status`` (0x0124 Refused: Not
+    Authorised by default), with ``comment`` as its Error Comment."""
     yield 1
-    yield STATUS_NOT_AUTHORIZED, None
+    yield (_refusal(status, comment) if comment else status), None
 
 
 def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
@@ -362,6 +367,17 @@ def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         yield from _refuse_retrieve()
         return
     items = archive.index.paths(_retrieve_filters(event.identifier))
+    classes = {c for _, c, _ in items}
+    if len(classes) > MAX_CONTEXTS:
+        # One sub-association carries at most 128 contexts: refuse the whole move rather
+        # than silently fail the instances of the classes past the 128th.
+        log.warning("C-MOVE from %s refused: %d SOP classes", calling, len(classes))
+        yield node.host, node.port, {"contexts": [build_context(Verification)]}
+        yield from _refuse_retrieve(
+            STATUS_OUT_OF_RESOURCES + 2,  # 0xA702: unable to perform sub-operations
+            f"{len(classes)} SOP classes, over {MAX_CONTEXTS}: move by series",
+        )
+        return
     contexts = storage_contexts([(c, t) for _, c, t in items])
     # An empty move still needs one context to associate (and answer 0 sub-operations).
     yield node.host, node.port, {"contexts": contexts or [build_context(Verification)]}

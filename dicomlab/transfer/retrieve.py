@@ -290,7 +290,8 @@ def _exchange(ctx: _Context, assoc: Any, model: Any, item: Item, track: _Respons
                 node=node,
             )
         _, completed, failed, warning = _counts(status)
-        if track(int(status.Status), completed, failed, warning):
+        comment = str(status.get("ErrorComment") or "").strip() or None
+        if track(int(status.Status), completed, failed, warning, comment):
             return
     raise DimseTimeout(f"C-{ctx.method.upper()} ended without a final status", node=node)
 
@@ -304,7 +305,9 @@ class _Responses:
         self.row = row
         self.done = 0
 
-    def __call__(self, code: int, completed: int, failed: int, warning: int) -> bool:
+    def __call__(
+        self, code: int, completed: int, failed: int, warning: int, comment: str | None = None
+    ) -> bool:
         """One response; True when it was the final one. Raises _Stop when cancelled."""
         if self.ctx.cancel.is_set():
             raise _Stop()
@@ -318,7 +321,7 @@ class _Responses:
             status=code, status_text=str(info), completed=completed, failed=failed, warning=warning
         )
         if info.category != "success" and info.category != "warning":
-            self.row["error"] = _diagnose(code, self.ctx.node, self.ctx, completed)
+            self.row["error"] = _diagnose(code, self.ctx.node, self.ctx, completed, comment)
         return True
 
 
@@ -336,6 +339,7 @@ def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _R
             command.completed or 0,
             command.failed or 0,
             command.warning or 0,
+            command.error_comment,
         )
 
     with Querier(assoc) as querier:
@@ -369,7 +373,9 @@ def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _R
     )
 
 
-def _diagnose(code: int, node: Node, ctx: _Context, completed: int) -> str:
+def _diagnose(
+    code: int, node: Node, ctx: _Context, completed: int, comment: str | None = None
+) -> str:
     info = decode_status(code)
     if ctx.method == "move" and not ctx.into.running:
         return (
@@ -378,6 +384,8 @@ def _diagnose(code: int, node: Node, ctx: _Context, completed: int) -> str:
             "it stopped during the transfer; start it and run the retrieve again (what "
             "arrived is kept and skipped)"
         )
+    if comment and code != 0xA801:  # the peer said why: that beats any guess of ours
+        return f"{info} ({node.ae_title} says: {comment})"
     # 0xA801 says so; Orthanc answers 0xC000 for an unknown destination, so a C-MOVE
     # failing before any instance arrived gets the same advice.
     if code == 0xA801 or (ctx.method == "move" and completed == 0):
