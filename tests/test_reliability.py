@@ -13,6 +13,7 @@ import io
 import re
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,3 +254,57 @@ def test_storescu_batch_with_a_non_ascii_uid_stores_the_other_four(
     assert len(held) == 4
     assert all(dcmread(f).SOPInstanceUID in held for i, f in enumerate(files) if i != 1)
     assert lp.stats["failed"] == 1
+
+
+# -- a long answer is not an idle association ---------------------------------------------------
+
+
+@pytest.mark.peers
+def test_a_find_answered_for_longer_than_the_idle_timeout_is_not_aborted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server streams matches for 3 s with idle_timeout=1: findscu gets all, then
+    releases normally (pynetdicom only counted received PDUs as activity)."""
+    findscu = need_peer("findscu")
+    folder = tmp_path / "thirty"
+    folder.mkdir()
+    for i in range(30):
+        ds = _ct(100 + i)
+        ds.StudyInstanceUID = dl.synth.uid("long-find", str(i))
+        ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
+    with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all", idle_timeout=1) as slow:
+        assert (slow.import_files(folder).status == "stored").all()
+        find = slow.archive.index.find
+
+        def dawdle(*args: object, **kwargs: object) -> Iterator[object]:
+            for match in find(*args, **kwargs):  # type: ignore[arg-type]
+                time.sleep(0.1)
+                yield match
+
+        monkeypatch.setattr(slow.archive.index, "find", dawdle)
+        proc = subprocess.run(
+            [
+                findscu,
+                "-v",
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-aet",
+                "LONGFIND",
+                "-aec",
+                CALLED,
+                "127.0.0.1",
+                str(slow.port),
+            ],
+            capture_output=True,
+            text=True,
+            env=peer_env(),
+            timeout=60,
+        )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("(Pending)") == 30, out
+    assert "Received Final Find Response (Success)" in out
+    assert "Abort" not in out

@@ -241,6 +241,10 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
             pdus = itertools.chain(pdus, file_pdus)
         for blob in direct.blocks(pdus):
             _queue_block(assoc.dul, blob)
+        # The network timeout is for an idle association: one streaming a long answer is
+        # not (pynetdicom restarts it only for PDUs received, and aborted a 70,000-match
+        # C-FIND at the next check once it had taken more than network_timeout to send).
+        assoc.dul._idle_timer.restart()
 
     return send_msg
 

@@ -197,8 +197,12 @@ class ServerThread:
         tls: TLS | None = None,
         tls_port: int | None = None,
         pending: PendingLimits | None = None,
+        idle_timeout: float = 60.0,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
+        if not 1 <= idle_timeout <= 86_400:
+            raise ConfigError(f"idle_timeout {idle_timeout!r} must be in 1-86400 seconds")
+        self.idle_timeout = float(idle_timeout)
         if pending is not None and not isinstance(pending, PendingLimits):
             raise ConfigError(f"pending must be a dl.PendingLimits or None, got {pending!r}")
         self.pending_limits = pending or PendingLimits()
@@ -323,7 +327,7 @@ class ServerThread:
             # ClientAE: the associations the server opens itself (C-MOVE sub-operations)
             # get the fast path, TCP_NODELAY, the network log and closed sockets too.
             ae = ClientAE(ae_title=self.ae_title)
-            ae.network_timeout = 60
+            ae.network_timeout = self.idle_timeout
             ae.acse_timeout = 10  # a silent connection is dropped after this
             ae.dimse_timeout = 60
             self._configure(ae)

@@ -103,6 +103,9 @@ class LocalPACS(ServerThread):
         may take). They do not count against ``max_associations``; past a bound the
         oldest is dropped, so a flood of idle connections never locks callers out.
 
+    idle_timeout
+        Seconds an association may stay silent both ways before it is aborted.
+
     Connections that this Python process opens itself (``dl.store(local.node, ...)``,
     ``dl.find``, ``dl.retrieve``, a QueryPanel) may use every service with no
     configuration: they are recognised by the connection, never by AE title.
@@ -121,8 +124,17 @@ class LocalPACS(ServerThread):
         tls: TLS | None = None,
         tls_port: int | None = None,
         pending: PendingLimits | None = None,
+        idle_timeout: float = 60.0,
     ) -> None:
-        super().__init__(ae_title, host, port, tls=tls, tls_port=tls_port, pending=pending)
+        super().__init__(
+            ae_title,
+            host,
+            port,
+            tls=tls,
+            tls_port=tls_port,
+            pending=pending,
+            idle_timeout=idle_timeout,
+        )
         if not 1 <= max_associations <= 1000:
             raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
         self.archive = Archive(root, fsync=fsync)
