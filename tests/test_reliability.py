@@ -308,3 +308,34 @@ def test_a_find_answered_for_longer_than_the_idle_timeout_is_not_aborted(
     assert out.count("(Pending)") == 30, out
     assert "Received Final Find Response (Success)" in out
     assert "Abort" not in out
+
+
+# -- the same checks for imported files ----------------------------------------------------------
+
+
+def test_import_reports_cut_short_and_mismatched_files_and_indexes_neither(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good, cut, other = _ct(40), _ct(41), _ct(42)
+    good.save_as(folder / "good.dcm", enforce_file_format=True)
+    cut.save_as(folder / "cut.dcm", enforce_file_format=True)
+    whole = (folder / "cut.dcm").read_bytes()
+    (folder / "cut.dcm").write_bytes(whole[:-100])  # the pixel data ends early
+    other.save_as(folder / "other.dcm", enforce_file_format=True)
+    uid = str(other.SOPInstanceUID).encode()
+    lie = uid[:-1] + (b"1" if uid[-1:] != b"1" else b"2")  # same length: offsets unchanged
+    raw = (folder / "other.dcm").read_bytes()
+    (folder / "other.dcm").write_bytes(raw.replace(uid, lie, 1))  # the meta comes first
+    with dl.LocalPACS(tmp_path / "pacs", port=0) as lp:
+        done = lp.import_files(folder)
+        done.index = [Path(p).name for p in done.path]
+        assert done.loc["good.dcm", "status"] == "stored"
+        assert done.loc["cut.dcm", "status"] == "invalid"
+        assert "(7FE0,0010) declares" in done.loc["cut.dcm", "error"]
+        assert done.loc["other.dcm", "status"] == "invalid"
+        assert "SOP Instance UID" in done.loc["other.dcm", "error"]
+        assert "the file meta's" in done.loc["other.dcm", "error"]
+        assert _held(lp) == {str(good.SOPInstanceUID)}
+        assert len(_files(lp)) == 1

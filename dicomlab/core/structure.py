@@ -20,10 +20,18 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
-__all__ = ["structure_error"]
+__all__ = ["CANNOT_UNDERSTAND", "DATASET_MISMATCH", "instance_problem", "structure_error"]
+
+CANNOT_UNDERSTAND = 0xC000
+"""C-STORE status for a data set that does not parse (PS3.4 B.2.3: "Cannot understand")."""
+DATASET_MISMATCH = 0xA900
+"""C-STORE status for UIDs that contradict the request (PS3.4 B.2.3: "Data Set does not
+match SOP Class")."""
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -201,4 +209,38 @@ def structure_error(data: bytes | memoryview, transfer_syntax: str) -> str | Non
         return str(exc)
     except struct.error as exc:  # pragma: no cover - bounds are checked before each unpack
         return f"malformed: {exc}"
+    return None
+
+
+def instance_problem(
+    body: bytes | memoryview,
+    transfer_syntax: str,
+    row: Mapping[str, Any],
+    sop_class: str | None = None,
+    sop_instance: str | None = None,
+    context_class: str | None = None,
+    announced_by: str = "the command",
+) -> tuple[int, str] | None:
+    """Why an instance must not be stored, as (C-STORE status, reason), or None if it may.
+
+    The data set ``body`` must parse to its end (:func:`structure_error`), and the SOP
+    Class and Instance UIDs of its index ``row`` must be those announced for it: by a
+    C-STORE command (``sop_class``, ``sop_instance``) and its presentation context
+    (``context_class``), or by a file's meta information (``announced_by`` names which,
+    for the reason).
+    """
+    broken = structure_error(body, transfer_syntax)
+    if broken is not None:
+        return CANNOT_UNDERSTAND, broken
+    checks = (
+        ("SOP Class UID", row.get("SOPClassUID"), sop_class, f"{announced_by}'s"),
+        ("SOP Class UID", row.get("SOPClassUID"), context_class, "the presentation context's"),
+        ("SOP Instance UID", row.get("SOPInstanceUID"), sop_instance, f"{announced_by}'s"),
+    )
+    for what, held, announced, whose in checks:
+        if announced is not None and str(announced).strip() != held:
+            return (
+                DATASET_MISMATCH,
+                f"the data set's {what} {held} is not {whose} {str(announced).strip()}",
+            )
     return None

@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicomlab.core.header import scan_header
+from dicomlab.core.structure import instance_problem
 from dicomlab.server.index import COLUMNS, Index
 
 __all__ = ["Archive", "HeaderError", "file_header", "header_row", "is_valid_uid", "safe_component"]
@@ -40,6 +41,7 @@ __all__ = ["Archive", "HeaderError", "file_header", "header_row", "is_valid_uid"
 log = logging.getLogger(__name__)
 
 EXPLICIT_LE_UID = "1.2.840.10008.1.2.1"
+IMPLICIT_LE_UID = "1.2.840.10008.1.2"
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
 _HEADER_KEYWORDS = [k for k, (vr, _) in COLUMNS.items() if vr and k != "TransferSyntaxUID"]
@@ -100,22 +102,50 @@ def read_header(data: bytes | BytesIO | str | Path) -> tuple[Dataset, str]:
     return ds, ts
 
 
+def _meta(data: bytes) -> tuple[int, dict[str, str]] | None:
+    """Where the data set starts, and the file meta's UIDs, for a PS3.10 file (else None)."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        return None
+    meta_end = 144 + int.from_bytes(data[140:144], "little")  # after the meta group length
+    meta = scan_header(memoryview(data)[132:meta_end], EXPLICIT_LE_UID, _META_KEYWORDS)
+    return (meta_end, meta) if meta is not None else None
+
+
+_META_KEYWORDS = ["MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"]
+
+
 def prefix_header(data: bytes, whole: bool = True) -> tuple[dict[str, Any], str] | None:
     """Index row and transfer syntax by the fast scan, or ``None`` (then use pydicom).
 
     ``whole=False``: ``data`` is only the start of the file.
     """
-    if data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00":
-        # Group length of the file meta tells where the data set starts.
-        meta_len = int.from_bytes(data[140:144], "little")
-        meta_end = 144 + meta_len
-        meta = scan_header(memoryview(data)[132:meta_end], EXPLICIT_LE_UID, ["TransferSyntaxUID"])
-        ts = (meta or {}).get("TransferSyntaxUID", "")
+    found = _meta(data)
+    if found is not None:
+        meta_end, meta = found
+        ts = meta.get("TransferSyntaxUID", "")
         if ts:
             values = scan_header(memoryview(data)[meta_end:], ts, _HEADER_KEYWORDS, whole)
             if values is not None:
                 return header_row(values), ts
     return None
+
+
+def file_problem(data: bytes, row: dict[str, Any], ts: str) -> str | None:
+    """Why a whole file must not be archived: its data set does not parse to its end, or
+    its meta information names another SOP class or instance (None: it may be)."""
+    found = _meta(data)
+    if found is None and data[128:132] == b"DICM":
+        return None  # a meta group without its group length: pydicom read it, we cannot walk
+    start, meta = found if found is not None else (0, {})
+    problem = instance_problem(
+        memoryview(data)[start:],
+        ts or IMPLICIT_LE_UID,
+        row,
+        sop_class=meta.get("MediaStorageSOPClassUID") or None,
+        sop_instance=meta.get("MediaStorageSOPInstanceUID") or None,
+        announced_by="the file meta",
+    )
+    return None if problem is None else problem[1]
 
 
 def file_header(data: bytes) -> tuple[dict[str, Any], str]:
@@ -268,7 +298,9 @@ class Archive:
         """Copy existing DICOM files (a file or a folder, recursively) into the archive.
 
         Returns one row per file: ``path``, ``SOPInstanceUID``, ``status``
-        (stored, duplicate, not-dicom, invalid, failed) and ``error``.
+        (stored, duplicate, not-dicom, invalid, failed) and ``error``. A file whose data set
+        does not parse to its end (cut short, for one) or whose meta information names
+        another instance is ``invalid``: reported, never indexed.
         """
         src = Path(path)
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
@@ -279,6 +311,9 @@ class Archive:
                 data = f.read_bytes()
                 row, ts = file_header(data)
                 uid = row["SOPInstanceUID"]
+                problem = file_problem(data, row, ts)
+                if problem is not None:
+                    raise HeaderError(problem)
                 status = self.add(row, ts, iter([data]), source_ae="import")
             except InvalidDicomError as exc:
                 status, error = "not-dicom", str(exc)

@@ -27,14 +27,13 @@ from dicomlab.core.header import (
 )
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
-from dicomlab.core.structure import structure_error
+from dicomlab.core.structure import instance_problem
 from dicomlab.net.trust import is_own_connection
 from dicomlab.server.archive import HEADER_KEYWORDS, Archive, header_row, read_header
 
 __all__ = [
     "SERVICES",
     "Policy",
-    "check_instance",
     "handle_echo",
     "handle_find",
     "handle_get",
@@ -55,7 +54,6 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110  # PS3.7 C.4: "Processing failure", general
 STATUS_FIND_UNABLE = 0xC001
-STATUS_DATASET_MISMATCH = 0xA900  # PS3.4 B.2.3: "Data Set does not match SOP Class"
 
 _PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
 _COMPUTED_LISTS = {"ModalitiesInStudy", "SOPClassesInStudy"}
@@ -127,37 +125,6 @@ def _refusal(status: int, comment: str) -> Dataset:
     return rsp
 
 
-def check_instance(
-    body: bytes | memoryview,
-    transfer_syntax: str,
-    row: Mapping[str, Any],
-    sop_class: str | None = None,
-    sop_instance: str | None = None,
-    context_class: str | None = None,
-) -> tuple[int, str] | None:
-    """Why an instance must not be stored, as (status, reason), or None when it may be.
-
-    The data set must parse to its end (:func:`~dicomlab.core.structure.structure_error`)
-    and its SOP Class and Instance UIDs must be those the command (``sop_class``,
-    ``sop_instance``) and the presentation context (``context_class``) announced.
-    """
-    broken = structure_error(body, transfer_syntax)
-    if broken is not None:
-        return STATUS_CANNOT_UNDERSTAND, broken
-    checks = (
-        ("SOP Class UID", row.get("SOPClassUID"), sop_class, "the command's"),
-        ("SOP Class UID", row.get("SOPClassUID"), context_class, "the presentation context's"),
-        ("SOP Instance UID", row.get("SOPInstanceUID"), sop_instance, "the command's"),
-    )
-    for what, held, announced, whose in checks:
-        if announced is not None and str(announced).strip() != held:
-            return (
-                STATUS_DATASET_MISMATCH,
-                f"the data set's {what} {held} is not {whose} {str(announced).strip()}",
-            )
-    return None
-
-
 def handle_store(
     event: Any, archive: Archive, policy: Policy, refused: Refused | None = None
 ) -> int | Dataset:
@@ -182,7 +149,7 @@ def handle_store(
             row = header_row(ds)
         else:
             row = header_row(values)
-        refusal = check_instance(
+        refusal = instance_problem(
             body,
             ts,
             row,
