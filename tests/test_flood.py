@@ -160,3 +160,65 @@ def test_a_flood_of_idle_connections_never_locks_out_the_next_caller(tmp_path: P
     summaries = rows[rows.error.fillna("").str.startswith("dropped ")]
     assert 1 <= len(summaries) <= 5, summaries[["peer_host", "error"]]  # bounded: a row a minute
     assert (summaries.peer_host == "127.0.0.1").all()
+
+
+def test_the_server_panel_counts_waiting_and_dropped_connections(tmp_path: Path) -> None:
+    import socket
+
+    limits = dl.PendingLimits(total=8, per_address=3, first_pdu_s=30)
+    with dl.LocalPACS(tmp_path / "pacs", port=0, pending=limits) as lp:
+        panel = dl.widgets.ServerPanel(lp, refresh_s=0.1)
+        idle = [socket.create_connection(("127.0.0.1", lp.port)) for _ in range(5)]
+        try:
+            deadline = time.monotonic() + 5
+            want = "connections waiting to associate 3 · dropped 2"
+            while want not in panel.counters.value and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert want in panel.counters.value, panel.counters.value
+            assert dl.echo(lp.node).ok  # the newest caller is served
+        finally:
+            for s in idle:
+                s.close()
+            panel.close()
+
+
+def test_pending_limits_refuse_nonsense() -> None:
+    with pytest.raises(dl.ValidationError, match="per_address 9"):
+        dl.PendingLimits(total=8, per_address=9)
+    with pytest.raises(dl.ValidationError, match="first_pdu_s 0"):
+        dl.PendingLimits(first_pdu_s=0)
+    with pytest.raises(dl.ConfigError, match="PendingLimits"):
+        dl.LocalPACS("unused", pending=3)  # type: ignore[arg-type]
+
+
+def test_a_connection_silent_past_first_pdu_s_is_dropped_and_summarised(tmp_path: Path) -> None:
+    import socket
+
+    limits = dl.PendingLimits(first_pdu_s=0.5)
+    with dl.LocalPACS(tmp_path / "pacs", port=0, pending=limits) as lp:
+        with socket.create_connection(("127.0.0.1", lp.port), timeout=5) as s:
+            t0 = time.monotonic()
+            assert s.recv(1) == b""  # closed by the server
+            assert 0.4 < time.monotonic() - t0 < 2.0
+        assert lp.stats["dropped"] == 1 and lp.stats["pending"] == 0
+    dl.log.flush()
+    rows = dl.log.read_associations(since="today")
+    (error,) = rows[rows.error.fillna("").str.startswith("dropped ")].error
+    assert error == (
+        "dropped 1 connection before any A-ASSOCIATE-RQ: 1 no A-ASSOCIATE-RQ within 0.5 s"
+    )
+
+
+def test_a_request_that_arrives_in_pieces_is_served(tmp_path: Path) -> None:
+    """The gate waits for the whole first PDU (without spinning on the part it has)."""
+    from dicomlab.testing.raw import associate_rq
+
+    request = associate_rq("SLOWPOKE", "DICOMLAB", [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])
+    with dl.LocalPACS(tmp_path / "pacs", port=0) as lp:
+        with RawAssociation(lp.port) as raw:
+            for piece in (request[:1], request[1:4], request[4:40], request[40:]):
+                raw.sock.sendall(piece)
+                time.sleep(0.2)
+            assert raw.read_pdu()[0] == A_ASSOCIATE_AC
+            assert raw.release() == A_RELEASE_RP
+        assert lp.stats["dropped"] == 0

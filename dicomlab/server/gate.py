@@ -297,10 +297,10 @@ class Gate:
 
     def _drop(self, waiting: _Waiting, reason: str, log_it: bool = True) -> None:
         self._forget(waiting)
-        _close(waiting.sock)
-        self.counters["dropped"] += 1
+        self.counters["dropped"] += 1  # counted before the peer can see the close
         if log_it:
             self._summarise(_host(waiting.address), reason)
+        _close(waiting.sock)
 
     def _expire(self) -> None:
         now = time.monotonic()

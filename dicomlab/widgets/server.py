@@ -92,11 +92,14 @@ class ServerPanel(Panel):
             f"associations {stats.get('associations', 0)} · rejected {stats.get('rejected', 0)}"
             f" · instances received {stats.get('stored', 0)} · duplicates "
             f"{stats.get('duplicates', 0)} · failed {stats.get('failed', 0)} · "
-            f"{disk:.1f} MB received"
+            f"{disk:.1f} MB received · connections waiting to associate "
+            f"{stats.get('pending', 0)} · dropped {stats.get('dropped', 0)}"
         )
         # Reading the log (and flushing it) only when something happened: after a change
         # of the counters, and for two more ticks, while the rows of that activity land.
-        seen = tuple(sorted(stats.items()))
+        # (Connections waiting or dropped are not activity worth a log read: a flood would
+        # make every tick read it.)
+        seen = tuple(sorted((k, v) for k, v in stats.items() if k not in ("pending", "dropped")))
         if seen != self._seen:
             self._seen, self._settle = seen, 3
         if self._settle == 0:
