@@ -189,3 +189,16 @@ def test_a_refused_retrieve_says_so_per_item(tmp_path: Path, stranger_pacs: dl.N
         assert done.status.tolist() == [0x0124]
         assert "not authori" in str(done.error.iloc[0]).lower()
         assert len(mine.instances()) == 0
+
+
+def test_retrieving_a_study_the_pacs_does_not_hold_is_not_complete(tmp_path: Path) -> None:
+    with (
+        dl.LocalPACS(tmp_path / "pacs", port=0) as local,
+        dl.LocalPACS(tmp_path / "other", ae_title="OTHER", port=0) as other,
+    ):
+        done = dl.retrieve(local.node, ["1.2.826.0.1.3680043.9.999"], into=other, progress=False)
+        (row,) = done.itertuples()
+        assert row.received_instances == 0
+        assert not row.complete
+        assert "holds no instance" in row.error
+        assert not done.attrs["complete"]

@@ -469,6 +469,14 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
     )
     refused = row.pop("refused", None) or []
     row["complete"] = bool(ok_status and not refused and (expected is None or have >= expected))
+    if ok_status and not refused and not have and (expected == 0 or not int(row["completed"] or 0)):
+        # Nothing there is not "all of it arrived": the peer holds nothing that matches.
+        row["complete"] = False
+        row["error"] = row["error"] or (
+            f"{ctx.node.ae_title} holds no instance of this {item.level} (it matched nothing): "
+            "nothing was retrieved"
+        )
+        return row
     if refused:
         uid, status, reason = refused[0]
         row["error"] = (
