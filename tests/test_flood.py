@@ -222,3 +222,42 @@ def test_a_request_that_arrives_in_pieces_is_served(tmp_path: Path) -> None:
             assert raw.read_pdu()[0] == A_ASSOCIATE_AC
             assert raw.release() == A_RELEASE_RP
         assert lp.stats["dropped"] == 0
+
+
+def test_idle_connections_on_the_tls_port_cannot_starve_it(tmp_path: Path) -> None:
+    """The same gate on the TLS port: silent TCP connections, cut-short ClientHellos and a
+    client that finished its handshake and then says nothing take no association slot."""
+    import socket
+    import ssl
+
+    certs = dl.tls.make_demo_certificates(tmp_path / "certs")
+    limits = dl.PendingLimits(total=64, per_address=16, first_pdu_s=5)
+    with dl.LocalPACS(
+        tmp_path / "pacs",
+        port=0,
+        tls=certs.server(),
+        tls_port=0,
+        max_associations=1,
+        pending=limits,
+    ) as lp:
+        assert lp.tls_port is not None
+        held: list[socket.socket] = []
+        try:
+            for _ in range(40):
+                held.append(socket.create_connection(("127.0.0.1", lp.tls_port)))
+            half = socket.create_connection(("127.0.0.1", lp.tls_port))
+            half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # cut short
+            held.append(half)
+            context = ssl.create_default_context(cafile=str(certs.ca))
+            quiet = context.wrap_socket(
+                socket.create_connection(("127.0.0.1", lp.tls_port)), server_hostname="localhost"
+            )  # handshake done, no A-ASSOCIATE-RQ: handed to pynetdicom, holds no slot
+            held.append(quiet)
+            t0 = time.monotonic()
+            r = dl.echo(lp.tls_node)
+            assert r.ok, r.detail
+            assert time.monotonic() - t0 < 2
+            assert lp.stats["dropped"] >= 40 - 16
+        finally:
+            for s in held:
+                s.close()
