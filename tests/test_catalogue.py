@@ -397,6 +397,7 @@ def test_a_get_peer_refusing_our_scp_role_is_reported_as_failed_not_success(
         assert category != "success" and (failed == 4 or category == "failure"), row
         assert isinstance(row.error, str) and re.search(r"sub-operation|fail", row.error)
         assert "reported success" not in row.error
+        assert "SCP role" in row.error and "method='move'" in row.error
 
 
 _HOSTILE = {

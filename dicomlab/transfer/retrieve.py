@@ -15,8 +15,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext, build_context, build_role
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -80,6 +82,16 @@ _GET = {
     "study": StudyRootQueryRetrieveInformationModelGet,
     "patient": PatientRootQueryRetrieveInformationModelGet,
 }
+_QR_UIDS = frozenset(
+    str(uid)
+    for uid in (
+        *_GET.values(),
+        *_MOVE.values(),
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelFind,
+    )
+)
+"""The Query/Retrieve contexts of a retrieve's association (the rest are storage)."""
 _TRANSIENT = (AssociationAborted, ConnectTimeout, DimseTimeout)
 _MAX_STORAGE_CONTEXTS = 120
 
@@ -264,6 +276,10 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
             node=node,
             hint="try the other retrieve method (node.retrieve='get' or 'move')",
         )
+    if is_get:
+        storage = [cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) not in _QR_UIDS]
+        # (A peer that refuses the role often rejects the whole context: none accepted.)
+        row["no_scp_role"] = not any(cx.as_scp for cx in storage)
     track = _Responses(ctx, row)
     try:
         _exchange(ctx, assoc, model, item, track)
@@ -468,6 +484,7 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
         "warning",
     )
     refused = row.pop("refused", None) or []
+    no_scp_role = bool(row.pop("no_scp_role", False))
     row["complete"] = bool(ok_status and not refused and (expected is None or have >= expected))
     if ok_status and not refused and not have and (expected == 0 or not int(row["completed"] or 0)):
         # Nothing there is not "all of it arrived": the peer holds nothing that matches.
@@ -496,6 +513,12 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
             f"{n or 'some'} sub-operation(s) failed at the peer ({row['status_text']}); "
             f"{have} of {expected if expected is not None else '?'} instances are here: "
             "incomplete"
+        )
+    if no_scp_role and not row["complete"]:
+        row["error"] = (
+            f"{row['error'] or 'incomplete'}. {ctx.node.ae_title} accepted none of our storage "
+            "contexts in the SCP role, so it cannot send anything back on a C-GET "
+            "association: retrieve with method='move' instead"
         )
     elif ok_status and expected is not None and have < expected and not row["error"]:
         row["error"] = (
