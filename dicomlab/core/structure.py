@@ -68,18 +68,20 @@ class _Walker:
         """(tag, VR bytes or b"", value length, value start) of the element at ``pos``."""
         if pos + 8 > end:
             raise _Broken(f"it ends inside an element header (byte {pos})")
-        group, elem, length = self.head.unpack_from(self.buf, pos)
-        tag = (group << 16) | elem
-        if group == 0xFFFE or self.implicit:
-            return tag, b"", length, pos + 8  # item and delimiter tags carry no VR
+        if self.implicit:
+            group, elem, length = self.head.unpack_from(self.buf, pos)
+            return (group << 16) | elem, b"", length, pos + 8
         group, elem, vr, short = self.explicit_head.unpack_from(self.buf, pos)
+        tag = (group << 16) | elem
+        if group == 0xFFFE:  # item and delimiter tags carry no VR: a 4-byte length follows
+            return tag, b"", self.u32.unpack_from(self.buf, pos + 4)[0], pos + 8
         if vr in _LONG_VRS:
             if pos + 12 > end:
                 raise _Broken(f"it ends inside the header of {_name(tag)}")
-            return tag, bytes(vr), self.u32.unpack_from(self.buf, pos + 8)[0], pos + 12
+            return tag, vr, self.u32.unpack_from(self.buf, pos + 8)[0], pos + 12
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-            raise _Broken(f"{_name(tag)} has no valid VR ({bytes(vr)!r})")
-        return tag, bytes(vr), short, pos + 8
+            raise _Broken(f"{_name(tag)} has no valid VR ({vr!r})")
+        return tag, vr, short, pos + 8
 
     def elements(self, pos: int, end: int, until: int | None) -> int:
         """Walk elements from ``pos``; stop at ``end`` or after the delimiter ``until``.
