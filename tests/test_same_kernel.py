@@ -202,3 +202,15 @@ def test_retrieving_a_study_the_pacs_does_not_hold_is_not_complete(tmp_path: Pat
         assert not row.complete
         assert "holds no instance" in row.error
         assert not done.attrs["complete"]
+
+
+def test_a_batch_refused_for_every_value_raises(stranger_pacs: dl.Node) -> None:
+    with pytest.raises(dl.OperationRefused, match="all 3 queries failed") as caught:
+        dl.find_many(
+            stranger_pacs,
+            dl.Query.studies(),
+            progress=False,
+            calling_ae="ASKER",
+            AccessionNumber=["A1", "A2", "A3"],
+        )
+    assert caught.value.status == 0x0124 and "'ASKER'" in str(caught.value.hint)

@@ -8,10 +8,10 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 from pynetdicom.association import Association
@@ -47,7 +47,7 @@ from dicomlab.net.association import calling_ae_title, open_association, resolve
 from dicomlab.net.direct_qr import Querier, prepare
 from dicomlab.net.transport import quiesce
 
-__all__ = ["conclude", "find", "find_many", "reconcile", "refusal_hint"]
+__all__ = ["conclude", "fail", "find", "find_many", "reconcile", "refusal_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -307,10 +307,16 @@ def conclude(df: pd.DataFrame, node: Node, ours: str, service: str, warn: bool =
             stacklevel=3,
         )
         return
-    comment = df.attrs.get("error_comment")
-    if df.attrs.get("timed_out"):
+    fail(df.attrs, node, ours, service)
+
+
+def fail(attrs: Mapping[Any, Any], node: Node, ours: str, service: str) -> NoReturn:
+    """Raise the error for an operation that ended as ``attrs`` say (``status``, ``error``,
+    ``error_comment``, ``timed_out``, ``peer_ended``) with nothing delivered."""
+    status, error, comment = attrs.get("status"), attrs.get("error"), attrs.get("error_comment")
+    if attrs.get("timed_out"):
         raise DimseTimeout(str(error), node=node, status=status)
-    if df.attrs.get("peer_ended"):
+    if attrs.get("peer_ended"):
         raise AssociationAborted(str(error), node=node)
     if status is None:  # we broke it off (a message we cannot take): never reused
         raise DimseError(str(error), node=node)
@@ -411,7 +417,8 @@ def find_many(
     ``complete`` (every value answered with Success), ``failed`` (values whose
     query failed, with the error), and what :func:`reconcile` summarises:
     values that matched nothing or several rows. When any value failed it warns
-    (:class:`dl.PartialResultWarning`; not with ``warn=False``).
+    (:class:`dl.PartialResultWarning`; not with ``warn=False``); when every value
+    failed and nothing came, it raises as :func:`find` does.
     """
     if len(values) != 1:
         raise ValidationError(f"find_many takes exactly one keyword of values, got {list(values)}")
@@ -423,6 +430,8 @@ def find_many(
     builder = ResultBuilder(probe.keys, extra=["query_value"])
     lock = threading.Lock()
     failed: dict[str, str] = {}
+    raised: dict[str, DicomlabError] = {}
+    outcomes: dict[str, _Outcome] = {}
     statuses: dict[str, int | None] = {}
     work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     for item in items:
@@ -460,8 +469,12 @@ def find_many(
                     )
                     outcome = _run_find(assoc, model, identifier, local, target, query_value=value)
                     status, error = outcome.status, outcome.error
+                    with lock:
+                        outcomes[value] = outcome
                 except DicomlabError as exc:
                     error = str(exc)
+                    with lock:
+                        raised[value] = exc
                 if error is not None and stack is not None:
                     if assoc is not None:
                         assoc.abort()
@@ -512,6 +525,8 @@ def find_many(
         log.warning(
             "find_many on %s: %d of %d queries failed", target.address, len(failed), len(items)
         )
+    if items and len(failed) == len(items) and not len(df):
+        _all_failed(target, ours, items, outcomes, raised)
     if failed and warn:
         first = next(iter(failed.items()))
         warnings.warn(
@@ -523,6 +538,29 @@ def find_many(
             stacklevel=2,
         )
     return df
+
+
+def _all_failed(
+    node: Node,
+    ours: str,
+    items: list[str],
+    outcomes: dict[str, _Outcome],
+    raised: dict[str, DicomlabError],
+) -> NoReturn:
+    """Every query of a batch failed and nothing came: raise as :func:`find` does (the
+    first value's error), never an empty frame."""
+    first = items[0]
+    if first in raised:
+        raise raised[first]
+    out = outcomes[first]
+    attrs = {
+        "status": out.status,
+        "error": f"all {len(items)} queries failed; the first ({first!r}): {out.error}",
+        "error_comment": out.comment,
+        "timed_out": out.timed_out,
+        "peer_ended": out.peer_ended,
+    }
+    fail(attrs, node, ours, "C-FIND")
 
 
 def _merge(into: ResultBuilder, part: ResultBuilder, lock: threading.Lock) -> None:
