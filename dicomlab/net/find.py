@@ -310,9 +310,12 @@ def conclude(df: pd.DataFrame, node: Node, ours: str, service: str, warn: bool =
     fail(df.attrs, node, ours, service)
 
 
-def fail(attrs: Mapping[Any, Any], node: Node, ours: str, service: str) -> NoReturn:
+def fail(
+    attrs: Mapping[Any, Any], node: Node, ours: str, service: str, batch: str = ""
+) -> NoReturn:
     """Raise the error for an operation that ended as ``attrs`` say (``status``, ``error``,
-    ``error_comment``, ``timed_out``, ``peer_ended``) with nothing delivered."""
+    ``error_comment``, ``timed_out``, ``peer_ended``) with nothing delivered (``batch``:
+    what a batch of them came to, for the message)."""
     status, error, comment = attrs.get("status"), attrs.get("error"), attrs.get("error_comment")
     if attrs.get("timed_out"):
         raise DimseTimeout(str(error), node=node, status=status)
@@ -322,7 +325,7 @@ def fail(attrs: Mapping[Any, Any], node: Node, ours: str, service: str) -> NoRet
         raise DimseError(str(error), node=node)
     if is_refusal(int(status)):
         raise OperationRefused(
-            f"{node.address} refused the {service}: {decode_status(int(status))}"
+            f"{node.address} refused the {service}{batch}: {decode_status(int(status))}"
             + (f" ({comment})" if comment else ""),
             node=node,
             status=int(status),
@@ -560,7 +563,7 @@ def _all_failed(
         "timed_out": out.timed_out,
         "peer_ended": out.peer_ended,
     }
-    fail(attrs, node, ours, "C-FIND")
+    fail(attrs, node, ours, "C-FIND", batch=f" (all {len(items)} queries failed)")
 
 
 def _merge(into: ResultBuilder, part: ResultBuilder, lock: threading.Lock) -> None:
