@@ -261,3 +261,14 @@ def test_idle_connections_on_the_tls_port_cannot_starve_it(tmp_path: Path) -> No
         finally:
             for s in held:
                 s.close()
+
+
+def test_a_start_that_fails_on_the_tls_port_leaves_no_gate_running(tmp_path: Path) -> None:
+    certs = dl.tls.make_demo_certificates(tmp_path / "certs")
+    with dl.LocalPACS(tmp_path / "first", port=0) as first:
+        second = dl.LocalPACS(tmp_path / "second", port=0, tls=certs.server(), tls_port=first.port)
+        with pytest.raises(dl.ConfigError, match="already in use"):
+            second.start()  # the plain port opened, then the TLS port was taken
+        assert not second.running
+        gates = [t for t in threading.enumerate() if t.name.endswith("-gate")]
+        assert len(gates) == 1, gates  # only the first server's

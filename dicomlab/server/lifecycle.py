@@ -355,6 +355,8 @@ class ServerThread:
             except BaseException:
                 for listener in started:
                     listener.shutdown()
+                    if listener.gate is not None:
+                        listener.gate.stop()
                 raise
             self._ae, self._listeners = ae, started
             with _RUNNING_LOCK:
