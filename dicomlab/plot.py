@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = ["latency", "sequence", "throughput", "timeline"]
@@ -20,10 +22,21 @@ _OUTCOME_COLOURS = {
 }
 
 
+class _ShownFigure(Figure):
+    """A Figure that shows itself as a PNG wherever IPython displays it (JupyterLab,
+    classic Notebook, Voila, nbclient), with no ``%matplotlib`` magic and no pyplot:
+    the inline backend only registers its formatter when pyplot is imported."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        FigureCanvasAgg(self).print_png(buf)  # type: ignore[no-untyped-call]
+        return buf.getvalue()
+
+
 def _axes(ax: Axes | None, size: tuple[float, float] = (8, 3.5)) -> Axes:
     if ax is not None:
         return ax
-    fig = Figure(figsize=size)  # not pyplot: no global state, no window; display the Figure
+    fig = _ShownFigure(figsize=size)  # not pyplot: no global state, no window
     return fig.add_subplot()
 
 

@@ -360,6 +360,17 @@ def test_plots_draw_what_the_log_holds(local: dl.LocalPACS, studies: pd.DataFram
         dl.plot.throughput(pd.DataFrame({"x": [1]}))
 
 
+def test_a_plot_shows_as_a_picture_where_ipython_displays_it(tmp_path: Path) -> None:
+    """No pyplot, no %matplotlib: IPython's own formatters give the figure as a PNG."""
+    from IPython.core.formatters import DisplayFormatter
+
+    dl.log.write_synthetic_log(tmp_path, days=1, seed=2)
+    fig = dl.plot.latency(dl.read_log(tmp_path)).figure
+    bundle, _ = DisplayFormatter().format(fig)
+    assert bundle["image/png"].startswith(b"\x89PNG")
+    assert len(bundle["image/png"]) > 5_000  # a picture, not an empty canvas
+
+
 def test_synthetic_log_is_deterministic_and_shaped_like_the_real_one(tmp_path: Path) -> None:
     n = dl.log.write_synthetic_log(tmp_path / "a", days=5, seed=4)
     dl.log.write_synthetic_log(tmp_path / "b", days=5, seed=4)

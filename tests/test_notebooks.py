@@ -62,6 +62,11 @@ def test_notebook_runs_and_stops_what_it_starts(path: Path, tmp_path: Path) -> N
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
     assert not errors
+    # a plot cell shows its picture (issue: Figures built without pyplot printed as text)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.strip().endswith(".figure"):
+            kinds = [k for o in cell.outputs for k in o.get("data", {})]
+            assert "image/png" in kinds, (cell.source, kinds)
     assert _ports_in_use() <= listening  # every LocalPACS it started is stopped
     with socket.socket() as s:  # and the kernel is gone with its threads
         s.bind(("127.0.0.1", 0))
