@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 __all__ = ["latency", "sequence", "throughput", "timeline"]
 
@@ -98,14 +99,21 @@ def timeline(associations: pd.DataFrame, ax: Axes | None = None) -> Axes:
     )
     width = np.maximum(end - start, 1e-9)
     colours = [_OUTCOME_COLOURS.get(str(o), "tab:blue") for o in df["outcome"]]
-    ax.barh(np.arange(len(df)), width, left=start, color=colours, height=0.8)
-    ax.xaxis_date()
+    rows = np.arange(len(df))
+    ax.barh(rows, width, left=start, color=colours, height=0.8)
+    # A bar a few ms wide on a day-wide axis is invisible: mark every start too.
+    ax.scatter(start, rows, c=colours, marker="|", s=60, linewidths=1.5, zorder=3)
+    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     ax.set_yticks([])
     ax.set_xlabel("time (UTC)")
-    ax.set_title(f"{len(df)} associations")
-    for outcome, colour in _OUTCOME_COLOURS.items():
-        ax.barh([], [], color=colour, label=outcome)
-    ax.legend(loc="upper left", fontsize="small", ncols=4)
+    n = len(df)
+    ax.set_title(f"{n} association{'s' if n != 1 else ''}")
+    present = [o for o in _OUTCOME_COLOURS if o in set(df["outcome"].astype(str))]
+    handles = [Patch(color=_OUTCOME_COLOURS[o], label=o) for o in present]
+    if handles:  # legend colours are the outcomes' own (empty bars gave the default blue)
+        ax.legend(handles=handles, loc="upper left", fontsize="small", ncols=4)
     return ax
 
 

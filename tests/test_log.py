@@ -385,3 +385,30 @@ def test_synthetic_log_is_deterministic_and_shaped_like_the_real_one(tmp_path: P
     assert busy.mean() > 0.6  # working hours dominate
     assoc = dl.log.read_associations(tmp_path / "a")
     assert set(assoc.outcome) == {"released", "aborted", "rejected"}
+
+
+@pytest.mark.parametrize("span", ["minute", "day"])
+def test_the_timeline_is_readable_at_any_span(tmp_path: Path, span: str) -> None:
+    """Each association is a visible mark, legend colours are the outcomes', tick labels
+    do not overlap: at a one-minute span and at a day-wide one (seconds-long bars)."""
+    from matplotlib.colors import to_rgba
+
+    dl.log.write_synthetic_log(tmp_path, days=1, seed=3)
+    assoc = dl.log.read_associations(tmp_path).sort_values("requested_at")
+    if span == "minute":  # the busiest minute
+        minute = assoc.requested_at.dt.floor("min")
+        assoc = assoc[minute == minute.value_counts().idxmax()]
+    assert len(assoc) >= 2
+    ax = dl.plot.timeline(assoc)
+    (marks,) = ax.collections
+    assert len(marks.get_offsets()) == len(assoc)  # one mark each, whatever its width
+    legend = ax.get_legend()
+    shown = {t.get_text(): h.get_facecolor() for t, h in zip(legend.texts, legend.legend_handles)}
+    assert set(shown) == set(assoc.outcome)
+    for outcome, colour in shown.items():
+        assert colour == to_rgba(dl.plot._OUTCOME_COLOURS[outcome])
+    fig = ax.figure
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
+    assert len(boxes) >= 2
+    assert all(not a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
