@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -403,7 +404,8 @@ def test_the_timeline_is_readable_at_any_span(tmp_path: Path, span: str) -> None
     (marks,) = ax.collections
     assert len(marks.get_offsets()) == len(assoc)  # one mark each, whatever its width
     legend = ax.get_legend()
-    shown = {t.get_text(): h.get_facecolor() for t, h in zip(legend.texts, legend.legend_handles)}
+    handles = legend.legend_handles
+    shown = {t.get_text(): h.get_facecolor() for t, h in zip(legend.texts, handles, strict=True)}
     assert set(shown) == set(assoc.outcome)
     for outcome, colour in shown.items():
         assert colour == to_rgba(dl.plot._OUTCOME_COLOURS[outcome])
@@ -411,4 +413,4 @@ def test_the_timeline_is_readable_at_any_span(tmp_path: Path, span: str) -> None
     fig.canvas.draw()
     boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
     assert len(boxes) >= 2
-    assert all(not a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+    assert all(not a.overlaps(b) for a, b in itertools.pairwise(boxes))
