@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import dicomlab as dl
+from dicomlab.testing.peers import free_port
 
 pytestmark = pytest.mark.peers
 
@@ -207,3 +208,49 @@ def test_server_panel_shows_the_tls_port(tmp_path: Path) -> None:
     finally:
         panel.close()
         pacs.stop()
+
+
+def test_retrieve_uses_the_node_the_results_came_from(tmp_path: Path, world: tuple) -> None:  # type: ignore[type-arg]
+    """Search node A, switch the dropdown to an empty node B, click Retrieve Study: the
+    studies come from A (they used to be asked of B: "0 instances, all complete")."""
+    book, _, mine, manifest = world
+    with dl.LocalPACS(tmp_path / "empty", ae_title="EMPTY", port=0, allow_unknown="all") as b:
+        book.add(dl.Node("empty", ae_title="EMPTY", port=b.port, retrieve="get"))
+        panel = dl.widgets.QueryPanel(book, transfers=dl.widgets.TransferPanel(book, into=mine))
+        try:
+            panel.preset_buttons["all"].click()
+            panel.wait()
+            first = panel.result.StudyInstanceUID.iloc[0]
+            panel.studies.value = (first,)
+            panel.wait()
+            panel.node.value = "empty"  # the dropdown moves on; the results did not
+            panel.retrieve_study.click()
+            panel.transfers.wait()
+            outcome = panel.transfers.result
+            assert outcome is not None and outcome.complete.all(), outcome
+            assert set(outcome.node) == {"pacs"}
+            want = manifest[manifest.StudyInstanceUID == first]
+            assert set(want.SOPInstanceUID) <= set(mine.instances().SOPInstanceUID)
+            assert "retrieving 1 study from pacs" in panel.message.value
+        finally:
+            panel.close()
+
+
+def test_a_failed_search_marks_the_old_results_stale(world: tuple) -> None:  # type: ignore[type-arg]
+    book = world[0]
+    book.add(dl.Node("gone", ae_title="GONE", port=free_port(), timeout=2))  # nothing listens
+    panel = dl.widgets.QueryPanel(book)
+    try:
+        panel.preset_buttons["all"].click()
+        panel.wait()
+        assert len(panel.result) == 10 and "dl-stale" not in panel.table.value
+        panel.node.value = "gone"
+        panel.preset_buttons["all"].click()
+        panel.wait()
+        assert panel.error is not None
+        assert "dl-stale" in panel.table.value
+        assert "the search on gone failed" in panel.table.value
+        assert "previous results from pacs" in panel.table.value
+        assert panel.source is not None and panel.source.name == "pacs"
+    finally:
+        panel.close()

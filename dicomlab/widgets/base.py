@@ -71,8 +71,10 @@ class Panel:
         label: str,
         work: Callable[[], Any],
         done: Callable[[Any], None] | None = None,
+        failed: Callable[[BaseException], None] | None = None,
     ) -> threading.Thread:
-        """Run ``work`` in a worker thread; ``done(result)`` after, errors to ``message``."""
+        """Run ``work`` in a worker thread; ``done(result)`` after, errors to ``message``
+        (and to ``failed(error)``, if given)."""
         self.error = None
         self.say(f"{label}…")
         ref = weakref.ref(self)
@@ -86,6 +88,8 @@ class Panel:
                 if panel is not None:
                     panel.error = exc
                     panel.say(f"{label} failed: {explain(exc)}", "error")
+                    if failed is not None:
+                        failed(exc)
                 return
             panel = ref()
             if panel is None or panel._closed.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as w
@@ -49,6 +50,7 @@ class QueryPanel(Panel):
         self.book = book if book is not None else dl.NodeBook.load()
         self.transfers = transfers if transfers is not None else TransferPanel(self.book)
         self.result = pd.DataFrame()
+        self.source: dl.Node | None = None  # the node self.result came from
         self.selection = pd.DataFrame()
         self.series = pd.DataFrame()
         self.node = w.Dropdown(description="Node").add_class("dl-query-node")
@@ -148,9 +150,10 @@ class QueryPanel(Panel):
             self.say(explain(exc), "error")
             return
         node = self.book[self.node.value]
+        self._stale(f"searching {node.name}…")
 
         def done(df: pd.DataFrame) -> None:
-            self.result = df
+            self.result, self.source = df, node
             self.selection = df.iloc[0:0]
             self._show()
             if df.attrs.get("complete", True):
@@ -159,10 +162,26 @@ class QueryPanel(Panel):
                 why = df.attrs.get("error") or f"status {df.attrs.get('status')}"
                 self.say(f"partial result: {len(df)} studies on {node.name}, then {why}", "warn")
 
+        def failed(exc: BaseException) -> None:
+            self._stale(f"the search on {node.name} failed")
+
         self.run(
             f"searching {node.name}",
             lambda: dl.find(node, query, calling_ae=self.book.local.ae_title, warn=False),
             done,
+            failed,
+        )
+
+    def _stale(self, why: str) -> None:
+        """Keep the previous results on screen, marked as not the answer to this search."""
+        if self.source is None:
+            self.table.value = f"<i>{html.escape(why)}</i>"
+            return
+        note = f"{why}: below, the previous results from {self.source.name}"
+        self._show()
+        self.table.value = (
+            f"<div class='dl-stale'><i>{html.escape(note)}</i>"
+            f"<div style='opacity:0.45'>{self.table.value}</div></div>"
         )
 
     def _show(self) -> None:
@@ -190,11 +209,11 @@ class QueryPanel(Panel):
         if self.studies.value != tuple(uids):
             self.studies.value = tuple(uids)
             return  # the observer comes back here once
-        if self.selection.empty:
+        if self.selection.empty or self.source is None:
             self.series = pd.DataFrame()
             self.series_table.value = ""
             return
-        node = self.book[self.node.value]
+        node = self.source  # where these studies are, whatever the dropdown says now
         query = dl.Query.series(StudyInstanceUID=list(self.selection["StudyInstanceUID"]))
 
         def done(df: pd.DataFrame) -> None:
@@ -226,13 +245,18 @@ class QueryPanel(Panel):
                 f"select {'studies' if level == 'study' else 'studies with series'} first", "error"
             )
             return None
-        node = self.book[self.node.value]
+        node = self.source
+        if node is None:  # pragma: no cover - a selection always comes from a search
+            self.say("search first", "error")
+            return None
         try:
             job = self.transfers.submit(node, what, calling_ae=self.book.local.ae_title)
         except dl.DicomlabError as exc:
             self.say(explain(exc), "error")
             return None
-        self.say(f"retrieving {len(what)} {level} item(s) from {node.name}")
+        n = len(what)
+        noun = {"study": ("study", "studies"), "series": ("series", "series")}[level][n != 1]
+        self.say(f"retrieving {n} {noun} from {node.name}")
         return job
 
     def close(self) -> None:
