@@ -450,6 +450,13 @@ def test_a_malicious_get_peer_cannot_write_outside_the_archive_and_we_say_we_ref
         assert "at the peer" not in row.error, f"blames the peer for our refusal: {row.error}"
         assert re.search(r"refus", row.error, re.I), row.error
         assert "UID" in row.error, f"does not say why they were refused: {row.error}"
+        # the right AE on each side: the instance came from the peer, not from us
+        assert lp.instances().source_ae.tolist() == ["GETPEER"]
+    ops = _operations()
+    stores = ops[(ops.role == "SCP") & (ops.service == "C-STORE")]
+    refused = stores[stores.status != 0]
+    assert len(refused) == 3 and (refused.peer_ae == "GETPEER").all()
+    assert refused.error.str.contains("not a valid UID").all(), refused.error.tolist()
 
 
 # -- 4. a private SOP class from dcmtk storescu -----------------------------------------------
