@@ -60,6 +60,7 @@ from dicomlab.core.header import IMPLICIT_LE
 from dicomlab.net import wire
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.peers import DcmQRSCP, Orthanc, peer_env
+from dicomlab.testing.raw import read_message
 
 HOST = "127.0.0.1"
 CALLED = "DICOMLAB"
@@ -560,12 +561,9 @@ class BigFindSCP(RawPeer):
         rq = _read_pdu(conn)
         assert rq is not None and rq[0] == 0x01
         conn.sendall(_accept_all(rq[1]))
-        scan, buf = wire.MessageScan(1 << 20, wanted=(wire.C_FIND_RQ,)), bytearray()
-        while scan.feed(buf) != 0:
-            piece = conn.recv(65536)
-            if not piece:
-                return
-            buf += piece
+        scan = read_message(conn, (wire.C_FIND_RQ,))
+        if scan is None:
+            return
         assert scan.command is not None and scan.context_id is not None
         mid, cx = int(scan.command.message_id or 0), scan.context_id
         sop_class = str(scan.command.sop_class)

@@ -41,6 +41,7 @@ from dicomlab.net.association import open_association
 from dicomlab.net.find import find_on
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.peers import DcmQRSCP, Orthanc
+from dicomlab.testing.raw import read_message
 
 HOST = "127.0.0.1"
 FIND = str(StudyRootQueryRetrieveInformationModelFind)
@@ -305,12 +306,9 @@ class ScriptedFindSCP(RawPeer):
         request.decode(rq[1])
         proposed = request.to_primitive().presentation_context_definition_list
         implicit = str(proposed[0].transfer_syntax[0]) == IMPLICIT_LE
-        scan, buf = wire.MessageScan(1 << 20, wanted=(wire.C_FIND_RQ,)), bytearray()
-        while scan.feed(buf) != 0:
-            piece = conn.recv(65536)
-            if not piece:
-                return
-            buf += piece
+        scan = read_message(conn, (wire.C_FIND_RQ,))
+        if scan is None:
+            return
         assert scan.command is not None and scan.context_id is not None
         mid, cx = int(scan.command.message_id or 0), scan.context_id
         for i in range(3):

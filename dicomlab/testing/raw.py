@@ -26,6 +26,7 @@ __all__ = [
     "RawAssociation",
     "associate_rq",
     "command_set",
+    "read_message",
 ]
 
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF, A_RELEASE_RP, A_ABORT = 0x02, 0x03, 0x04, 0x06, 0x07
@@ -68,6 +69,18 @@ def command_set(elements: dict[int, bytes]) -> bytes:
         for tag, value in sorted(elements.items())
     )
     return struct.pack("<HHI", 0, 0, 4) + struct.pack("<I", len(body)) + body
+
+
+def read_message(sock: socket.socket, wanted: tuple[int, ...]) -> wire.MessageScan | None:
+    """Read from ``sock`` until one whole DIMSE message of a ``wanted`` command field is in
+    (the scan holds its command, context and data spans); None if the peer closed first."""
+    scan, buf = wire.MessageScan(1 << 20, wanted=wanted), bytearray()
+    while scan.feed(buf) != 0:
+        piece = sock.recv(65536)
+        if not piece:
+            return None
+        buf += piece
+    return scan
 
 
 class RawAssociation:
