@@ -123,7 +123,8 @@ def _report(out: Path, say: Callable[[str], None]) -> bool:
         f"7. the network log ({out / 'logs'}): {len(assocs)} associations, "
         f"{len(ops)} operations (both roles)"
     )
-    table = summary(ops)[["peer", "role", "service", "operations", "success_rate", "median_s"]]
+    shown = ["local_ae", "peer", "role", "service", "operations", "success_rate", "median_s"]
+    table = summary(ops)[shown]
     for line in table.to_string(index=False).splitlines():
         say("   " + line)
     fig = Figure(figsize=(11, 3.8), layout="constrained")

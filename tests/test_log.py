@@ -296,7 +296,13 @@ def test_read_log_filters_and_summary(tmp_path: Path) -> None:
         w.add("operations", _row(i, start + timedelta(hours=i)), tmp_path)
     w.add(
         "associations",
-        {"association_id": "a1", "role": "SCU", "requested_at": start, "peer_ae": "PACS"},
+        {
+            "association_id": "a1",
+            "role": "SCU",
+            "requested_at": start,
+            "peer_ae": "PACS",
+            "local_ae": "MINE",
+        },
         tmp_path,
     )
     w.flush()
@@ -313,6 +319,8 @@ def test_read_log_filters_and_summary(tmp_path: Path) -> None:
         dl.read_log(folder=tmp_path, since="yesterdayish")
     s = dl.log.summary(dl.read_log(folder=tmp_path))
     assert set(s.peer) == {"PACS", "?"}  # peers known from association a1 only
+    assert list(s.columns[:4]) == ["local_ae", "peer", "role", "service"]  # who "we" were
+    assert set(s[s.peer == "PACS"].local_ae) == {"MINE"}
     store = s[s.service == "C-STORE"]
     assert store.operations.sum() == 200 and store.failures.sum() == 20
     unknown = store.set_index("peer").loc["?"]

@@ -117,15 +117,23 @@ def test_node_panel_edit_validate_echo_delete(world: tuple) -> None:  # type: ig
     assert "online" in panel.echo_status.value
     assert panel.echo_results["pacs"].ok
 
-    panel.nodes.value = "(new node)"
-    panel.name.value, panel.ae_title.value, panel.port.value = "bad", "OK", 70000
+    panel.nodes.value = "(new node)"  # a blank form with defaults, not pacs's values
+    assert (panel.name.value, panel.ae_title.value) == ("", "")
+    assert (panel.host.value, panel.port.value, panel.timeout.value) == ("127.0.0.1", 104, 30)
+    panel.port.value = 70000
+    assert panel.port.value == 65535  # a bounded input: it never holds 70000
+    panel.name.value, panel.ae_title.value, panel.host.value = "bad", "WAY TOO LONG AE TITLE", ""
     assert panel.save() is None
-    assert "port" in panel.message.value and "70000" in panel.message.value
-    panel.port.value, panel.ae_title.value = 4242, "WAY TOO LONG AE TITLE"
-    assert panel.save() is None and "ae_title" in panel.message.value
-    panel.ae_title.value = "GONE"
+    assert set(panel.problems()) == {"ae_title", "host"}  # every field at once
+    for key in ("ae_title", "host"):
+        assert "dl-invalid" in panel.fields[key]._dom_classes, key  # highlighted
+        assert panel.field_errors[key].value, key  # its reason beside it
+    assert "2 fields to fix: ae_title, host" in panel.message.value
+    panel.port.value, panel.ae_title.value, panel.host.value = 4242, "GONE", "127.0.0.1"
     node = panel.save()
     assert node is not None and "saved" in panel.message.value
+    assert not any(e.value for e in panel.field_errors.values())
+    assert not any("dl-invalid" in f._dom_classes for f in panel.fields.values())
     assert dl.NodeBook.load(book.path)["bad"].port == 4242
     panel.echo_button.click()
     panel.wait()

@@ -187,10 +187,13 @@ def association(
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per peer and service: operations, success rate, median/p95 latency, MB, MB/s."""
+    """Per our AE title, peer, our role and service: operations, success rate, median/p95
+    latency, MB, MB/s. ``local_ae`` and ``role`` say who "we" were (``MINE``, ``SCP``:
+    our LocalPACS MINE answered), ``peer`` who the other side was."""
     if df.empty:
         return pd.DataFrame(
             columns=[
+                "local_ae",
                 "peer",
                 "role",
                 "service",
@@ -205,12 +208,14 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             ]
         )
     work = df.assign(
+        local_ae=df.get("local_ae", pd.Series(index=df.index, dtype="string")).fillna("?"),
         peer=df["peer_ae"].fillna(df.get("peer_host", pd.Series(dtype="string"))).fillna("?"),
         ok=df["status_category"].isin(["success", "warning"]),
         mb=df["bytes"].astype("Float64").fillna(0) / 1e6,
     )
     rows = []
-    for (peer, role, service), g in work.groupby(["peer", "role", "service"], dropna=False):
+    keys = ["local_ae", "peer", "role", "service"]
+    for (local_ae, peer, role, service), g in work.groupby(keys, dropna=False):
         busy = g["duration_s"].astype(float).sum()
         failures = g[~g.ok]
         top = failures["status_name"].dropna().value_counts()
@@ -218,6 +223,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             top = failures["error"].dropna().value_counts()
         rows.append(
             {
+                "local_ae": local_ae,
                 "peer": peer,
                 "role": role,
                 "service": service,
@@ -231,4 +237,4 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                 "top_failure": top.index[0] if len(top) else None,
             }
         )
-    return pd.DataFrame(rows).sort_values(["peer", "role", "service"]).reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as w
@@ -12,13 +13,32 @@ from dicomlab.widgets.base import Panel, explain
 __all__ = ["NodePanel"]
 
 _NEW = "(new node)"
+_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "ae_title": "",
+    "host": "127.0.0.1",
+    "port": 104,
+    "retrieve": "move",
+    "max_connections": 4,
+    "timeout": 30.0,
+    "charset": "",
+    "tls_ca": "",
+    "tls_cert": "",
+    "tls_key": "",
+}
+"""What a new node's form starts from (a blank form, not the last node's values)."""
+_FIELD_STYLE = (
+    "<style>.dl-invalid input, .dl-invalid select {border: 2px solid #b42318 !important}"
+    " .dl-field-error {color: #b42318; font-size: 0.9em; margin-left: 0.5em}</style>"
+)
 
 
 class NodePanel(Panel):
     """Known nodes with insert / edit / delete, echo, default node, and our own AE and port.
 
-    Changes are validated (a bad AE title or port says why, next to the form) and
-    saved to the book's file. ``echo_results`` keeps the last echo per node.
+    Changes are validated field by field (every wrong field at once, highlighted, its
+    reason beside it) and saved to the book's file; "(new node)" is a blank form.
+    ``echo_results`` keeps the last echo per node.
     """
 
     css = "dl-nodes"
@@ -31,7 +51,9 @@ class NodePanel(Panel):
         self.name = w.Text(description="Name").add_class("dl-node-name")
         self.ae_title = w.Text(description="AE title").add_class("dl-node-ae")
         self.host = w.Text(description="Host", value="127.0.0.1").add_class("dl-node-host")
-        self.port = w.IntText(description="Port", value=104).add_class("dl-node-port")
+        self.port = w.BoundedIntText(description="Port", min=1, max=65535, value=104).add_class(
+            "dl-node-port"
+        )
         self.retrieve = w.Dropdown(description="Retrieve", options=["move", "get"])
         self.max_connections = w.BoundedIntText(description="Max conn.", min=1, max=64, value=4)
         self.timeout = w.BoundedFloatText(description="Timeout s", min=0.1, max=3600, value=30)
@@ -47,7 +69,9 @@ class NodePanel(Panel):
         self.echo_button = w.Button(description="Echo", icon="plug").add_class("dl-node-echo")
         self.echo_status = w.HTML("").add_class("dl-echo-status")
         self.our_ae = w.Text(description="Our AE", value=self.book.local.ae_title)
-        self.our_port = w.IntText(description="Our port", value=self.book.local.port)
+        self.our_port = w.BoundedIntText(
+            description="Our port", min=0, max=65535, value=self.book.local.port
+        )
         self.save_local = w.Button(description="Save our identity").add_class("dl-local-save")
 
         self.nodes.observe(self._on_select, names="value")
@@ -56,19 +80,25 @@ class NodePanel(Panel):
         self.default_button.on_click(lambda _: self.make_default())
         self.echo_button.on_click(lambda _: self.echo())
         self.save_local.on_click(lambda _: self.save_identity())
+        self.fields: dict[str, Any] = {
+            "name": self.name,
+            "ae_title": self.ae_title,
+            "host": self.host,
+            "port": self.port,
+            "retrieve": self.retrieve,
+            "max_connections": self.max_connections,
+            "timeout": self.timeout,
+            "charset": self.charset,
+            "tls_ca": self.tls_ca,
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
+        }
+        # An error line beside each field: every problem at once, where it is.
+        self.field_errors = {k: w.HTML("").add_class("dl-field-error") for k in self.fields}
         form = w.VBox(
             [
-                self.name,
-                self.ae_title,
-                self.host,
-                self.port,
-                self.retrieve,
-                self.max_connections,
-                self.timeout,
-                self.charset,
-                self.tls_ca,
-                self.tls_cert,
-                self.tls_key,
+                w.HTML(_FIELD_STYLE),
+                *(w.HBox([field, self.field_errors[k]]) for k, field in self.fields.items()),
                 w.HBox([self.save_button, self.delete_button, self.default_button]),
                 w.HBox([self.echo_button, self.echo_status]),
             ]
@@ -89,8 +119,10 @@ class NodePanel(Panel):
 
     def _on_select(self, change: dict[str, Any]) -> None:
         name = change["new"]
+        self._mark({})
         if name in (None, _NEW):
-            self.name.value, self.ae_title.value = "", ""
+            for key, value in _DEFAULTS.items():
+                self.fields[key].value = value
             self.echo_status.value = ""
             return
         node = self.book[name]
@@ -127,8 +159,50 @@ class NodePanel(Panel):
             tls=tls,
         )
 
+    def problems(self) -> dict[str, str]:
+        """Every field the form has wrong, with why (empty when the form is a valid node)."""
+        base = dl.Node("form", ae_title="FORM")
+        values: dict[str, Any] = {
+            "name": self.name.value.strip(),
+            "ae_title": self.ae_title.value,
+            "host": self.host.value.strip(),
+            "port": int(self.port.value),
+            "retrieve": self.retrieve.value,
+            "max_connections": int(self.max_connections.value),
+            "timeout": float(self.timeout.value),
+            "charset": self.charset.value.strip() or None,
+        }
+        found: dict[str, str] = {}
+        for key, value in values.items():
+            try:
+                base.replace(**{key: value})  # each field on its own, through dl.Node
+            except dl.ValidationError as exc:
+                found[key] = str(exc)
+        if not found:
+            try:
+                self.form_node()
+            except dl.ValidationError as exc:  # TLS files, or fields checked together
+                key = getattr(exc, "field", None) or "tls_ca"
+                found["tls_" + key if key in ("ca", "cert", "key") else key] = str(exc)
+        return found
+
+    def _mark(self, found: dict[str, str]) -> None:
+        for key, field in self.fields.items():
+            self.field_errors[key].value = html.escape(found.get(key, ""))
+            if key in found:
+                field.add_class("dl-invalid")
+            else:
+                field.remove_class("dl-invalid")
+
     def save(self) -> dl.Node | None:
-        """Insert or update the node in the form and save the book; ``None`` if invalid."""
+        """Insert or update the node in the form and save the book; ``None`` if invalid
+        (every wrong field is then marked, with its reason beside it)."""
+        found = self.problems()
+        self._mark(found)
+        if found:
+            n = len(found)
+            self.say(f"{n} field{'s' if n != 1 else ''} to fix: {', '.join(found)}", "error")
+            return None
         try:
             node = self.form_node()
             old = self.nodes.value
