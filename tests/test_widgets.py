@@ -262,3 +262,22 @@ def test_a_failed_search_marks_the_old_results_stale(world: tuple) -> None:  # t
         assert panel.source is not None and panel.source.name == "pacs"
     finally:
         panel.close()
+
+
+def test_the_network_report_loads_on_open(world: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    _book, pacs, _, _ = world
+    assert dl.echo(pacs.node).ok
+    dl.log.flush()
+    report = dl.widgets.NetworkReport()  # no click: it reads the last week's log itself
+    try:
+        report.wait()
+        assert "C-ECHO" in set(report.result.service), report.message.value
+        assert "operation" in report.message.value
+    finally:
+        report.close()
+    empty = dl.widgets.NetworkReport(folder=tmp_path / "no-log-here")
+    try:
+        empty.wait()
+        assert "nothing in the network log" in empty.message.value, empty.message.value
+    finally:
+        empty.close()

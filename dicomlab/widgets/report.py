@@ -84,6 +84,7 @@ class NetworkReport(Panel):
                 self.tabs,
             ]
         ).add_class(self.css)
+        self.refresh()  # it opens with the last week's log, not an empty frame
 
     def refresh(self) -> None:
         """Read the log for the chosen dates (in the background) and show it."""
@@ -101,7 +102,18 @@ class NetworkReport(Panel):
             peers = sorted(p for p in self.all["peer_ae"].dropna().unique())
             self.peer.options = ["(all)", *peers]
             self._show()
-            self.say(f"{len(self.all)} operations, {len(self.associations)} associations", "ok")
+            n, m = len(self.all), len(self.associations)
+            if not n and not m:
+                self.say(
+                    "nothing in the network log for these dates: run an echo, a query or a "
+                    "transfer, then Refresh (or pick earlier dates)",
+                    "info",
+                )
+                return
+            self.say(
+                f"{n} operation{'s' if n != 1 else ''}, {m} association{'s' if m != 1 else ''}",
+                "ok",
+            )
 
         self.run("reading the log", work, done)
 
