@@ -51,6 +51,7 @@ STATUS_PENDING_OPTIONAL = 0xFF01
 STATUS_CANCEL = 0xFE00
 STATUS_NOT_AUTHORIZED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_SUBOPERATIONS_IMPOSSIBLE = 0xA702  # PS3.4 C.4.2/C.4.3: out of resources, sub-operations
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110  # PS3.7 C.4: "Processing failure", general
 STATUS_FIND_UNABLE = 0xC001
@@ -298,7 +299,7 @@ def _send(event: Any, archive: Archive, items: list[tuple[str, str, str]]) -> It
             ds = dcmread(archive.absolute(rel))
         except Exception as exc:  # a file gone missing or damaged on disk
             log.error("cannot read %s for retrieve: %s", rel, exc)
-            yield 0xA702, None  # out of resources: unable to perform sub-operations
+            yield STATUS_SUBOPERATIONS_IMPOSSIBLE, None
             return
         yield STATUS_PENDING, ds
 
@@ -341,7 +342,7 @@ def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         log.warning("C-MOVE from %s refused: %d SOP classes", calling, len(classes))
         yield node.host, node.port, {"contexts": [build_context(Verification)]}
         yield from _refuse_retrieve(
-            STATUS_OUT_OF_RESOURCES + 2,  # 0xA702: unable to perform sub-operations
+            STATUS_SUBOPERATIONS_IMPOSSIBLE,
             f"{len(classes)} SOP classes, over {MAX_CONTEXTS}: move by series",
         )
         return
