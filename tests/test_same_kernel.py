@@ -214,3 +214,44 @@ def test_a_batch_refused_for_every_value_raises(stranger_pacs: dl.Node) -> None:
             AccessionNumber=["A1", "A2", "A3"],
         )
     assert caught.value.status == 0x0124 and "'ASKER'" in str(caught.value.hint)
+
+
+def test_an_unauthorised_move_or_get_from_a_stranger_is_refused_0124(tmp_path: Path) -> None:
+    """A plain pynetdicom AE (not dicomlab's client: a stranger, even in this process)."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, build_role
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        CTImageStorage,
+        StudyRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
+
+    with dl.LocalPACS(tmp_path / "dest", ae_title="DEST", port=0) as dest:
+        book = dl.NodeBook([dl.Node("dest", ae_title="DEST", port=dest.port)])
+        with dl.LocalPACS(tmp_path / "pacs", port=0, book=book) as local:
+            ae = AE(ae_title="STRANGER")
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            ae.add_requested_context(CTImageStorage)
+            role = build_role(CTImageStorage, scp_role=True)
+            assoc = ae.associate("127.0.0.1", local.port, ae_title=local.ae_title, ext_neg=[role])
+            assert assoc.is_established
+            try:
+                query = Dataset()
+                query.QueryRetrieveLevel = "STUDY"
+                query.StudyInstanceUID = "1.2.3"
+                moved = [
+                    int(s.Status)
+                    for s, _ in assoc.send_c_move(
+                        query, "DEST", StudyRootQueryRetrieveInformationModelMove
+                    )
+                    if "Status" in s
+                ]
+                got = [
+                    int(s.Status)
+                    for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+                    if "Status" in s
+                ]
+            finally:
+                assoc.release()
+    assert moved[-1] == 0x0124 and got[-1] == 0x0124
