@@ -17,6 +17,7 @@ It is installed on every association, both roles, whether or not the fast path i
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -47,12 +48,16 @@ def command_problem(command: wire.Command) -> str | None:
     return None if command.message_id is not None else "no Message ID"
 
 
+_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Associations already guarded (kept here, not as an attribute stuck on pynetdicom's)."""
+
+
 def install(assoc: Any) -> None:
     """Check every incoming command set of ``assoc`` (before it starts)."""
-    dimse = assoc.dimse
-    if getattr(dimse, "_dl_guarded", False):
+    if assoc in _GUARDED:
         return
-    dimse._dl_guarded = True
+    _GUARDED.add(assoc)
+    dimse = assoc.dimse
     dimse.receive_primitive = _receive(assoc, dimse.receive_primitive)
 
 
