@@ -822,10 +822,46 @@ def test_partial_move_error_names_the_failed_suboperations(
     res = move_with_destination_stopped.result
     # the study moving when the destination stopped: 0xB000 (sub-operations failed)
     failed = res[(res.failed.fillna(0) > 0) | (res.status == 0xB000)]
-    assert len(failed) >= 1, res[["status", "failed", "received_instances", "error"]].to_string()
+    assert len(failed) >= 1, res[
+        ["status", "failed", "attempts", "received_instances", "error"]
+    ].to_string()
     for error in failed.error:
         assert "reported success" not in error, error
         assert "fail" in error, error
+
+
+def test_a_move_broken_off_after_the_destination_stopped_is_not_retried(
+    tmp_path: Path, seed_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source stops answering after the destination went away (no real peer does that
+    on demand: the break is simulated after two real pending counts). Retrying cannot
+    succeed, so the row keeps the counts seen and says the destination stopped."""
+    from dicomlab.transfer import retrieve as rt
+
+    with dl.LocalPACS(tmp_path / "b", ae_title="DLDEST", port=0) as b:
+        book = dl.NodeBook([dl.Node("dest", ae_title="DLDEST", host=HOST, port=b.port)])
+        with dl.LocalPACS(tmp_path / "a", ae_title="DLSOURCE", port=0, book=book) as a:
+            _seed(a, seed_files)
+            study = a.instances().StudyInstanceUID.iloc[0]
+
+            def broken(ctx: Any, assoc: Any, model: Any, item: Any, track: Any) -> None:
+                track(0xFF00, 1, 0, 0)
+                track(0xFF00, 1, 2, 0)
+                b.stop()
+                raise dl.DimseTimeout("no C-MOVE response within 1 s")
+
+            monkeypatch.setattr(rt, "_exchange", broken)
+            t0 = time.monotonic()
+            res = dl.retrieve(
+                a.node, [study], into=b, method="move", progress=False, calling_ae="DLDEST"
+            )
+            took = time.monotonic() - t0
+    assert isinstance(res, pd.DataFrame)
+    row = res.iloc[0]
+    assert row.attempts == 1 and took < 3  # no 0.5 + 1 + 2 s of pointless retries
+    assert row.failed == 2 and not row.complete
+    assert "DLDEST (the destination) is not running" in row.error, row.error
+    assert "2 sub-operation(s) had failed" in row.error, row.error
 
 
 def test_the_c_stores_localpacs_sends_for_a_move_are_logged(

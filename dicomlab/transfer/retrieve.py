@@ -332,6 +332,8 @@ class _Responses:
         self.done = done
         info = decode_status(code)
         if info.category == "pending":
+            # kept, so an operation that breaks off still shows what had failed by then
+            self.row.update(completed=completed, failed=failed, warning=warning)
             return False
         self.row.update(
             status=code, status_text=str(info), completed=completed, failed=failed, warning=warning
@@ -389,17 +391,25 @@ def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _R
     )
 
 
+def _destination_gone(ctx: _Context) -> bool:
+    """A C-MOVE into our own LocalPACS that has stopped."""
+    return ctx.method == "move" and not ctx.into.running
+
+
+def _destination_stopped(ctx: _Context) -> str:
+    return (
+        f"our LocalPACS {ctx.into.ae_title} (the destination) is not running: it stopped "
+        "during the transfer; start it and run the retrieve again (what arrived is kept "
+        "and skipped)"
+    )
+
+
 def _diagnose(
     code: int, node: Node, ctx: _Context, completed: int, comment: str | None = None
 ) -> str:
     info = decode_status(code)
-    if ctx.method == "move" and not ctx.into.running:
-        return (
-            f"C-MOVE ended with 0x{code:04X} ({info.category}): our LocalPACS "
-            f"{ctx.into.ae_title} (the destination) is not running: "
-            "it stopped during the transfer; start it and run the retrieve again (what "
-            "arrived is kept and skipped)"
-        )
+    if _destination_gone(ctx):
+        return f"C-MOVE ended with 0x{code:04X} ({info.category}): {_destination_stopped(ctx)}"
     if comment and code != 0xA801:  # the peer said why: that beats any guess of ours
         return f"{info} ({node.ae_title} says: {comment})"
     # 0xA801 says so; Orthanc answers 0xC000 for an unknown destination, so a C-MOVE
@@ -461,6 +471,9 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
                 break
         except _TRANSIENT as exc:
             row["error"] = str(exc)
+            if _destination_gone(ctx):  # another attempt cannot succeed
+                row["error"] = f"{exc}; {_destination_stopped(ctx)}"
+                break
             if not delays:
                 break
         except DicomlabError as exc:  # permanent: refused, no context, bad input
@@ -513,6 +526,11 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
             f"{n or 'some'} sub-operation(s) failed at the peer ({row['status_text']}); "
             f"{have} of {expected if expected is not None else '?'} instances are here: "
             "incomplete"
+        )
+    elif failed_subops and not row["complete"] and "sub-operation" not in str(row["error"]):
+        row["error"] = (
+            f"{row['error'] or 'incomplete'} ({failed_subops} sub-operation(s) had failed at "
+            f"the peer; {have} of {expected if expected is not None else '?'} instances are here)"
         )
     if no_scp_role and not row["complete"]:
         row["error"] = (
