@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -51,11 +53,14 @@ def test_query_panel_last_7_days_select_and_retrieve(world: tuple) -> None:  # t
     studies = manifest.drop_duplicates("StudyInstanceUID")
     recent = studies[pd.to_datetime(studies.StudyDate) >= pd.Timestamp(TODAY - timedelta(days=6))]
     assert len(panel.result) == len(recent) > 0, panel.message.value
-    assert len(panel.studies.options) == len(recent)
+    assert len(panel.grid.frame) == len(recent)
     assert "studies on pacs" in panel.message.value
+    shown = json.loads(panel.grid.table._dt_args["data_json"])
+    assert len(shown) == len(recent)
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", row[0]) for row in shown)  # dates, no times
 
-    first = panel.result.StudyInstanceUID.iloc[0]
-    panel.studies.value = (first,)  # what clicking a row does
+    first = panel.grid.frame.StudyInstanceUID.iloc[0]
+    panel.grid.table.selected_rows = [0]  # what clicking the first row sends from the browser
     panel.wait()
     assert list(panel.selection.StudyInstanceUID) == [first]
     assert (
@@ -158,7 +163,7 @@ def test_network_report_filters_story_and_plots(world: tuple) -> None:  # type: 
     assert {"C-ECHO", "C-FIND"} <= set(report.result.service), report.message.value
     report.service.value = "C-FIND"
     assert set(report.result.service) == {"C-FIND"}
-    report.rows.value = report.rows.options[0][1]  # select an operation
+    report.table.table.selected_rows = [0]  # click an operation
     assert report.story is not None
     assert report.story["association"]["outcome"] == "released"
     assert report.tabs.selected_index == 1
@@ -229,7 +234,7 @@ def test_retrieve_uses_the_node_the_results_came_from(tmp_path: Path, world: tup
             panel.preset_buttons["all"].click()
             panel.wait()
             first = panel.result.StudyInstanceUID.iloc[0]
-            panel.studies.value = (first,)
+            panel.select([first])
             panel.wait()
             panel.node.value = "empty"  # the dropdown moves on; the results did not
             panel.retrieve_study.click()
@@ -251,14 +256,15 @@ def test_a_failed_search_marks_the_old_results_stale(world: tuple) -> None:  # t
     try:
         panel.preset_buttons["all"].click()
         panel.wait()
-        assert len(panel.result) == 10 and "dl-stale" not in panel.table.value
+        assert len(panel.result) == 10 and "dl-stale" not in panel.grid.ui._dom_classes
         panel.node.value = "gone"
         panel.preset_buttons["all"].click()
         panel.wait()
         assert panel.error is not None
-        assert "dl-stale" in panel.table.value
-        assert "the search on gone failed" in panel.table.value
-        assert "previous results from pacs" in panel.table.value
+        assert "dl-stale" in panel.grid.ui._dom_classes
+        assert len(panel.grid.frame) == 10  # still there, dimmed
+        assert "the search on gone failed" in panel.stale_note.value
+        assert "previous results from pacs" in panel.stale_note.value
         assert panel.source is not None and panel.source.name == "pacs"
     finally:
         panel.close()

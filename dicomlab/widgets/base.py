@@ -13,10 +13,25 @@ import ipywidgets as w
 import pandas as pd
 
 import dicomlab as dl
+from dicomlab.widgets.grid import display_frame
 
-__all__ = ["Panel", "frame_html"]
+__all__ = ["Panel", "frame_html", "style"]
 
 log = logging.getLogger(__name__)
+
+
+_CSS = """<style>
+.dl-stale { opacity: 0.45; }
+.dl-grid table.dataTable td.dl-wrap { white-space: normal; min-width: 16em; }
+.dl-grid table.dataTable tbody tr { cursor: pointer; }
+.dl-invalid input, .dl-invalid select { border: 2px solid #b42318 !important; }
+.dl-field-error { color: #b42318; font-size: 0.9em; margin-left: 0.5em; }
+</style>"""
+
+
+def style() -> w.HTML:
+    """The panels' few CSS rules (stale results dimmed, grid rows clickable)."""
+    return w.HTML(_CSS).add_class("dl-style")
 
 
 def frame_html(df: pd.DataFrame, max_rows: int = 200) -> str:
@@ -24,7 +39,8 @@ def frame_html(df: pd.DataFrame, max_rows: int = 200) -> str:
     if df.empty:
         return "<i>no rows</i>"
     more = f"<div>{len(df) - max_rows} more rows</div>" if len(df) > max_rows else ""
-    table = df.head(max_rows).to_html(index=False, border=0, classes="dl-table", na_rep="")
+    shown = display_frame(df.head(max_rows))  # escaped and formatted as the grids are
+    table = shown.to_html(index=False, border=0, classes="dl-table", escape=False)
     return f"<div style='max-height:24em;overflow:auto'>{table}</div>{more}"
 
 

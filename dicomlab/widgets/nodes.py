@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, explain
+from dicomlab.widgets.base import Panel, explain, style
 
 __all__ = ["NodePanel"]
 
@@ -27,10 +27,6 @@ _DEFAULTS: dict[str, Any] = {
     "tls_key": "",
 }
 """What a new node's form starts from (a blank form, not the last node's values)."""
-_FIELD_STYLE = (
-    "<style>.dl-invalid input, .dl-invalid select {border: 2px solid #b42318 !important}"
-    " .dl-field-error {color: #b42318; font-size: 0.9em; margin-left: 0.5em}</style>"
-)
 
 
 class NodePanel(Panel):
@@ -97,7 +93,7 @@ class NodePanel(Panel):
         self.field_errors = {k: w.HTML("").add_class("dl-field-error") for k in self.fields}
         form = w.VBox(
             [
-                w.HTML(_FIELD_STYLE),
+                style(),
                 *(w.HBox([field, self.field_errors[k]]) for k, field in self.fields.items()),
                 w.HBox([self.save_button, self.delete_button, self.default_button]),
                 w.HBox([self.echo_button, self.echo_status]),

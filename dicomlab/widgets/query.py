@@ -9,7 +9,8 @@ import ipywidgets as w
 import pandas as pd
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, explain, frame_html
+from dicomlab.widgets.base import Panel, explain, style
+from dicomlab.widgets.grid import Grid
 from dicomlab.widgets.transfers import TransferPanel
 
 __all__ = ["QueryPanel"]
@@ -78,17 +79,10 @@ class QueryPanel(Panel):
             self.preset_buttons[preset] = button
         self.dates_button = w.Button(description="Search Dates").add_class("dl-query-dates")
         self.dates_button.on_click(lambda _: self.search((self.start.value, self.end.value)))
-        self.sort_by = w.Dropdown(description="Sort by", options=_SHOWN, value="StudyDate")
-        self.descending = w.Checkbox(description="descending", value=True)
-        self.sort_by.observe(lambda _: self._show(), names="value")
-        self.descending.observe(lambda _: self._show(), names="value")
-        self.studies = w.SelectMultiple(description="Studies", rows=10).add_class(
-            "dl-query-studies"
-        )
-        self.studies.layout.width = "95%"
-        self.studies.observe(self._on_select, names="value")
-        self.table = w.HTML("").add_class("dl-query-table")
-        self.series_table = w.HTML("").add_class("dl-query-series")
+        self.grid = Grid("dl-query-table")
+        self.grid.on_select(lambda rows: self.select(list(rows["StudyInstanceUID"])))
+        self.series_grid = Grid("dl-query-series")
+        self.stale_note = w.HTML("").add_class("dl-stale-note")
         self.retrieve_study = w.Button(description="Retrieve Study", icon="download").add_class(
             "dl-query-retrieve-study"
         )
@@ -108,12 +102,12 @@ class QueryPanel(Panel):
                 w.HBox([*self.preset_buttons.values()]),
                 w.HBox([self.start, self.end, self.dates_button]),
                 self.message,
-                w.HBox([self.sort_by, self.descending]),
-                self.table,
-                self.studies,
+                self.stale_note,
+                self.grid.ui,
                 w.HBox([self.retrieve_study, self.retrieve_series]),
-                self.series_table,
+                self.series_grid.ui,
                 self.transfers.ui,
+                style(),
             ]
         ).add_class(self.css)
         self.reload_nodes()
@@ -157,7 +151,7 @@ class QueryPanel(Panel):
             self.selection = df.iloc[0:0]
             self._show()
             if df.attrs.get("complete", True):
-                self.say(f"{len(df)} studies on {node.name}", "ok")
+                self.say(f"{_plural(len(df), 'study', 'studies')} on {node.name}", "ok")
             else:
                 why = df.attrs.get("error") or f"status {df.attrs.get('status')}"
                 self.say(f"partial result: {len(df)} studies on {node.name}, then {why}", "warn")
@@ -175,43 +169,32 @@ class QueryPanel(Panel):
     def _stale(self, why: str) -> None:
         """Keep the previous results on screen, marked as not the answer to this search."""
         if self.source is None:
-            self.table.value = f"<i>{html.escape(why)}</i>"
+            self.stale_note.value = f"<i>{html.escape(why)}</i>"
             return
         note = f"{why}: below, the previous results from {self.source.name}"
-        self._show()
-        self.table.value = (
-            f"<div class='dl-stale'><i>{html.escape(note)}</i>"
-            f"<div style='opacity:0.45'>{self.table.value}</div></div>"
-        )
+        self.stale_note.value = f"<i>{html.escape(note)}</i>"
+        self.grid.ui.add_class("dl-stale")
 
     def _show(self) -> None:
-        df = self.result
-        if df.empty:
-            self.table.value = frame_html(df)
-            self.studies.options = []
-            return
-        if self.sort_by.value in df.columns:
-            df = df.sort_values(self.sort_by.value, ascending=not self.descending.value)
-        shown = [c for c in _SHOWN if c in df.columns]
-        self.table.value = frame_html(df[shown])
-        self.studies.options = [
-            (_study_label(row), uid)
-            for uid, row in zip(df["StudyInstanceUID"], df.to_dict("records"), strict=True)
-        ]
-
-    def _on_select(self, change: dict[str, Any]) -> None:
-        uids = list(change["new"])
-        self.select(uids)
+        self.stale_note.value = ""
+        self.grid.ui.remove_class("dl-stale")
+        self.grid.show(self.result, [c for c in _SHOWN if c in self.result.columns])
+        self.series = pd.DataFrame()
+        self.series_grid.show(self.series)
 
     def select(self, uids: list[str]) -> None:
-        """Select studies by UID (as clicking them does) and look their series up."""
+        """Select studies by UID (as clicking their rows does) and look their series up."""
         self.selection = self.result[self.result["StudyInstanceUID"].isin(uids)]
-        if self.studies.value != tuple(uids):
-            self.studies.value = tuple(uids)
-            return  # the observer comes back here once
+        if "StudyInstanceUID" in self.grid.frame:
+            rows = self.grid.frame.index[self.grid.frame["StudyInstanceUID"].isin(uids)]
+            if sorted(self.grid.table.selected_rows) != list(rows):
+                self.grid.select(list(rows))
+                return  # the grid's observer comes back here once
         if self.selection.empty or self.source is None:
             self.series = pd.DataFrame()
-            self.series_table.value = ""
+            self.series_grid.show(self.series)
+            if self.source is not None and not self.result.empty:
+                self.say(f"{_plural(len(self.result), 'study', 'studies')} on {self.source.name}")
             return
         node = self.source  # where these studies are, whatever the dropdown says now
         query = dl.Query.series(StudyInstanceUID=list(self.selection["StudyInstanceUID"]))
@@ -219,17 +202,17 @@ class QueryPanel(Panel):
         def done(df: pd.DataFrame) -> None:
             self.series = df
             cols = [
-                c
-                for c in (
-                    "SeriesNumber",
-                    "Modality",
-                    "SeriesDescription",
-                    "NumberOfSeriesRelatedInstances",
-                )
-                if c in df.columns
+                "SeriesNumber",
+                "Modality",
+                "SeriesDescription",
+                "NumberOfSeriesRelatedInstances",
             ]
-            self.series_table.value = frame_html(df[cols])
-            self.say(f"{len(self.selection)} studies selected, {len(df)} series", "ok")
+            self.series_grid.show(df, [c for c in cols if c in df.columns])
+            self.say(
+                f"{_plural(len(self.selection), 'study', 'studies')} selected, "
+                f"{_plural(len(df), 'series', 'series')}",
+                "ok",
+            )
 
         self.run(
             "looking up series",
@@ -239,7 +222,11 @@ class QueryPanel(Panel):
 
     def retrieve(self, level: str = "study") -> dl.Job | None:
         """Hand the selected studies (or their series) to the transfer queue."""
-        what = self.selection if level == "study" else self.series
+        if level == "study":
+            what = self.selection
+        else:  # the series selected in their grid, or all of the selected studies' series
+            what = self.series_grid.selection
+            what = what if not what.empty else self.series
         if what.empty:
             self.say(
                 f"select {'studies' if level == 'study' else 'studies with series'} first", "error"
@@ -254,9 +241,8 @@ class QueryPanel(Panel):
         except dl.DicomlabError as exc:
             self.say(explain(exc), "error")
             return None
-        n = len(what)
-        noun = {"study": ("study", "studies"), "series": ("series", "series")}[level][n != 1]
-        self.say(f"retrieving {n} {noun} from {node.name}")
+        noun = ("study", "studies") if level == "study" else ("series", "series")
+        self.say(f"retrieving {_plural(len(what), *noun)} from {node.name}")
         return job
 
     def close(self) -> None:
@@ -264,13 +250,5 @@ class QueryPanel(Panel):
         super().close()
 
 
-def _study_label(row: dict[Any, Any]) -> str:
-    when = row.get("StudyDate")
-    day = "?" if when is None or pd.isna(when) else pd.Timestamp(when).date().isoformat()
-    parts = [
-        day,
-        str(row.get("PatientName") or ""),
-        str(row.get("ModalitiesInStudy") or ""),
-        str(row.get("StudyDescription") or ""),
-    ]
-    return "  ".join(p for p in parts if p)
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

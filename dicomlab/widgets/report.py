@@ -12,7 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, explain, frame_html
+from dicomlab.widgets.base import Panel, explain, style
+from dicomlab.widgets.grid import Grid
 
 __all__ = ["NetworkReport"]
 
@@ -60,17 +61,18 @@ class NetworkReport(Panel):
         self.refresh_button.on_click(lambda _: self.refresh())
         for control in (self.peer, self.service, self.outcome):
             control.observe(lambda _: self._show(), names="value")
-        self.table = w.HTML("").add_class("dl-report-table")
-        self.rows = w.Select(description="Operation", rows=8).add_class("dl-report-rows")
-        self.rows.layout.width = "95%"
-        self.rows.observe(self._on_row, names="value")
+        self.table = Grid(
+            "dl-report-table", single=True
+        )  # click an operation: its association's story
+        self.table.on_select(self._on_rows)
         self.details = w.HTML("").add_class("dl-report-details")
+        self.operations = Grid("dl-report-operations", selectable=False)
         self.diagram = w.Image(format="png").add_class("dl-report-diagram")
         self.plots = w.Image(format="png").add_class("dl-report-plots")
         self.tabs = w.Tab(
             [
-                w.VBox([self.table, self.rows]),
-                w.VBox([self.details, self.diagram]),
+                self.table.ui,
+                w.VBox([self.details, self.operations.ui, self.diagram]),
                 self.plots,
             ]
         )
@@ -82,6 +84,7 @@ class NetworkReport(Panel):
                 w.HBox([self.peer, self.service, self.outcome]),
                 self.message,
                 self.tabs,
+                style(),
             ]
         ).add_class(self.css)
         self.refresh()  # it opens with the last week's log, not an empty frame
@@ -134,26 +137,12 @@ class NetworkReport(Panel):
     def _show(self) -> None:
         df = self.filtered()
         self.result = df
-        shown = [c for c in _COLUMNS if c in df.columns]
-        self.table.value = frame_html(df[shown]) if not df.empty else frame_html(df)
-        self.rows.options = (
-            [
-                (
-                    f"{r['started_at']:%m-%d %H:%M:%S} {r['role']} {r['service']} "
-                    f"{r.get('peer_ae') or ''} {r.get('status_name') or ''}",
-                    i,
-                )
-                for i, r in zip(df.index[:500], df.head(500).to_dict("records"), strict=True)
-            ]
-            if not df.empty
-            else []
-        )
+        self.table.show(df, [c for c in _COLUMNS if c in df.columns])
         self._plot(df)
 
-    def _on_row(self, change: dict[str, Any]) -> None:
-        if change["new"] is None:
-            return
-        self.show_association(str(self.result.loc[change["new"], "association_id"]))
+    def _on_rows(self, rows: pd.DataFrame) -> None:
+        if not rows.empty:  # the row clicked last is the story shown
+            self.show_association(str(rows["association_id"].iloc[-1]))
 
     def show_association(self, association_id: str) -> dict[str, Any] | None:
         """Show one association's story (its row, its operations, a sequence diagram)."""
@@ -168,7 +157,8 @@ class NetworkReport(Panel):
             f"<tr><th style='text-align:left'>{k}</th><td>{'' if pd.isna(v) else v}</td></tr>"
             for k, v in a.items()
         )
-        self.details.value = f"<table>{facts}</table>" + frame_html(story["operations"])
+        self.details.value = f"<table>{facts}</table>"
+        self.operations.show(story["operations"])
         self.diagram.value = _png(dl.plot.sequence(story).figure)
         self.tabs.selected_index = 1
         return story

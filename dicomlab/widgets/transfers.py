@@ -11,7 +11,8 @@ import ipywidgets as w
 import pandas as pd
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, frame_html
+from dicomlab.widgets.base import Panel, style
+from dicomlab.widgets.grid import Grid, human_size
 
 __all__ = ["TransferPanel"]
 
@@ -36,10 +37,11 @@ class _Row:
         counts = progress["state"].value_counts().to_dict()
         states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         instances = int(_total(progress, "received_instances"))
-        mb = _total(progress, "bytes") / 1e6
+        size = _total(progress, "bytes")
         seconds = max(time.time() - self.job.started_at, 1e-6)
         self.status.value = (
-            f"{states} · {instances} instances · {mb:.1f} MB · {mb / seconds:.1f} MB/s"
+            f"{states} · {instances} instance{'s' if instances != 1 else ''} · "
+            f"{human_size(size)} · {size / 1e6 / seconds:.2f} MB/s"
         )
         finished = self.job.done()
         if finished:
@@ -78,9 +80,9 @@ class TransferPanel(Panel):
         self._rows: list[_Row] = []
         self._lock = threading.Lock()
         self.queue = w.VBox([]).add_class("dl-transfer-queue")
-        self.outcome = w.HTML("").add_class("dl-transfer-outcome")
+        self.outcome = Grid("dl-transfer-outcome", selectable=False)
         self.ui = w.VBox(
-            [w.HTML("<b>Transfers</b>"), self.queue, self.message, self.outcome]
+            [w.HTML("<b>Transfers</b>"), self.queue, self.message, self.outcome.ui, style()]
         ).add_class(self.css)
         self._poll_s = poll_s
         self._poller: threading.Thread | None = None
@@ -95,12 +97,13 @@ class TransferPanel(Panel):
         job = dl.retrieve(node, what, wait=False, **kwargs)
         assert isinstance(job, dl.Job)
         name = node if isinstance(node, str) else node.name
-        row = _Row(self, job, f"{len(job.items)} item(s) from {name}")
+        items = f"{len(job.items)} item{'s' if len(job.items) != 1 else ''} from {name}"
+        row = _Row(self, job, items)
         with self._lock:
             self.jobs.append(job)
             self._rows.append(row)
             self.queue.children = [r.box for r in self._rows]
-        self.say(f"queued {len(job.items)} item(s) from {name}")
+        self.say(f"queued {items}")
         self._ensure_poller()
         return job
 
@@ -146,14 +149,15 @@ class TransferPanel(Panel):
             "level",
             "StudyInstanceUID",
             "SeriesInstanceUID",
-            "status_text",
+            "status",
             "expected_instances",
             "received_instances",
             "complete",
+            "bytes",
+            "duration_s",
             "error",
         )
-        shown = [c for c in wanted if c in table.columns]
-        self.outcome.value = frame_html(table[shown])
+        self.outcome.show(table, [c for c in wanted if c in table.columns])
         ok = bool(table["complete"].all()) if "complete" in table else False
         self.say(
             f"finished: {int(table.get('received_instances', pd.Series([0])).sum())} instances, "

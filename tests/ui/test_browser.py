@@ -21,13 +21,14 @@ import dicomlab as dl
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _expected_last7() -> int:
-    """Studies of the notebook's synthetic set (seed 5, today) dated in the last 7 days."""
+def _expected_last7() -> list[str]:
+    """The dates of the notebook's synthetic studies (seed 5, today) in the last 7 days."""
     with tempfile.TemporaryDirectory() as tmp:
         made = dl.synth.write_studies(Path(tmp), n_studies=12, seed=5)
     studies = made.drop_duplicates("StudyInstanceUID")
+    days = pd.to_datetime(studies.StudyDate)
     first = pd.Timestamp(date.today() - timedelta(days=6))
-    return int((pd.to_datetime(studies.StudyDate) >= first).sum())
+    return sorted(d.date().isoformat() for d in days[days >= first])
 
 
 def _query_select_retrieve(page: Any, shot: Path) -> None:
@@ -36,18 +37,33 @@ def _query_select_retrieve(page: Any, shot: Path) -> None:
     app = page.locator(".dl-query")
     app.wait_for()
     app.locator("button.dl-query-last7days").click()
-    expected = _expected_last7()
-    assert expected > 0
+    days = _expected_last7()
+    expected = len(days)
+    assert expected > 1 and days[0] != days[-1]
     message = app.locator(".dl-message").first
     expect(message).to_contain_text(f"{expected} studies on pacs")
-    expect(app.locator(".dl-query-table table tbody tr")).to_have_count(expected)
-    app.locator(".dl-query-studies select").select_option(index=0)
-    expect(message).to_contain_text("1 studies selected")
+    rows = app.locator(".dl-query-table table tbody tr")
+    expect(rows).to_have_count(expected)
+    # click a header: the rows sort by it, ascending, then descending on the second click
+    header = app.locator(".dl-query-table table thead th", has_text="StudyDate")
+    first_date = rows.first.locator("td").first
+    header.click()
+    expect(first_date).to_have_text(days[0])
+    header.click()
+    expect(first_date).to_have_text(days[-1])
+    shown = [rows.nth(i).locator("td").first.inner_text() for i in range(expected)]
+    assert shown == days[::-1], shown
+    # click a row: it is selected, its series are looked up
+    rows.first.click()
+    expect(rows.first).to_have_class(re.compile(r"\bselected\b"))
+    expect(message).to_contain_text("1 study selected")
     expect(app.locator(".dl-query-series table tbody tr").first).to_be_visible()
+    page.screenshot(path=str(shot.with_name(shot.stem + "-selected.png")), full_page=True)
     app.locator("button.dl-query-retrieve-study").click()
     transfers = page.locator(".dl-transfers")
     expect(transfers.locator(".dl-message")).to_contain_text("all complete")
     expect(transfers.locator(".dl-transfer-outcome table tbody tr")).to_have_count(1)
+    expect(transfers.locator(".dl-transfer-outcome table tbody tr td").first).to_have_text("study")
     page.screenshot(path=str(shot), full_page=True)
     assert not page.js_errors, page.js_errors
 
