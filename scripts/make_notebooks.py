@@ -355,8 +355,6 @@ TEACHING = [
     ),
     new_code_cell(
         "found_by_app = len(app.query.result)\n"
-        "app.close()\n"
-        "teacher.stop(); student.stop()\n"
         "assert found_by_app == len(everything)\n"
         "assert echoed.ok\n"
         "assert set(contexts.result) == {0x00, 0x03}  # accepted, abstract syntax not supported\n"
@@ -365,6 +363,12 @@ TEACHING = [
         "assert 'STRANGER' in by_move.error.iloc[0]\n"
         "assert [r.ok for r in tls_echoes.values()] == [True, False, False, False]\n"
         "assert 'client certificate' in tls_echoes['without a client certificate'].detail"
+    ),
+    new_markdown_cell(
+        "The App above stays live after *Run All*: click **Search All**, click a study's "
+        "row, **Retrieve Study**, then open the network report. When class is over, "
+        "`app.close(); teacher.stop(); student.stop()` frees the ports (shutting the "
+        "kernel down does the same)."
     ),
 ]
 

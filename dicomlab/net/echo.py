@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -90,6 +90,10 @@ class EchoResult:
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """In a notebook, the sentence (``repr`` keeps every field for code)."""
+        printer.text(str(self))
 
 
 def echo(
