@@ -47,6 +47,17 @@ def _need(df: pd.DataFrame, columns: list[str], what: str) -> None:
         raise ValueError(f"{what} needs the columns {missing} (from dl.read_log())")
 
 
+def _time_axis(ax: Axes) -> None:
+    """Concise date labels, as many as the axes' width holds (about 1.4 per inch): a
+    narrow panel of a day-wide axis gets 4 labels, not 10 that run into each other."""
+    inches = ax.get_position().width * ax.get_figure().get_figwidth()  # type: ignore[union-attr]
+    locator = mdates.AutoDateLocator(  # type: ignore[no-untyped-call]
+        minticks=2, maxticks=max(3, int(inches * 1.4))
+    )
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+
+
 def throughput(df: pd.DataFrame, freq: str = "1min", ax: Axes | None = None) -> Axes:
     """MB/s moved by C-STORE operations (both roles) per ``freq`` interval."""
     _need(df, ["started_at", "bytes", "service"], "throughput")
@@ -60,11 +71,7 @@ def throughput(df: pd.DataFrame, freq: str = "1min", ax: Axes | None = None) -> 
     ax.plot(per.index, per.to_numpy(dtype=float) / 1e6 / seconds, drawstyle="steps-post")
     ax.set_ylabel("MB/s")
     ax.set_title(f"C-STORE throughput per {freq}")
-    ax.xaxis.set_major_formatter(
-        mdates.ConciseDateFormatter(  # type: ignore[no-untyped-call]
-            ax.xaxis.get_major_locator()
-        )
-    )
+    _time_axis(ax)
     return ax
 
 
@@ -103,9 +110,7 @@ def timeline(associations: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.barh(rows, width, left=start, color=colours, height=0.8)
     # A bar a few ms wide on a day-wide axis is invisible: mark every start too.
     ax.scatter(start, rows, c=colours, marker="|", s=60, linewidths=1.5, zorder=3)
-    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    _time_axis(ax)
     ax.set_yticks([])
     ax.set_xlabel("time (UTC)")
     n = len(df)

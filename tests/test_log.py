@@ -422,3 +422,21 @@ def test_the_timeline_is_readable_at_any_span(tmp_path: Path, span: str) -> None
     boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
     assert len(boxes) >= 2
     assert all(not a.overlaps(b) for a, b in itertools.pairwise(boxes))
+
+
+def test_time_labels_do_not_overlap_in_the_reports_narrow_panels(tmp_path: Path) -> None:
+    """The network report draws three plots side by side (12 in wide): a day of throughput
+    and the timeline each get labels that fit (they used to run into each other)."""
+    from matplotlib.figure import Figure
+
+    dl.log.write_synthetic_log(tmp_path, days=1, seed=3)
+    ops, assoc = dl.read_log(tmp_path), dl.log.read_associations(tmp_path)
+    fig = Figure(figsize=(12, 3.5), layout="constrained")
+    left, _, right = fig.subplots(1, 3)
+    dl.plot.throughput(ops, freq="1min", ax=left)
+    dl.plot.timeline(assoc, ax=right)
+    fig.canvas.draw()
+    for ax in (left, right):
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(boxes) >= 2
+        assert all(not a.overlaps(b) for a, b in itertools.pairwise(boxes)), ax.get_title()

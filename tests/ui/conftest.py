@@ -27,6 +27,7 @@ from dicomlab.testing.peers import free_port, stop_process
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOK = "query_app.ipynb"
+NOTEBOOKS = HERE.parent.parent / "notebooks"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -125,10 +126,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _root(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A server root with the UI notebooks and copies of the project's notebooks/."""
     base = factory.mktemp("jupyter")
     root = base / "root"
     root.mkdir()
-    shutil.copy(HERE / NOTEBOOK, root / NOTEBOOK)
+    for path in [*HERE.glob("*.ipynb"), *NOTEBOOKS.glob("*.ipynb")]:
+        shutil.copy(path, root / path.name)
     return base, root
 
 

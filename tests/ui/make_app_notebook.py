@@ -1,8 +1,10 @@
-"""Writes tests/ui/query_app.ipynb: the notebook the browser tests open in Voila and JupyterLab.
+"""Writes the notebooks the browser tests open in Voila and JupyterLab (tests/ui/*.ipynb).
 
-It starts a seeded LocalPACS and an empty one in the kernel and shows a QueryPanel
-whose retrieves go to the empty one. The expected row count is computed by the test
-from the same seed and date.
+query_app.ipynb starts a seeded LocalPACS and an empty one in the kernel and shows a
+QueryPanel whose retrieves go to the empty one; the expected rows are computed by the
+test from the same seed and date. report_app.ipynb shows two NetworkReports on their
+Plots tab: the kernel's own log of a minute of echoes and queries, and a synthetic log
+of one whole day.
 """
 
 from __future__ import annotations
@@ -30,15 +32,50 @@ panel = dl.widgets.QueryPanel(book, transfers=dl.widgets.TransferPanel(book, int
 panel"""
 
 
-def main() -> None:
-    nb = new_notebook(cells=[new_code_cell(CELL)])
+REPORT_CELLS = [
+    """\
+import tempfile
+from datetime import UTC, datetime, time
+from pathlib import Path
+
+import dicomlab as dl
+
+work = Path(tempfile.mkdtemp(prefix="dicomlab-ui-"))
+dl.synth.write_studies(work / "synth", n_studies=3, seed=5)
+pacs = dl.LocalPACS(work / "pacs", ae_title="UIPACS", port=0, allow_unknown="all").start()
+pacs.import_files(work / "synth")
+for _ in range(6):  # a minute (or less) of this kernel's own traffic
+    dl.echo(pacs.node, calling_ae="UIMINE")
+    dl.find(pacs.node, dl.Query.studies(), calling_ae="UIMINE")
+midnight = datetime.combine(datetime.now(UTC).date(), time(0), tzinfo=UTC)
+dl.log.write_synthetic_log(work / "day", days=1, seed=3, end=midnight)  # yesterday, whole""",
+    """\
+minute = dl.widgets.NetworkReport()
+minute.tabs.selected_index = 2  # Plots
+minute.ui.add_class("dl-report-minute")
+minute""",
+    """\
+day = dl.widgets.NetworkReport(folder=work / "day")
+day.tabs.selected_index = 2
+day.ui.add_class("dl-report-day")
+day""",
+]
+
+
+def _write(name: str, cells: list[str]) -> None:
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
     }
     nb.metadata["language_info"] = {"name": "python"}
-    nbformat.write(nb, Path(__file__).with_name("query_app.ipynb"))
+    nbformat.write(nb, Path(__file__).with_name(name))
+
+
+def main() -> None:
+    _write("query_app.ipynb", [CELL])
+    _write("report_app.ipynb", REPORT_CELLS)
 
 
 if __name__ == "__main__":
