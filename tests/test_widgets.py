@@ -233,6 +233,8 @@ def test_retrieve_uses_the_node_the_results_came_from(tmp_path: Path, world: tup
         try:
             panel.preset_buttons["all"].click()
             panel.wait()
+            assert panel.result.attrs["node"] == "pacs"  # the frame says where it came from
+            assert panel.result.attrs["protocol"] == "dimse"
             first = panel.result.StudyInstanceUID.iloc[0]
             panel.select([first])
             panel.wait()

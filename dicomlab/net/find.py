@@ -388,6 +388,7 @@ def _finish(df: pd.DataFrame, node: Node, what: str, outcome: _Outcome, elapsed:
     complete = status == 0x0000 and error is None
     df.attrs.update(
         node=node.name,
+        protocol="dimse",  # where the rows came from (DICOMweb results will say "dicomweb")
         query=what,
         status=status,
         complete=complete,
@@ -515,6 +516,7 @@ def find_many(
     elapsed = time.perf_counter() - t0
     df.attrs.update(
         node=target.name,
+        protocol="dimse",
         query=f"{base.describe()} x {len(items)} {keyword}",
         elapsed_s=elapsed,
         status=0 if not failed else None,
