@@ -197,7 +197,9 @@ def test_app_has_every_panel_and_leaves_no_threads(world: tuple) -> None:  # typ
     before = len(_panel_threads())
     app = dl.widgets.App(book, local=mine)
     titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
-    assert titles == ["Nodes", "Query", "Network report", "Server"]
+    assert titles == ["Nodes", "Query", "Network report", "Server"] == list(app.tab_titles)
+    for title in titles:  # the docstring names every tab it shows
+        assert title in (dl.widgets.App.__doc__ or ""), title
     app.query.preset_buttons["all"].click()
     app.query.wait()
     assert len(app.query.result) == 10

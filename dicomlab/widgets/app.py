@@ -16,10 +16,12 @@ __all__ = ["App"]
 
 
 class App(Panel):
-    """Nodes, Query (with its transfer queue), Transfers, Network report and Server, in tabs.
+    """Tabs: Nodes, Query (its transfer queue below the results), Network report, and
+    Server when ``local`` is given.
 
     ``local`` is where retrieves go and the server the Server tab shows (default:
-    none; retrieves then use the notebook's default LocalPACS).
+    none: no Server tab, and retrieves use the notebook's default LocalPACS).
+    ``app.tab_titles`` lists the tabs shown.
     """
 
     css = "dl-app"
@@ -38,6 +40,7 @@ class App(Panel):
             children.append(self.server.ui)
             titles.append("Server")
         self.tabs = w.Tab(children)
+        self.tab_titles = tuple(titles)
         for i, title in enumerate(titles):
             self.tabs.set_title(i, title)
         self.ui = w.VBox([self.tabs, self.message]).add_class(self.css)
