@@ -861,7 +861,7 @@ def test_a_move_broken_off_after_the_destination_stopped_is_not_retried(
     assert row.attempts == 1 and took < 3  # no 0.5 + 1 + 2 s of pointless retries
     assert row.failed == 2 and not row.complete
     assert "DLDEST (the destination) is not running" in row.error, row.error
-    assert "2 sub-operation(s) had failed" in row.error, row.error
+    assert "2 sub-operations had failed" in row.error, row.error
 
 
 def test_the_c_stores_localpacs_sends_for_a_move_are_logged(

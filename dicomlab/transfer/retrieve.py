@@ -391,6 +391,10 @@ def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _R
     )
 
 
+def _subops(n: int) -> str:
+    return f"{n} sub-operation{'s' if n != 1 else ''}"
+
+
 def _destination_gone(ctx: _Context) -> bool:
     """A C-MOVE into our own LocalPACS that has stopped."""
     return ctx.method == "move" and not ctx.into.running
@@ -523,13 +527,14 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
         # count them in NumberOfFailedSuboperations)
         n = failed_subops or (expected - have if expected is not None and expected > have else 0)
         row["error"] = (
-            f"{n or 'some'} sub-operation(s) failed at the peer ({row['status_text']}); "
+            f"{_subops(n) if n else 'some sub-operations'} failed at the peer "
+            f"({row['status_text']}); "
             f"{have} of {expected if expected is not None else '?'} instances are here: "
             "incomplete"
         )
     elif failed_subops and not row["complete"] and "sub-operation" not in str(row["error"]):
         row["error"] = (
-            f"{row['error'] or 'incomplete'} ({failed_subops} sub-operation(s) had failed at "
+            f"{row['error'] or 'incomplete'} ({_subops(failed_subops)} had failed at "
             f"the peer; {have} of {expected if expected is not None else '?'} instances are here)"
         )
     if no_scp_role and not row["complete"]:
