@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from dicomlab.core.outcomes import OutcomeSchema, progress_columns, typed
 from dicomlab.log import capture
 
 __all__ = ["Job", "run_items"]
@@ -48,10 +49,14 @@ class Job:
     """A running transfer. Usable from a widget: poll :attr:`progress`, call :meth:`cancel`."""
 
     def __init__(
-        self, items: Sequence[Any], columns: list[str], extra_rows: Sequence[dict[str, Any]] = ()
+        self,
+        items: Sequence[Any],
+        schema: OutcomeSchema,
+        extra_rows: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.items = list(items)
-        self.columns = columns
+        self.schema = schema
+        self.columns = schema.names
         self._extra_rows = list(extra_rows)
         self.started_at = time.time()
         self.id = uuid.uuid4().hex  # the job_id of its rows in the network log
@@ -77,7 +82,8 @@ class Job:
                 row["item"] = getattr(item, "uid", str(item))
                 row["state"] = self._state[i]
                 rows.append(row)
-        return pd.DataFrame(rows, columns=["item", "state", *self.columns])
+        df = pd.DataFrame(rows, columns=progress_columns(self.schema))
+        return typed(df, {"item": "string", "state": "string", **self.schema.dtypes})
 
     def cancel(self) -> None:
         """Stop: running operations are aborted (what was received stays), queued ones skipped."""
@@ -103,7 +109,7 @@ class Job:
             for i in range(len(self.items)):
                 got = self._rows.get(i) or self._cancelled_row(i)
                 rows.extend(got if isinstance(got, list) else [got])
-        df = _typed(pd.DataFrame(rows + self._extra_rows, columns=self.columns))
+        df = self.schema.frame(rows + self._extra_rows)
         if "complete" in df.columns:
             done = df["complete"].astype("boolean").fillna(False)
         else:
@@ -126,39 +132,11 @@ class Job:
         return row
 
 
-_INT_COLUMNS = (
-    "status",
-    "completed",
-    "failed",
-    "warning",
-    "expected_instances",
-    "received_instances",
-    "attempts",
-    "bytes",
-)
-_BOOL_COLUMNS = ("complete", "skipped")
-_FLOAT_COLUMNS = ("duration_s", "mb_per_s")
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    """Outcome tables have stable dtypes: nullable integers, booleans and floats."""
-    for col in df.columns:
-        if col in _INT_COLUMNS:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
-        elif col in _BOOL_COLUMNS:
-            df[col] = df[col].astype("boolean")
-        elif col in _FLOAT_COLUMNS:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
-        else:
-            df[col] = df[col].astype("string")
-    return df
-
-
 def run_items(
     items: Sequence[Any],
     make_context: Callable[[Callable[[int], None]], Any],
     work: Callable[[Any, Any], Any],
-    columns: list[str],
+    schema: OutcomeSchema,
     *,
     workers: int,
     total: int,
@@ -168,7 +146,7 @@ def run_items(
     extra_rows: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads."""
-    job = Job(items, columns, extra_rows)
+    job = Job(items, schema, extra_rows)
     bar = _bar(total, desc, progress)
     bar_lock = threading.Lock()
 

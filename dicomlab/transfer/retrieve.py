@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from dicomlab.core.items import Item, identifier_keys, items_from_frame, items_from_uids
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
+from dicomlab.core.outcomes import RETRIEVE
 from dicomlab.core.query import Query
 from dicomlab.core.status import decode_status
 from dicomlab.errors import (
@@ -52,28 +53,8 @@ __all__ = ["OUTCOME_COLUMNS", "retrieve"]
 
 log = logging.getLogger(__name__)
 
-OUTCOME_COLUMNS = [
-    "node",
-    "method",
-    "level",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "status",
-    "status_text",
-    "completed",
-    "failed",
-    "warning",
-    "expected_instances",
-    "received_instances",
-    "complete",
-    "skipped",
-    "bytes",
-    "duration_s",
-    "mb_per_s",
-    "attempts",
-    "error",
-]
+OUTCOME_COLUMNS = RETRIEVE.names
+"""The retrieve outcome table's columns (dtypes: :data:`dicomlab.core.outcomes.RETRIEVE`)."""
 _MOVE = {
     "study": StudyRootQueryRetrieveInformationModelMove,
     "patient": PatientRootQueryRetrieveInformationModelMove,
@@ -672,7 +653,7 @@ def retrieve(
         items,
         make_context,
         _retrieve_one,
-        OUTCOME_COLUMNS,
+        RETRIEVE,
         workers=workers,
         total=total,
         desc=f"{how} from {target.name}",

@@ -20,6 +20,7 @@ from pynetdicom.presentation import PresentationContext
 
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
+from dicomlab.core.outcomes import STORE
 from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net import direct
@@ -32,20 +33,8 @@ __all__ = ["STORE_COLUMNS", "store"]
 
 log = logging.getLogger(__name__)
 
-STORE_COLUMNS = [
-    "node",
-    "path",
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "transfer_syntax",
-    "sent_as",
-    "status",
-    "status_text",
-    "bytes",
-    "duration_s",
-    "attempts",
-    "error",
-]
+STORE_COLUMNS = STORE.names
+"""The store outcome table's columns (dtypes: :data:`dicomlab.core.outcomes.STORE`)."""
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
@@ -354,7 +343,7 @@ def store(
         batches,
         lambda prog: _Context(target, ours, prog),
         work,
-        STORE_COLUMNS,
+        STORE,
         workers=len(batches) or 1,
         total=len(good),
         desc=f"store to {target.name}",

@@ -158,7 +158,9 @@ class Grid:
         self.table.add_class(css).add_class("dl-grid")
         self.table.observe(self._changed, names="selected_rows")
         self.empty = w.HTML("<i>no rows</i>").add_class(f"{css}-empty")
-        self.ui = w.VBox([self.empty]).add_class(f"{css}-box")
+        # wider than the output area (a narrow JupyterLab column): scroll, never cut off
+        self.ui = w.VBox([self.empty], layout=w.Layout(overflow="auto", width="100%"))
+        self.ui.add_class(f"{css}-box")
 
     def _options(self, shown: list[str]) -> dict[str, Any]:
         from itables import JavascriptFunction

@@ -1,0 +1,132 @@
+"""The outcome tables' schemas: what ``dl.retrieve`` and ``dl.store`` return, and a job's
+progress, with their dtypes (the network log's schema is in :mod:`logschema`).
+
+* ``RETRIEVE``: one row per retrieved item (a study, series or instance);
+* ``STORE``: one row per instance sent;
+* ``progress_columns(schema)``: a running job's table, ``item`` and ``state`` first.
+
+Every table has nullable dtypes that never change with the data (an integer column
+with a missing value stays ``Int64``, not float), and no patient identifiers: UIDs,
+AE titles, statuses, counts, bytes and timings only. ``schema.frame(rows)`` and
+``schema.empty()`` are pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+from pandas.api.extensions import ExtensionDtype
+
+__all__ = ["JOB_STATES", "RETRIEVE", "STORE", "OutcomeSchema", "progress_columns"]
+
+JOB_STATES = ("queued", "running", "done", "cancelled")
+
+Dtype = Literal["string", "Int64", "Float64", "boolean"]
+"""The nullable pandas dtypes an outcome column may have."""
+_DTYPES: dict[str, ExtensionDtype] = {
+    "string": pd.StringDtype(),
+    "Int64": pd.Int64Dtype(),
+    "Float64": pd.Float64Dtype(),
+    "boolean": pd.BooleanDtype(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSchema:
+    """A table's columns in order, each with its pandas dtype."""
+
+    name: str
+    columns: tuple[tuple[str, Dtype], ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    @property
+    def dtypes(self) -> dict[str, Dtype]:
+        return dict(self.columns)
+
+    def row(self, **values: Any) -> dict[str, Any]:
+        """A blank row (every column ``None``) with ``values`` filled in."""
+        unknown = set(values) - set(self.dtypes)
+        if unknown:
+            raise KeyError(f"{self.name} outcome rows have no column {sorted(unknown)}")
+        return {**dict.fromkeys(self.names), **values}
+
+    def frame(self, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+        """The rows as a table of exactly these columns and dtypes."""
+        df = pd.DataFrame(list(rows), columns=self.names)
+        return typed(df, self.dtypes)
+
+    def empty(self) -> pd.DataFrame:
+        return self.frame([])
+
+
+def typed(df: pd.DataFrame, dtypes: Mapping[str, Dtype]) -> pd.DataFrame:
+    """``df`` with each column of ``dtypes`` converted (numbers coerced, text as string)."""
+    out = df.copy()
+    for col, dtype in dtypes.items():
+        if col not in out.columns:
+            continue
+        values = out[col]
+        if dtype in ("Int64", "Float64"):
+            values = pd.to_numeric(values, errors="coerce")
+        out[col] = values.astype(_DTYPES[dtype])
+    return out
+
+
+def progress_columns(schema: OutcomeSchema) -> list[str]:
+    """A job's progress table: the item, its state (one of JOB_STATES), its row so far."""
+    return ["item", "state", *schema.names]
+
+
+_UIDS: tuple[tuple[str, Dtype], ...] = (
+    ("StudyInstanceUID", "string"),
+    ("SeriesInstanceUID", "string"),
+    ("SOPInstanceUID", "string"),
+)
+
+RETRIEVE = OutcomeSchema(
+    "retrieve",
+    (
+        ("node", "string"),
+        ("method", "string"),  # "get" or "move"
+        ("level", "string"),  # "study", "series" or "instance"
+        *_UIDS,
+        ("status", "Int64"),  # the final DIMSE status
+        ("status_text", "string"),
+        ("completed", "Int64"),  # sub-operation counts of the final (or last) response
+        ("failed", "Int64"),
+        ("warning", "Int64"),
+        ("expected_instances", "Int64"),  # counted by a C-FIND first (None: unknown)
+        ("received_instances", "Int64"),  # in the LocalPACS afterwards
+        ("complete", "boolean"),  # every expected instance is here
+        ("skipped", "boolean"),  # all of it was here already: nothing was asked
+        ("bytes", "Int64"),
+        ("duration_s", "Float64"),
+        ("mb_per_s", "Float64"),
+        ("attempts", "Int64"),
+        ("error", "string"),  # why it is not complete, with what to try next
+    ),
+)
+
+STORE = OutcomeSchema(
+    "store",
+    (
+        ("node", "string"),
+        ("path", "string"),  # the file sent (None for an in-memory data set)
+        ("SOPInstanceUID", "string"),
+        ("SOPClassUID", "string"),
+        ("transfer_syntax", "string"),  # as held
+        ("sent_as", "string"),  # as sent (after any conversion)
+        ("status", "Int64"),
+        ("status_text", "string"),
+        ("bytes", "Int64"),
+        ("duration_s", "Float64"),
+        ("attempts", "Int64"),
+        ("error", "string"),
+    ),
+)
