@@ -28,7 +28,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 import dicomlab as dl
 from dicomlab.net import direct, fastpath
-from dicomlab.net.transport import ClientAE
+from dicomlab.net.transport import DicomlabAE
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.peers import StoreSCP, peer_env
 
@@ -49,7 +49,7 @@ def _tiny(n: int) -> list[Dataset]:
 
 @contextmanager
 def _association(port: int, called: str, timeout: float = 5.0) -> Iterator[Association]:
-    ae = ClientAE(ae_title="FASTSCU")
+    ae = DicomlabAE(ae_title="FASTSCU")
     ae.dimse_timeout = timeout  # a lost response fails fast instead of hanging
     ae.add_requested_context(Verification)
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])

@@ -19,7 +19,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 import dicomlab as dl
 from dicomlab.core.logschema import OPERATIONS, SCHEMA_VERSION
 from dicomlab.log import writer as log_writer
-from dicomlab.net.transport import ClientAE
+from dicomlab.net.transport import DicomlabAE
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.peers import Orthanc, StoreSCP, peer_env, require_binary
 
@@ -133,7 +133,7 @@ def test_retrieve_by_move_logs_both_roles(
 
 def test_rejected_and_refused_associations_are_logged(tmp_path: Path) -> None:
     with dl.LocalPACS(tmp_path / "lp", ae_title="STRICT", port=0, max_associations=1) as lp:
-        first = ClientAE(ae_title="HOLDER")
+        first = DicomlabAE(ae_title="HOLDER")
         first.add_requested_context(Verification)
         held = first.associate("127.0.0.1", lp.port, ae_title="STRICT")
         assert held.is_established

@@ -25,7 +25,7 @@ from dicomlab.core.nodes import Node
 from dicomlab.errors import ConfigError, TLSError, ValidationError
 from dicomlab.net import diagnose
 from dicomlab.net.tls import client_context
-from dicomlab.net.transport import ClientAE, connect_error_of
+from dicomlab.net.transport import DicomlabAE, connect_error_of
 
 __all__ = ["Opened", "calling_ae_title", "open_association", "resolve", "resolve_node"]
 
@@ -102,7 +102,7 @@ def open_association(
     except OSError as exc:
         raise diagnose.resolve_error(node, exc) from None
 
-    ae = ClientAE(ae_title=calling_ae)
+    ae = DicomlabAE(ae_title=calling_ae)
     ae.connection_timeout = node.timeout
     ae.acse_timeout = node.timeout
     ae.dimse_timeout = node.timeout

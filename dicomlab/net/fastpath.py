@@ -539,7 +539,7 @@ def _association_reactor(assoc: Any) -> None:
             assoc._serve_request(msg, context_id)
             continue
         if assoc.is_established and assoc.acse.is_release_requested():
-            assoc._dl_ending = True  # its slot is free (ClientAE) once the peer has our reply
+            assoc._dl_ending = True  # its slot is free (DicomlabAE) once the peer has our reply
             assoc.acse.send_release(is_response=True)
             log.debug("association released by the peer")
             assoc.is_released = True

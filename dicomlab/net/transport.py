@@ -1,7 +1,7 @@
 """Client transport: the one place where dicomlab adapts pynetdicom's sockets.
 
 pynetdicom reports a failed TCP connect only as a log line, and leaves Nagle's
-algorithm on. :class:`ClientAE` replaces the socket pynetdicom creates with
+algorithm on. :class:`DicomlabAE` replaces the socket pynetdicom creates with
 :class:`_ClientSocket`, which sets ``TCP_NODELAY`` and keeps the ``OSError`` of
 a failed connect so that the caller can tell "connection refused" from
 "timeout" from "TLS handshake failed". Everything else is pynetdicom's own.
@@ -21,7 +21,7 @@ from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocke
 from dicomlab.log import capture
 from dicomlab.net import fastpath, guard, trust
 
-__all__ = ["ClientAE", "connect_error_of", "finished", "quiesce", "set_nodelay"]
+__all__ = ["DicomlabAE", "connect_error_of", "finished", "quiesce", "set_nodelay"]
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -89,8 +89,10 @@ class _ClientSocket(AssociationSocket):
             self._ready.set()
 
 
-class ClientAE(AE):
-    """pynetdicom's AE with dicomlab's client socket."""
+class DicomlabAE(AE):
+    """pynetdicom's AE as both our clients and LocalPACS use it: the associations it
+    requests get dicomlab's socket (TCP_NODELAY, the connect error kept), and a released
+    association stops counting against ``maximum_associations`` at once."""
 
     @property
     def active_associations(self) -> list[Association]:
@@ -126,7 +128,7 @@ def finished(assoc: Any) -> bool:
 
 
 def connect_error_of(assoc: Association) -> OSError | None:
-    """The OSError of a failed connect (or TLS handshake) on an association of :class:`ClientAE`."""
+    """The OSError of a failed connect (or TLS handshake) on a :class:`DicomlabAE` association."""
     sock: Any = getattr(assoc.dul, "socket", None)
     # TLS 1.3 servers check the client certificate after our side of the handshake
     # completes: their refusal arrives as an alert on the first read.

@@ -37,7 +37,7 @@ from dicomlab.errors import ConfigError
 from dicomlab.log import capture
 from dicomlab.net import fastpath, guard
 from dicomlab.net.tls import server_context
-from dicomlab.net.transport import ClientAE, finished, set_nodelay
+from dicomlab.net.transport import DicomlabAE, finished, set_nodelay
 from dicomlab.server.gate import Gate, PendingLimits
 
 __all__ = ["ServerThread", "VerificationServer"]
@@ -324,9 +324,10 @@ class ServerThread:
             if self._listeners:
                 return self
             context = server_context(self.tls) if self.tls is not None else None
-            # ClientAE: the associations the server opens itself (C-MOVE sub-operations)
-            # get the fast path, TCP_NODELAY, the network log and closed sockets too.
-            ae = ClientAE(ae_title=self.ae_title)
+            # DicomlabAE, as the clients': the associations the server opens itself (C-MOVE
+            # sub-operations) get the fast path, TCP_NODELAY, the network log and closed
+            # sockets too.
+            ae = DicomlabAE(ae_title=self.ae_title)
             ae.network_timeout = self.idle_timeout
             ae.acse_timeout = 10  # a silent connection is dropped after this
             ae.dimse_timeout = 60
