@@ -47,6 +47,8 @@ while it writes requests and reads responses on the socket from its own thread.
 
 Everything else (state machine, PDU codec, other DIMSE services, handlers) is
 pynetdicom's own.
+Every private pynetdicom member this relies on is listed in :mod:`dicomlab.net.privates`;
+if one is missing the fast path stays off.
 The behaviour is covered by the interoperability tests (dcmtk and Orthanc, both
 roles), which all run through this module. Set ``DICOMLAB_FASTPATH=0`` to turn it off
 (then pynetdicom runs as shipped, with :func:`quiesce` guarding the race).
@@ -73,7 +75,7 @@ from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicomlab.net import direct, wire
+from dicomlab.net import direct, privates, wire
 
 __all__ = ["enabled", "install", "is_installed", "shutdown_and_close"]
 
@@ -89,8 +91,12 @@ _TICK_S = 0.05
 
 
 def enabled() -> bool:
-    """Whether new associations get the event-driven reactors (``DICOMLAB_FASTPATH``)."""
-    return os.environ.get("DICOMLAB_FASTPATH", "1") not in ("0", "false", "no", "off")
+    """Whether new associations get the event-driven reactors: ``DICOMLAB_FASTPATH`` is
+    not off, and this pynetdicom has every private member they rely on
+    (:func:`dicomlab.net.privates.problems`)."""
+    if os.environ.get("DICOMLAB_FASTPATH", "1") in ("0", "false", "no", "off"):
+        return False
+    return not privates.problems()
 
 
 def is_installed(assoc: Association) -> bool:
