@@ -217,6 +217,19 @@ class OperationRefused(DimseError):
 class DimseTimeout(DimseError):
     """No DIMSE response within the node's timeout."""
 
+    @staticmethod
+    def sentence(
+        service: str, node: Node, why: str = "timed out; the association was aborted"
+    ) -> str:
+        """The one wording of it: ``no C-FIND response from AE@host:port within 30 s (why)``."""
+        return f"no {service} response from {node.address} within {node.timeout:g} s ({why})"
+
+    @classmethod
+    def of(
+        cls, service: str, node: Node, why: str = "timed out; the association was aborted"
+    ) -> DimseTimeout:
+        return cls(cls.sentence(service, node, why), node=node)
+
 
 class PartialResultWarning(UserWarning):
     """Some rows came, then a failure, a cancel or a cap: the result is partial.

@@ -17,6 +17,7 @@ from dicomlab.errors import (
     AssociationRejected,
     ConnectionRefused,
     ConnectTimeout,
+    DimseTimeout,
     NetworkError,
     NoAcceptedContext,
     ResolveError,
@@ -128,7 +129,7 @@ def echo(
                 detail = (
                     f"the association was aborted before {target.address} answered C-ECHO"
                     if aborted
-                    else f"no C-ECHO response from {target.address} within {target.timeout:g} s"
+                    else DimseTimeout.sentence("C-ECHO", target, "timed out")
                 )
                 opened.assoc.abort()
                 return EchoResult(False, latency, None, detail, "no-response", target)

@@ -130,10 +130,7 @@ def _run_find(
 def _broken(node: Node, timed_out: bool) -> str:
     """Why a C-FIND ended without a final status."""
     if timed_out:
-        return (
-            f"no C-FIND response from {node.address} within {node.timeout:g} s "
-            "(timed out; the association was aborted)"
-        )
+        return DimseTimeout.sentence("C-FIND", node)
     return f"{node.address} aborted the association during C-FIND"
 
 

@@ -281,11 +281,7 @@ def _exchange(ctx: _Context, assoc: Any, model: Any, item: Item, track: _Respons
     )
     for status, _ in responses:  # a cancel raises _Stop from track(): the caller aborts
         if "Status" not in status:
-            raise DimseTimeout(
-                f"no C-{ctx.method.upper()} response from {node.address} within "
-                f"{node.timeout:g} s (or the association broke)",
-                node=node,
-            )
+            raise DimseTimeout.of(f"C-{ctx.method.upper()}", node, "or the association broke")
         _, completed, failed, warning = _counts(status)
         comment = str(status.get("ErrorComment") or "").strip() or None
         if track(int(status.Status), completed, failed, warning, comment):
@@ -357,11 +353,7 @@ def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _R
         return True
     service, node = f"C-{ctx.method.upper()}", ctx.node
     if reply.timed_out:
-        raise DimseTimeout(
-            f"no {service} response from {node.address} within {node.timeout:g} s "
-            "(timed out; the association was aborted)",
-            node=node,
-        )
+        raise DimseTimeout.of(service, node)
     if reply.peer_ended:
         raise AssociationAborted(
             f"{node.address} ended the association during {service}", node=node

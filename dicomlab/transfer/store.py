@@ -22,7 +22,7 @@ from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
 from dicomlab.core.status import decode_status
-from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.errors import DicomlabError, DimseTimeout, ValidationError
 from dicomlab.net import direct
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
 from dicomlab.net.transport import quiesce
@@ -234,10 +234,7 @@ def _send_one(
     if "Status" in rsp:
         comment = rsp.get("ErrorComment")
         return int(rsp.Status), str(comment) if comment else None
-    return None, (
-        f"no C-STORE response from {ctx.node.address} within "
-        f"{ctx.node.timeout:g} s (or the association broke)"
-    )
+    return None, DimseTimeout.sentence("C-STORE", ctx.node, "or the association broke")
 
 
 def _row(node: Node, src: _Source) -> dict[str, Any]:
