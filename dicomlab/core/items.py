@@ -8,12 +8,13 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from dicomlab.core.models import DICOM_LEVEL
 from dicomlab.errors import ValidationError
 
 __all__ = ["Item", "RetrieveLevel", "identifier_keys", "items_from_frame", "items_from_uids"]
 
 RetrieveLevel = Literal["study", "series", "image"]
-_DICOM = {"study": "STUDY", "series": "SERIES", "image": "IMAGE"}
+_DICOM = {lv: DICOM_LEVEL[lv] for lv in ("study", "series", "image")}
 _COUNT = {"study": "NumberOfStudyRelatedInstances", "series": "NumberOfSeriesRelatedInstances"}
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 
+from dicomlab.core.models import DICOM_LEVEL, UNIQUE_KEY
 from dicomlab.errors import ValidationError
 
 __all__ = [
@@ -35,7 +36,7 @@ QueryModel = Literal["study", "patient"]
 DateSpec = str | date | datetime | tuple[Any, Any] | None
 
 LEVELS: tuple[Level, ...] = ("patient", "study", "series", "image")
-_DICOM_LEVEL = {"patient": "PATIENT", "study": "STUDY", "series": "SERIES", "image": "IMAGE"}
+_DICOM_LEVEL = DICOM_LEVEL
 
 DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
     "patient": (
@@ -89,7 +90,7 @@ DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
 # The date attribute a ``date=`` preset filters at each level.
 _DATE_KEY: dict[Level, str] = {"study": "StudyDate", "series": "SeriesDate", "image": "ContentDate"}
 # Unique keys of each level: a query may not filter on those of a lower level.
-_UNIQUE = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "image": "SOPInstanceUID"}
+_UNIQUE = {lv: key for lv, key in UNIQUE_KEY.items() if lv != "patient"}
 _CONSTRUCTOR = {"patient": "patients", "study": "studies", "series": "series", "image": "instances"}
 _PRESET_N = re.compile(r"^last(\d{1,4})days$")
 _DA = re.compile(r"^\d{8}$")

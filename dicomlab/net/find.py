@@ -16,10 +16,6 @@ from typing import Any, NoReturn
 import pandas as pd
 from pynetdicom.association import Association
 from pynetdicom.dsutils import decode
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-)
 
 from dicomlab.core.header import (
     CHARSET_TAG,
@@ -27,6 +23,7 @@ from dicomlab.core.header import (
     encodings_of,
     scan_elements,
 )
+from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query, to_identifier
@@ -51,10 +48,7 @@ __all__ = ["conclude", "fail", "find", "find_many", "reconcile", "refusal_hint"]
 
 log = logging.getLogger(__name__)
 
-_MODELS = {
-    "study": StudyRootQueryRetrieveInformationModelFind,
-    "patient": PatientRootQueryRetrieveInformationModelFind,
-}
+_MODELS = MODELS["find"]
 
 
 def _model_order(node: Node, query: Query) -> list[str]:

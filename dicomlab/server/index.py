@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomlab.core.matching import condition
+from dicomlab.core.models import DICOM_LEVEL, UNIQUE_KEY
 
 __all__ = ["COLUMNS", "LEVEL_KEYS", "Index", "Match"]
 
@@ -74,13 +75,8 @@ LEVEL_ATTRS: dict[str, tuple[str, ...]] = {
     ),
     "IMAGE": ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
 }
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-LEVEL_KEYS = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
+LEVELS = tuple(DICOM_LEVEL.values())
+LEVEL_KEYS = {DICOM_LEVEL[lv]: key for lv, key in UNIQUE_KEY.items()}
 
 
 @dataclass(frozen=True, slots=True)

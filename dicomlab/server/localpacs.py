@@ -24,16 +24,9 @@ from typing import Any
 
 import pandas as pd
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomlab.core.models import QR_UIDS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import TLS, Node
 from dicomlab.errors import ValidationError
@@ -45,15 +38,6 @@ from dicomlab.server.lifecycle import ServerThread
 __all__ = ["LocalPACS"]
 
 log = logging.getLogger(__name__)
-
-_QR = (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
-)
 
 
 def _services(allow: Iterable[str] | str) -> frozenset[str]:
@@ -159,7 +143,7 @@ class LocalPACS(ServerThread):
             ae.add_supported_context(
                 str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
             )
-        for uid in _QR:
+        for uid in sorted(QR_UIDS):
             ae.add_supported_context(uid)
 
     def _max_associations(self) -> int:

@@ -14,16 +14,9 @@ import pandas as pd
 from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext, build_context, build_role
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from dicomlab.core.items import Item, identifier_keys, items_from_frame, items_from_uids
+from dicomlab.core.models import MODELS, QR_UIDS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import RETRIEVE
@@ -55,24 +48,7 @@ log = logging.getLogger(__name__)
 
 OUTCOME_COLUMNS = RETRIEVE.names
 """The retrieve outcome table's columns (dtypes: :data:`dicomlab.core.outcomes.RETRIEVE`)."""
-_MOVE = {
-    "study": StudyRootQueryRetrieveInformationModelMove,
-    "patient": PatientRootQueryRetrieveInformationModelMove,
-}
-_GET = {
-    "study": StudyRootQueryRetrieveInformationModelGet,
-    "patient": PatientRootQueryRetrieveInformationModelGet,
-}
-_QR_UIDS = frozenset(
-    str(uid)
-    for uid in (
-        *_GET.values(),
-        *_MOVE.values(),
-        StudyRootQueryRetrieveInformationModelFind,
-        PatientRootQueryRetrieveInformationModelFind,
-    )
-)
-"""The Query/Retrieve contexts of a retrieve's association (the rest are storage)."""
+_MOVE, _GET = MODELS["move"], MODELS["get"]
 _TRANSIENT = (AssociationAborted, ConnectTimeout, DimseTimeout)
 _MAX_STORAGE_CONTEXTS = 120
 
@@ -258,7 +234,7 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
             hint="try the other retrieve method (node.retrieve='get' or 'move')",
         )
     if is_get:
-        storage = [cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) not in _QR_UIDS]
+        storage = [cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) not in QR_UIDS]
         # (A peer that refuses the role often rejects the whole context: none accepted.)
         row["no_scp_role"] = not any(cx.as_scp for cx in storage)
     track = _Responses(ctx, row)
