@@ -17,7 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import dicomlab as dl
 from dicomlab.core.header import IMPLEMENTATION_UID, encode_file_meta, scan_header
-from dicomlab.server.archive import HEADER_KEYWORDS, file_header, header_row
+from dicomlab.core.indexrow import HEADER_KEYWORDS, file_header, header_row
 
 INSTANCES = list(dl.synth.generate(10, seed=5, today=date(2026, 2, 1)))
 

@@ -691,7 +691,8 @@ def test_settle_waits_for_an_instance_still_being_added(
     operation ended (its sender may have given up mid-store)."""
     from pydicom.filebase import DicomBytesIO
 
-    from dicomlab.server.archive import Archive, header_row
+    from dicomlab.core.indexrow import header_row
+    from dicomlab.server.archive import Archive
 
     archive = Archive(tmp_path / "a", fsync=False)
     ds = _ct()[0]

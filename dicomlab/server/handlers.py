@@ -25,11 +25,12 @@ from dicomlab.core.header import (
     encode_file_meta,
     scan_header,
 )
+from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row, read_header
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.structure import instance_problem
 from dicomlab.net.trust import is_own_connection
-from dicomlab.server.archive import HEADER_KEYWORDS, Archive, header_row, read_header
+from dicomlab.server.archive import Archive
 
 __all__ = [
     "SERVICES",

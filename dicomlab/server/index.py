@@ -14,42 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicomlab.core.indexrow import COLUMNS
 from dicomlab.core.matching import condition
 from dicomlab.core.models import DICOM_LEVEL, UNIQUE_KEY
 
-__all__ = ["COLUMNS", "LEVEL_KEYS", "Index", "Match"]
+__all__ = ["COLUMNS", "LEVEL_KEYS", "Index", "Match"]  # COLUMNS: core/indexrow
 
-# keyword -> (VR, SQL type); order is the table's column order.
-COLUMNS: dict[str, tuple[str, str]] = {
-    "SOPInstanceUID": ("UI", "TEXT PRIMARY KEY"),
-    "SOPClassUID": ("UI", "TEXT"),
-    "TransferSyntaxUID": ("UI", "TEXT"),
-    "StudyInstanceUID": ("UI", "TEXT NOT NULL"),
-    "SeriesInstanceUID": ("UI", "TEXT NOT NULL"),
-    "PatientID": ("LO", "TEXT"),
-    "PatientName": ("PN", "TEXT"),
-    "PatientBirthDate": ("DA", "TEXT"),
-    "PatientSex": ("CS", "TEXT"),
-    "StudyDate": ("DA", "TEXT"),
-    "StudyTime": ("TM", "TEXT"),
-    "AccessionNumber": ("SH", "TEXT"),
-    "StudyID": ("SH", "TEXT"),
-    "StudyDescription": ("LO", "TEXT"),
-    "ReferringPhysicianName": ("PN", "TEXT"),
-    "InstitutionName": ("LO", "TEXT"),
-    "Modality": ("CS", "TEXT"),
-    "SeriesNumber": ("IS", "TEXT"),
-    "SeriesDescription": ("LO", "TEXT"),
-    "SeriesDate": ("DA", "TEXT"),
-    "SeriesTime": ("TM", "TEXT"),
-    "BodyPartExamined": ("CS", "TEXT"),
-    "InstanceNumber": ("IS", "TEXT"),
-    "SpecificCharacterSet": ("CS", "TEXT"),
-    "path": ("", "TEXT NOT NULL"),
-    "size": ("", "INTEGER"),
-    "received_at": ("", "TEXT"),
-    "source_ae": ("", "TEXT"),
-}
 
 # Attributes that belong to each level (copied into answers at that level).
 LEVEL_ATTRS: dict[str, tuple[str, ...]] = {

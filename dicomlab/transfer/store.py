@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext
 
+from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
@@ -26,7 +27,6 @@ from dicomlab.errors import DicomlabError, DimseTimeout, ValidationError
 from dicomlab.net import direct
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
 from dicomlab.net.transport import quiesce
-from dicomlab.server.archive import HeaderError, file_header, prefix_header
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "store"]

@@ -1,0 +1,173 @@
+"""The index row of a DICOM instance: which attributes LocalPACS indexes, and how they
+are read from a file or a received data set and checked before anything is stored.
+
+``COLUMNS`` is the index's schema. ``file_header`` gives a whole file's row and transfer
+syntax (the fast scan of :mod:`dicomlab.core.header`, else pydicom), ``prefix_header``
+the same from the start of a file, ``header_row`` the row of a decoded header, and
+``file_problem`` why a file must not be archived. ``dl.store`` and the archive share
+them.
+"""
+
+from __future__ import annotations
+
+import re
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from dicomlab.core.header import scan_header
+from dicomlab.core.structure import instance_problem
+
+__all__ = [
+    "COLUMNS",
+    "HEADER_KEYWORDS",
+    "HeaderError",
+    "file_header",
+    "file_problem",
+    "header_row",
+    "is_valid_uid",
+    "prefix_header",
+    "read_header",
+]
+
+# keyword -> (VR, SQL type); order is the table's column order.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "SOPInstanceUID": ("UI", "TEXT PRIMARY KEY"),
+    "SOPClassUID": ("UI", "TEXT"),
+    "TransferSyntaxUID": ("UI", "TEXT"),
+    "StudyInstanceUID": ("UI", "TEXT NOT NULL"),
+    "SeriesInstanceUID": ("UI", "TEXT NOT NULL"),
+    "PatientID": ("LO", "TEXT"),
+    "PatientName": ("PN", "TEXT"),
+    "PatientBirthDate": ("DA", "TEXT"),
+    "PatientSex": ("CS", "TEXT"),
+    "StudyDate": ("DA", "TEXT"),
+    "StudyTime": ("TM", "TEXT"),
+    "AccessionNumber": ("SH", "TEXT"),
+    "StudyID": ("SH", "TEXT"),
+    "StudyDescription": ("LO", "TEXT"),
+    "ReferringPhysicianName": ("PN", "TEXT"),
+    "InstitutionName": ("LO", "TEXT"),
+    "Modality": ("CS", "TEXT"),
+    "SeriesNumber": ("IS", "TEXT"),
+    "SeriesDescription": ("LO", "TEXT"),
+    "SeriesDate": ("DA", "TEXT"),
+    "SeriesTime": ("TM", "TEXT"),
+    "BodyPartExamined": ("CS", "TEXT"),
+    "InstanceNumber": ("IS", "TEXT"),
+    "SpecificCharacterSet": ("CS", "TEXT"),
+    "path": ("", "TEXT NOT NULL"),
+    "size": ("", "INTEGER"),
+    "received_at": ("", "TEXT"),
+    "source_ae": ("", "TEXT"),
+}
+
+
+EXPLICIT_LE_UID = "1.2.840.10008.1.2.1"
+IMPLICIT_LE_UID = "1.2.840.10008.1.2"
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_HEADER_KEYWORDS = [k for k, (vr, _) in COLUMNS.items() if vr and k != "TransferSyntaxUID"]
+
+
+class HeaderError(ValueError):
+    """A dataset that cannot be archived (missing or invalid UIDs)."""
+
+
+def is_valid_uid(value: object) -> bool:
+    """A UID as PS3.5 9.1 allows: digits and dots, at most 64 characters."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+HEADER_KEYWORDS = _HEADER_KEYWORDS
+
+
+def header_row(ds: Dataset | dict[str, str]) -> dict[str, Any]:
+    """Index values of a (header-only) dataset or of already decoded values.
+
+    Raises :class:`HeaderError` when a UID is missing or invalid.
+    """
+    if isinstance(ds, Dataset):
+        row: dict[str, Any] = {k: _text(ds, k) for k in _HEADER_KEYWORDS}
+    else:
+        row = {k: ds.get(k, "") for k in _HEADER_KEYWORDS}
+    for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not is_valid_uid(row[key]):
+            raise HeaderError(f"{key} {row[key]!r} is missing or not a valid UID")
+    return row
+
+
+def read_header(data: bytes | BytesIO | str | Path) -> tuple[Dataset, str]:
+    """Read only the index attributes of a DICOM file (no pixel data): dataset, TS UID."""
+    src: Any = BytesIO(data) if isinstance(data, bytes) else data
+    ds = dcmread(
+        src, stop_before_pixels=True, specific_tags=["SpecificCharacterSet", *_HEADER_KEYWORDS]
+    )
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    return ds, ts
+
+
+def _meta(data: bytes) -> tuple[int, dict[str, str]] | None:
+    """Where the data set starts, and the file meta's UIDs, for a PS3.10 file (else None)."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        return None
+    meta_end = 144 + int.from_bytes(data[140:144], "little")  # after the meta group length
+    meta = scan_header(memoryview(data)[132:meta_end], EXPLICIT_LE_UID, _META_KEYWORDS)
+    return (meta_end, meta) if meta is not None else None
+
+
+_META_KEYWORDS = ["MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"]
+
+
+def prefix_header(data: bytes, whole: bool = True) -> tuple[dict[str, Any], str] | None:
+    """Index row and transfer syntax by the fast scan, or ``None`` (then use pydicom).
+
+    ``whole=False``: ``data`` is only the start of the file.
+    """
+    found = _meta(data)
+    if found is not None:
+        meta_end, meta = found
+        ts = meta.get("TransferSyntaxUID", "")
+        if ts:
+            values = scan_header(memoryview(data)[meta_end:], ts, _HEADER_KEYWORDS, whole)
+            if values is not None:
+                return header_row(values), ts
+    return None
+
+
+def file_problem(data: bytes, row: dict[str, Any], ts: str) -> str | None:
+    """Why a whole file must not be archived: its data set does not parse to its end, or
+    its meta information names another SOP class or instance (None: it may be)."""
+    found = _meta(data)
+    if found is None and data[128:132] == b"DICM":
+        return None  # a meta group without its group length: pydicom read it, we cannot walk
+    start, meta = found if found is not None else (0, {})
+    problem = instance_problem(
+        memoryview(data)[start:],
+        ts or IMPLICIT_LE_UID,
+        row,
+        sop_class=meta.get("MediaStorageSOPClassUID") or None,
+        sop_instance=meta.get("MediaStorageSOPInstanceUID") or None,
+        announced_by="the file meta",
+    )
+    return None if problem is None else problem[1]
+
+
+def file_header(data: bytes) -> tuple[dict[str, Any], str]:
+    """Index row and transfer syntax of a whole DICOM file (fast path, then pydicom)."""
+    fast = prefix_header(data)
+    if fast is not None:
+        return fast
+    ds, ts = read_header(data)
+    return header_row(ds), ts
