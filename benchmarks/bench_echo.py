@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import dicomlab as dl
-from dicomlab.testing.peers import StoreSCP, peer_env, require_binary
+from dicomlab.peers import StoreSCP, peer_env, require_binary
 
 
 def _echoscu_seconds(port: int, n: int) -> float:

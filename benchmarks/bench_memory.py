@@ -19,7 +19,7 @@ from typing import Any
 
 import dicomlab as dl
 from benchmarks.common import large, storescu
-from dicomlab.testing.peers import StoreSCP
+from dicomlab.peers import StoreSCP
 
 UNIT = "MB RSS growth from 25% to 100% received (ratio = end / 25% for LocalPACS; 1 = flat)"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import dicomlab as dl
 from benchmarks.common import CACHE, interleaved
-from dicomlab.testing.peers import Orthanc, peer_env, require_binary
+from dicomlab.peers import Orthanc, peer_env, require_binary
 
 
 def _studies(n: int) -> Path:

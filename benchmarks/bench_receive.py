@@ -16,7 +16,7 @@ from benchmarks.common import (
     storescu_into_localpacs,
     storescu_into_storescp,
 )
-from dicomlab.testing.peers import Orthanc
+from dicomlab.peers import Orthanc
 
 
 def run() -> list[dict[str, Any]]:

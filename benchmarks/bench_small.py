@@ -20,7 +20,7 @@ from benchmarks.common import (
     storescu_into_storescp,
     workspace,
 )
-from dicomlab.testing.peers import StoreSCP
+from dicomlab.peers import StoreSCP
 
 UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
 

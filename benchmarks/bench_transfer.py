@@ -33,7 +33,7 @@ from benchmarks.common import (
     storescu,
     storescu_into_storescp,
 )
-from dicomlab.testing.peers import Orthanc, StoreSCP, free_port, peer_env, require_binary
+from dicomlab.peers import Orthanc, StoreSCP, free_port, peer_env, require_binary
 
 UNIT = "instances/s (higher is better; ratio = dicomlab / dcmtk)"
 

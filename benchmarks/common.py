@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 import dicomlab as dl
-from dicomlab.testing.peers import StoreSCP, peer_env, require_binary
+from dicomlab.peers import StoreSCP, peer_env, require_binary
 
 CACHE = Path(os.environ.get("DICOMLAB_BENCH_DATA", Path(__file__).parent / ".data"))
 REPEATS = int(os.environ.get("DICOMLAB_BENCH_REPEATS", "3"))

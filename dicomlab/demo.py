@@ -25,8 +25,8 @@ from dicomlab.core.query import Query
 from dicomlab.log import configure, flush, read_associations, read_log, summary
 from dicomlab.net.echo import echo
 from dicomlab.net.find import find
+from dicomlab.peers import StoreSCP, free_port
 from dicomlab.server.localpacs import LocalPACS
-from dicomlab.testing.peers import StoreSCP, free_port
 from dicomlab.transfer.retrieve import retrieve
 
 __all__ = ["run_demo"]

@@ -58,8 +58,8 @@ from test_faults import _accept_all, _read_pdu
 import dicomlab as dl
 from dicomlab.core.header import IMPLICIT_LE
 from dicomlab.net import wire
+from dicomlab.peers import DcmQRSCP, Orthanc, peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import DcmQRSCP, Orthanc, peer_env
 from dicomlab.testing.raw import read_message
 
 HOST = "127.0.0.1"

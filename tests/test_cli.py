@@ -12,9 +12,9 @@ import pytest
 
 import dicomlab as dl
 from dicomlab.cli import main
+from dicomlab.peers import free_port, peer_env, stop_process, wait_for_port
 from dicomlab.server.lifecycle import VerificationServer
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import free_port, peer_env, stop_process, wait_for_port
 
 
 def test_echo_ok_and_failure_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

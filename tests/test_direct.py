@@ -23,8 +23,8 @@ from test_faults import _accept_all, _read_pdu
 
 import dicomlab as dl
 from dicomlab.net import direct, wire
+from dicomlab.peers import StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import StoreSCP, peer_env
 
 HOST = "127.0.0.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -39,8 +39,8 @@ from dicomlab.core.results import ResultBuilder
 from dicomlab.net import direct_qr, wire
 from dicomlab.net.association import open_association
 from dicomlab.net.find import find_on
+from dicomlab.peers import DcmQRSCP, Orthanc
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import DcmQRSCP, Orthanc
 from dicomlab.testing.raw import read_message
 
 HOST = "127.0.0.1"

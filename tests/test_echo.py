@@ -14,9 +14,9 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 import dicomlab as dl
+from dicomlab.peers import Orthanc, SilentListener, StoreSCP, free_port
 from dicomlab.server.lifecycle import ServerThread
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import Orthanc, SilentListener, StoreSCP, free_port
 
 pytestmark = pytest.mark.peers
 

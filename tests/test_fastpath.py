@@ -29,8 +29,8 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 import dicomlab as dl
 from dicomlab.net import direct, fastpath
 from dicomlab.net.transport import DicomlabAE
+from dicomlab.peers import StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import StoreSCP, peer_env
 
 pytestmark = pytest.mark.peers
 

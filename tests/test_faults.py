@@ -37,8 +37,8 @@ from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.presentation import PresentationContext
 
 import dicomlab as dl
+from dicomlab.peers import free_port, peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import free_port, peer_env
 
 HOST = "127.0.0.1"
 CALLED = "DICOMLAB"

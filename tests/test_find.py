@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import dicomlab as dl
+from dicomlab.peers import DcmQRSCP, Orthanc
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import DcmQRSCP, Orthanc
 
 pytestmark = pytest.mark.peers
 

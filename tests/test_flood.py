@@ -22,8 +22,8 @@ import pytest
 from pydicom import dcmread
 
 import dicomlab as dl
+from dicomlab.peers import peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import peer_env
 from dicomlab.testing.raw import A_ASSOCIATE_AC, A_RELEASE_RP, RawAssociation
 
 FLOOD_S = 30.0

@@ -12,8 +12,8 @@ import pytest
 from pydicom import dcmread
 
 import dicomlab as dl
+from dicomlab.peers import Orthanc, StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import Orthanc, StoreSCP, peer_env
 
 pytestmark = pytest.mark.peers
 

@@ -39,8 +39,8 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 import dicomlab as dl
+from dicomlab.peers import peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import peer_env
 
 CALLED = "DICOMLAB"
 Snapshot = dict[str, bytes]

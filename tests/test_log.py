@@ -20,8 +20,8 @@ import dicomlab as dl
 from dicomlab.core.logschema import OPERATIONS, SCHEMA_VERSION
 from dicomlab.log import writer as log_writer
 from dicomlab.net.transport import DicomlabAE
+from dicomlab.peers import Orthanc, StoreSCP, peer_env, require_binary
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import Orthanc, StoreSCP, peer_env, require_binary
 
 pytestmark = pytest.mark.peers
 

@@ -25,8 +25,8 @@ from pydicom.filewriter import dcmwrite
 import dicomlab as dl
 from dicomlab.core.structure import structure_error
 from dicomlab.net import wire
+from dicomlab.peers import peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import peer_env
 from dicomlab.testing.raw import A_ABORT, A_ASSOCIATE_AC, EXPLICIT_LE, RawAssociation
 
 CALLED = "DICOMLAB"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import dicomlab as dl
+from dicomlab.peers import free_port, peer_env, stop_process, wait_for_port
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import free_port, peer_env, stop_process, wait_for_port
 
 OURS = "DICOMLAB"  # the calling AE title dl.* uses by default (book.local)
 

@@ -10,8 +10,8 @@ from pydicom import dcmread
 from test_faults import MuteSCP, _aborted_by_us
 
 import dicomlab as dl
+from dicomlab.peers import Orthanc
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import Orthanc
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from pydicom import dcmread
 
 import dicomlab as dl
 from dicomlab.net.tls import client_context, server_context
+from dicomlab.peers import StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
-from dicomlab.testing.peers import StoreSCP, peer_env
 
 pytestmark = pytest.mark.peers
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import dicomlab as dl
-from dicomlab.testing.peers import free_port
+from dicomlab.peers import free_port
 
 pytestmark = pytest.mark.peers
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomlab.testing.peers import DcmQRSCP, Orthanc, PeerMissing, StoreSCP, require_binary
+from dicomlab.peers import DcmQRSCP, Orthanc, PeerMissing, StoreSCP, require_binary
 
 __all__ = ["dcmqrscp", "need_peer", "orthanc", "storescp"]
 

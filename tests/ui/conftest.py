@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from dicomlab.testing.peers import free_port, stop_process
+from dicomlab.peers import free_port, stop_process
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOK = "query_app.ipynb"

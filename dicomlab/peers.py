@@ -1,4 +1,5 @@
-"""Real DICOM peers for tests and benchmarks: dcmtk and Orthanc processes on loopback.
+"""Real DICOM peers for demos, teaching, tests and benchmarks: dcmtk and Orthanc
+processes on loopback.
 
 Each peer binds 127.0.0.1 on a free port, writes into its own folder, and is
 stopped by PID (never by process name). Use them as context managers::

@@ -1,0 +1,74 @@
+"""The package's layers, enforced from its imports (docs/architecture.md draws them).
+
+core is pure and imports nothing of ours but errors; each layer above imports only
+the layers below it; widgets use the public API (``import dicomlab as dl``) and each
+other, nothing else; nothing shipped to users imports the test helpers.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dicomlab"
+
+ALLOWED: dict[str, set[str]] = {
+    "errors": {"core"},  # Node, for type hints only
+    "core": {"errors"},
+    "log": {"core", "errors"},
+    "tls": {"core", "errors"},
+    "net": {"core", "errors", "log"},
+    "server": {"core", "errors", "log", "net"},
+    "transfer": {"core", "errors", "log", "net", "server"},
+    "peers": {"core"},
+    "plot": set(),  # DataFrames in, Axes out
+    "synth": set(),
+    "widgets": {"(public)"},
+    "cli": {"(public)", "core", "errors", "net", "server", "transfer", "tls", "demo", "log"},
+    "demo": {"(public)", "core", "errors", "log", "net", "server", "transfer", "peers"},
+}
+"""Layer -> the layers of ours it may import ("(public)": ``dicomlab`` itself)."""
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(path: Path) -> set[str]:
+    """The layers of ours that ``path`` imports (``dicomlab.x.y`` -> ``x``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "dicomlab":
+                found.add(parts[1] if len(parts) > 1 else "(public)")
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if _layer(p) in ALLOWED)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_module_imports_only_the_layers_below_it(path: Path) -> None:
+    layer = _layer(path)
+    wrong = _imports(path) - ALLOWED[layer] - {layer}
+    assert not wrong, f"{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}"
+
+
+def test_nothing_shipped_to_users_imports_the_test_helpers() -> None:
+    users = [p for p in PACKAGE.rglob("*.py") if _layer(p) != "testing"]
+    wrong = [str(p.relative_to(PACKAGE)) for p in users if "testing" in _imports(p)]
+    assert not wrong, wrong
+
+
+def test_every_module_has_a_layer() -> None:
+    layers = {_layer(p) for p in PACKAGE.rglob("*.py")} - {"__init__", "testing"}
+    assert layers <= set(ALLOWED), sorted(layers - set(ALLOWED))
