@@ -341,8 +341,8 @@ class ScriptedFindSCP(RawPeer):
 @pytest.mark.parametrize(
     ("then", "error"),
     [
-        ("abort", "aborted the association during C-FIND"),
-        ("close", "aborted the association during C-FIND"),
+        ("abort", "ended the association during C-FIND"),
+        ("close", "ended the association during C-FIND"),
         ("mute", "no C-FIND response from"),
         ("stray", "something other than a C-FIND response"),
     ],

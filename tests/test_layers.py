@@ -63,6 +63,26 @@ def test_a_module_imports_only_the_layers_below_it(path: Path) -> None:
     assert not wrong, f"{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}"
 
 
+def _third_party(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("layer", ["core", "widgets"])
+def test_core_and_widgets_never_touch_pynetdicom(layer: str) -> None:
+    wrong = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if _layer(p) == layer and "pynetdicom" in _third_party(p)
+    ]
+    assert not wrong, wrong
+
+
 def test_nothing_shipped_to_users_imports_the_test_helpers() -> None:
     users = [p for p in PACKAGE.rglob("*.py") if _layer(p) != "testing"]
     wrong = [str(p.relative_to(PACKAGE)) for p in users if "testing" in _imports(p)]
@@ -72,3 +92,36 @@ def test_nothing_shipped_to_users_imports_the_test_helpers() -> None:
 def test_every_module_has_a_layer() -> None:
     layers = {_layer(p) for p in PACKAGE.rglob("*.py")} - {"__init__", "testing"}
     assert layers <= set(ALLOWED), sorted(layers - set(ALLOWED))
+
+
+FAST_PATH = {"fastpath", "direct", "direct_qr", "wire", "guard", "privates"}
+"""net/ modules of the fast path: private beneath the seam (net/dimse.py) and the transport."""
+MAY_USE_FAST_PATH = {"dimse", "transport", *FAST_PATH}
+
+
+def _net_modules_imported(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "dicomlab.net":
+                found |= {a.name for a in node.names}
+            elif node.module.startswith("dicomlab.net."):
+                found.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.split(".")[2] for a in node.names if a.name.startswith("dicomlab.net.")
+            }
+    return found
+
+
+def test_only_the_seam_and_the_transport_use_the_fast_path() -> None:
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        if _layer(path) == "testing" or (
+            path.parent.name == "net" and path.stem in MAY_USE_FAST_PATH
+        ):
+            continue
+        used = _net_modules_imported(path) & FAST_PATH
+        if used:
+            wrong.append(f"{path.relative_to(PACKAGE)}: {sorted(used)}")
+    assert not wrong, wrong

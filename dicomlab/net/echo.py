@@ -23,8 +23,8 @@ from dicomlab.errors import (
     ResolveError,
     TLSError,
 )
+from dicomlab.net import dimse
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
-from dicomlab.net.transport import quiesce
 
 __all__ = ["EchoResult", "echo"]
 
@@ -121,19 +121,17 @@ def echo(
     t0 = time.perf_counter()
     try:
         with open_association(target, [Verification], calling_ae=ours) as opened:
-            quiesce(opened.assoc)
-            rsp = opened.assoc.send_c_echo()
+            reply = dimse.echo(opened.assoc)
             latency = time.perf_counter() - t0
-            if "Status" not in rsp:
-                aborted = opened.assoc.is_aborted
+            if reply.status is None:
                 detail = (
                     f"the association was aborted before {target.address} answered C-ECHO"
-                    if aborted
+                    if reply.peer_ended
                     else DimseTimeout.sentence("C-ECHO", target, "timed out")
                 )
                 opened.assoc.abort()
                 return EchoResult(False, latency, None, detail, "no-response", target)
-            status = int(rsp.Status)
+            status = reply.status
     except NetworkError as exc:
         latency = time.perf_counter() - t0
         cause: Cause = next((c for t, c in _CAUSES if isinstance(exc, t)), "network")

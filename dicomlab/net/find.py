@@ -39,10 +39,8 @@ from dicomlab.errors import (
     PartialResultWarning,
     ValidationError,
 )
-from dicomlab.net import diagnose
+from dicomlab.net import dimse
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
-from dicomlab.net.direct_qr import Querier, prepare
-from dicomlab.net.transport import quiesce
 
 __all__ = ["conclude", "fail", "find", "find_many", "reconcile", "refusal_hint"]
 
@@ -93,39 +91,22 @@ def _run_find(
     **extra: Any,
 ) -> _Outcome:
     """Send one C-FIND on an open association, streaming matches into ``builder``."""
-    direct = _run_direct(assoc, model, identifier, builder, node, extra)
-    if direct is not None:
-        return direct
+    reader = _IdentifierReader(builder, extra)
+
+    def dataset(ds: Any) -> None:
+        builder.add(ds, **extra)
+        reader.n += 1
+
+    reply = dimse.find(assoc, node, model, identifier, reader, dataset)
     out = _Outcome()
-    quiesce(assoc)
-    last = time.monotonic()
-    for status, rsp in assoc.send_c_find(identifier, model):
-        if "Status" not in status:
-            # pynetdicom aborts the association itself when its DIMSE timeout expires:
-            # tell that from the peer aborting by the time we waited.
-            out.timed_out = diagnose.waited_out(node, time.monotonic() - last)
-            out.peer_ended = not out.timed_out
-            out.error = _broken(node, out.timed_out)
-            break
-        last = time.monotonic()
-        code = int(status.Status)
-        if decode_status(code).category == "pending":
-            if rsp is not None:
-                builder.add(rsp, **extra)
-                out.n += 1
-            continue
-        comment = status.get("ErrorComment")
-        out.comment = str(comment).strip() or None if comment else None
-        _final(out, code)
-        break
+    out.n = reader.n
+    out.comment = reply.comment
+    out.timed_out, out.peer_ended = reply.timed_out, reply.peer_ended
+    if reply.status is None:
+        out.error = reply.problem(node)
+    else:
+        _final(out, reply.status)
     return out
-
-
-def _broken(node: Node, timed_out: bool) -> str:
-    """Why a C-FIND ended without a final status."""
-    if timed_out:
-        return DimseTimeout.sentence("C-FIND", node)
-    return f"{node.address} aborted the association during C-FIND"
 
 
 def _final(out: _Outcome, code: int) -> None:
@@ -143,59 +124,22 @@ def _final(out: _Outcome, code: int) -> None:
             out.error += f" ({out.comment})"
 
 
-def _run_direct(
-    assoc: Association,
-    model: Any,
-    identifier: Any,
-    builder: ResultBuilder,
-    node: Node,
-    extra: dict[str, Any],
-) -> _Outcome | None:
-    """The C-FIND on :mod:`dicomlab.net.direct_qr`'s path; None when it cannot go that way
-    (nothing was sent: pynetdicom's path runs it)."""
-    request = prepare(assoc, str(model), identifier)
-    if request is None:
-        return None
-    reader = _IdentifierReader(builder, request.transfer_syntax, extra)
-    with Querier(assoc) as querier:
-        reply = querier.find(
-            request.context_id, request.sop_class, request.identifier, reader, assoc.dimse_timeout
-        )
-    if reply is None:
-        return None
-    out = _Outcome()
-    out.n = reader.n
-    out.comment = reply.error_comment
-    out.timed_out, out.peer_ended = reply.timed_out, reply.peer_ended
-    if reply.status is None:
-        out.error = (
-            _broken(node, reply.timed_out)
-            if reply.timed_out or reply.peer_ended
-            else f"C-FIND on {node.address} broke off: {reply.error}"
-        )
-    else:
-        _final(out, reply.status)
-    return out
-
-
 class _IdentifierReader:
     """Turns each response identifier's bytes into a row of ``builder``: only the wanted
     attributes are read (pydicom decodes the rare identifier the scan cannot walk)."""
 
-    def __init__(self, builder: ResultBuilder, syntax: str, extra: dict[str, Any]) -> None:
+    def __init__(self, builder: ResultBuilder, extra: dict[str, Any]) -> None:
         self.builder = builder
-        self.syntax = syntax
-        self.implicit = syntax == IMPLICIT_LE
         self.extra = extra
         self.wanted = frozenset([*builder.tags, CHARSET_TAG])
         self.last = max(self.wanted)
         self.n = 0
         self._encodings: dict[bytes, list[str]] = {}
 
-    def __call__(self, data: bytes) -> None:
-        values = scan_elements(data, self.syntax, self.wanted, self.last)
+    def __call__(self, data: bytes, syntax: str) -> None:
+        values = scan_elements(data, syntax, self.wanted, self.last)
         if values is None:
-            ds = decode(io.BytesIO(data), self.implicit, True)
+            ds = decode(io.BytesIO(data), syntax == IMPLICIT_LE, True)
             self.builder.add(ds, **self.extra)
         else:
             charset = values.get(CHARSET_TAG, ("CS", b""))[1]

@@ -21,7 +21,14 @@ from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocke
 from dicomlab.log import capture
 from dicomlab.net import fastpath, guard, trust
 
-__all__ = ["DicomlabAE", "connect_error_of", "finished", "quiesce", "set_nodelay"]
+__all__ = [
+    "DicomlabAE",
+    "adapt_accepted",
+    "connect_error_of",
+    "finished",
+    "quiesce",
+    "set_nodelay",
+]
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -115,6 +122,18 @@ class DicomlabAE(AE):
         guard.install(assoc)
         capture.attach(assoc, "SCU", tls=tls_args is not None)
         return sock
+
+
+def adapt_accepted(assoc: Any) -> None:
+    """A connection LocalPACS accepted, before its association starts: TCP_NODELAY, the
+    event-driven reactors, the command-set guard and the network log (as
+    :class:`DicomlabAE` gives the associations it requests)."""
+    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        set_nodelay(raw)
+    fastpath.install(assoc)
+    guard.install(assoc)
+    capture.attach(assoc, "SCP", tls=isinstance(raw, ssl.SSLSocket))
 
 
 def finished(assoc: Any) -> bool:

@@ -34,10 +34,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomlab.core.nodes import TLS, Node, validate_ae_title, validate_host, validate_port
 from dicomlab.errors import ConfigError
-from dicomlab.log import capture
-from dicomlab.net import fastpath, guard
 from dicomlab.net.tls import server_context
-from dicomlab.net.transport import DicomlabAE, finished, set_nodelay
+from dicomlab.net.transport import DicomlabAE, adapt_accepted, finished, set_nodelay
 from dicomlab.server.gate import Gate, PendingLimits
 
 __all__ = ["ServerThread", "VerificationServer"]
@@ -91,13 +89,8 @@ def _wake(assoc: Any) -> None:
 
 
 def _tune_connection(event: Any) -> None:
-    """A new connection: TCP_NODELAY, and the event-driven reactors (before it starts)."""
-    raw = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if raw is not None:
-        set_nodelay(raw)
-    fastpath.install(event.assoc)
-    guard.install(event.assoc)
-    capture.attach(event.assoc, "SCP", tls=isinstance(raw, ssl.SSLSocket))
+    """A new connection, adapted before its association starts."""
+    adapt_accepted(event.assoc)
 
 
 def _wake_unassociated(event: Any) -> None:

@@ -31,12 +31,9 @@ from dicomlab.errors import (
     NoAcceptedContext,
     ValidationError,
 )
-from dicomlab.net import wire
+from dicomlab.net import dimse
 from dicomlab.net.association import calling_ae_title, resolve_node
-from dicomlab.net.direct_qr import Querier, prepare
 from dicomlab.net.find import find, find_contexts, find_on
-from dicomlab.net.transport import quiesce
-from dicomlab.net.wire import Command
 from dicomlab.server import handlers
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job, run_items
@@ -163,18 +160,6 @@ def _session(ctx: _Context, classes: list[str]) -> Any:
 _PLAN_QUERY = Query("image", (), ("SOPClassUID",))
 
 
-def _counts(status: Dataset) -> tuple[int, int, int, int]:
-    def get(keyword: str) -> int:
-        return int(status.get(keyword, 0) or 0)
-
-    return (
-        get("NumberOfRemainingSuboperations"),
-        get("NumberOfCompletedSuboperations"),
-        get("NumberOfFailedSuboperations"),
-        get("NumberOfWarningSuboperations"),
-    )
-
-
 class _Refusals:
     """Instances a C-GET peer sent that we refused (bad UIDs, broken data sets), per
     association: the outcome table says we refused them, and why."""
@@ -245,24 +230,21 @@ def _operate(ctx: _Context, item: Item, classes: list[str], row: dict[str, Any])
 
 
 def _exchange(ctx: _Context, assoc: Any, model: Any, item: Item, track: _Responses) -> None:
-    """Send the C-GET or C-MOVE and follow its responses to the final one."""
-    node, is_get = ctx.node, ctx.method == "get"
-    if _operate_direct(ctx, assoc, model, item, track):
-        return
-    quiesce(assoc)
-    responses = (
-        assoc.send_c_get(_identifier(item), model)
-        if is_get
-        else assoc.send_c_move(_identifier(item), ctx.into.ae_title, model)
+    """Send the C-GET or C-MOVE and follow its responses to the final one (a missing
+    final status raises: the caller aborts the association)."""
+    is_get = ctx.method == "get"
+    reply = dimse.retrieve(
+        assoc,
+        ctx.node,
+        "C-GET" if is_get else "C-MOVE",
+        model,
+        _identifier(item),
+        track,
+        None if is_get else ctx.into.ae_title,
     )
-    for status, _ in responses:  # a cancel raises _Stop from track(): the caller aborts
-        if "Status" not in status:
-            raise DimseTimeout.of(f"C-{ctx.method.upper()}", node, "or the association broke")
-        _, completed, failed, warning = _counts(status)
-        comment = str(status.get("ErrorComment") or "").strip() or None
-        if track(int(status.Status), completed, failed, warning, comment):
-            return
-    raise DimseTimeout(f"C-{ctx.method.upper()} ended without a final status", node=node)
+    error = reply.exception(ctx.node)
+    if error is not None:
+        raise error
 
 
 class _Responses:
@@ -294,50 +276,6 @@ class _Responses:
         if info.category != "success" and info.category != "warning":
             self.row["error"] = _diagnose(code, self.ctx.node, self.ctx, completed, comment)
         return True
-
-
-def _operate_direct(ctx: _Context, assoc: Any, model: Any, item: Item, track: _Responses) -> bool:
-    """The C-GET/C-MOVE on :mod:`dicomlab.net.direct_qr`'s path; False when it cannot go
-    that way (nothing was sent: pynetdicom's path runs it)."""
-    request = prepare(assoc, str(model), _identifier(item))
-    if request is None:
-        return False
-    is_get = ctx.method == "get"
-
-    def on_response(command: Command) -> None:
-        track(
-            int(command.status or 0),
-            command.completed or 0,
-            command.failed or 0,
-            command.warning or 0,
-            command.error_comment,
-        )
-
-    with Querier(assoc) as querier:
-        reply = querier.retrieve(
-            request.context_id,
-            wire.C_GET_RQ if is_get else wire.C_MOVE_RQ,
-            request.sop_class,
-            request.identifier,
-            on_response,
-            assoc.dimse_timeout,
-            None if is_get else ctx.into.ae_title,
-        )
-    if reply is None:
-        return False
-    if reply.status is not None:
-        return True
-    service, node = f"C-{ctx.method.upper()}", ctx.node
-    if reply.timed_out:
-        raise DimseTimeout.of(service, node)
-    if reply.peer_ended:
-        raise AssociationAborted(
-            f"{node.address} ended the association during {service}", node=node
-        )
-    raise AssociationAborted(
-        f"{service} on {node.address} broke off: {reply.error}; the association was aborted",
-        node=node,
-    )
 
 
 def _subops(n: int) -> str:

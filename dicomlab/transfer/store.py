@@ -23,10 +23,9 @@ from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
 from dicomlab.core.status import decode_status
-from dicomlab.errors import DicomlabError, DimseTimeout, ValidationError
-from dicomlab.net import direct
+from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.net import dimse
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
-from dicomlab.net.transport import quiesce
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "store"]
@@ -168,7 +167,7 @@ def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
     rows = []
     with (
         open_association(ctx.node, _contexts(list(batch.sources)), calling_ae=ctx.ours) as op,
-        direct.Sender(op.assoc) as sender,
+        dimse.Storer(op.assoc, ctx.node) as storer,
     ):
         assoc = op.assoc
         accepted: dict[str, set[str]] = {}
@@ -191,50 +190,22 @@ def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
                 data, ts = payload
                 row["sent_as"] = ts
                 row["attempts"] = 1
-                status, error = _send_one(ctx, assoc, sender, src, data, ts, context_ids)
-                if status is not None:
-                    info = decode_status(status)
-                    row.update(status=status, status_text=str(info))
+                reply = storer.store(
+                    data, src.sop_class, src.sop_instance, context_ids.get((src.sop_class, ts))
+                )
+                if reply.status is not None:
+                    info = decode_status(reply.status)
+                    row.update(status=reply.status, status_text=str(info))
                     if info.category not in ("success", "warning"):
-                        row["error"] = str(info) + (f" ({error})" if error else "")
+                        row["error"] = str(info) + (f" ({reply.comment})" if reply.comment else "")
                 else:
-                    row["error"] = error
+                    row["error"] = reply.problem(ctx.node)
             row["duration_s"] = time.perf_counter() - t0
             rows.append(row)
             ctx.progress(1)
-            if row["error"] and (sender.broken or not assoc.is_established):
+            if row["error"] and storer.broken:
                 break  # the association is gone: the rest gets a fresh one below
     return rows
-
-
-def _send_one(
-    ctx: _Context,
-    assoc: Any,
-    sender: direct.Sender,
-    src: _Source,
-    data: Any,
-    ts: str,
-    context_ids: dict[tuple[str, str], int],
-) -> tuple[int | None, str | None]:
-    """Send one instance: (status, error comment) or (None, why there is no status).
-
-    A file sent in its own transfer syntax goes by the direct path; anything else
-    (datasets, conversions, files it cannot frame) by pynetdicom.
-    """
-    context_id = context_ids.get((src.sop_class, ts))
-    if isinstance(data, str) and context_id is not None:
-        reply = sender.store_file(
-            data, src.sop_class, src.sop_instance, context_id, ctx.node.timeout
-        )
-        if reply is not None:
-            return reply.status, reply.error_comment if reply.status is not None else reply.error
-    sender.release()
-    quiesce(assoc)
-    rsp = assoc.send_c_store(data)
-    if "Status" in rsp:
-        comment = rsp.get("ErrorComment")
-        return int(rsp.Status), str(comment) if comment else None
-    return None, DimseTimeout.sentence("C-STORE", ctx.node, "or the association broke")
 
 
 def _row(node: Node, src: _Source) -> dict[str, Any]:
