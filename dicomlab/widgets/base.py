@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 
 _CSS = """<style>
+.dl-app, .dl-nodes, .dl-query, .dl-transfers, .dl-report, .dl-server {
+  max-width: 100%; min-width: 0; box-sizing: border-box; }
+.dl-grid { min-width: 0; }
 .dl-stale { opacity: 0.45; }
 .dl-grid table.dataTable td.dl-wrap { white-space: normal; min-width: 16em; }
 .dl-grid table.dataTable tbody tr { cursor: pointer; }

@@ -156,10 +156,11 @@ class Grid:
         self._callbacks: list[Callable[[pd.DataFrame], None]] = []
         self.table = ITable(pd.DataFrame(), **self._options([]))
         self.table.add_class(css).add_class("dl-grid")
+        # wider than the output area (a narrow JupyterLab column): scroll, never cut off
+        self.table.layout = w.Layout(overflow="auto", width="100%", max_width="100%")
         self.table.observe(self._changed, names="selected_rows")
         self.empty = w.HTML("<i>no rows</i>").add_class(f"{css}-empty")
-        # wider than the output area (a narrow JupyterLab column): scroll, never cut off
-        self.ui = w.VBox([self.empty], layout=w.Layout(overflow="auto", width="100%"))
+        self.ui = w.VBox([self.empty], layout=w.Layout(width="100%"))
         self.ui.add_class(f"{css}-box")
 
     def _options(self, shown: list[str]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class QueryPanel(Panel):
                 w.HBox([self.node, self.refresh_nodes]),
                 w.GridBox(
                     list(self.fields.values()),
-                    layout=w.Layout(grid_template_columns="repeat(3, auto)"),
+                    layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(300px, 1fr))"),
                 ),
                 w.HBox([*self.preset_buttons.values()]),
                 w.HBox([self.start, self.end, self.dates_button]),

@@ -44,6 +44,17 @@ def _query_select_retrieve(page: Any, shot: Path) -> None:
     expect(message).to_contain_text(f"{expected} studies on pacs")
     rows = app.locator(".dl-query-table table tbody tr")
     expect(rows).to_have_count(expected)
+    # a grid wider than its output area scrolls sideways: no column is cut off for good
+    grid = app.locator(".dl-query-table").first
+    assert grid.evaluate("e => getComputedStyle(e).overflowX") in ("auto", "scroll")
+    last_header = app.locator(".dl-query-table table thead th").last
+    last_header.scroll_into_view_if_needed()
+    edge = page.evaluate(  # the notebook's visible panel in JupyterLab, the page in Voila
+        "() => (document.querySelector('.jp-NotebookPanel .jp-Notebook')"
+        " || document.documentElement).getBoundingClientRect().right"
+    )
+    box = last_header.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= edge + 1, (box, edge)
     # click a header: the rows sort by it, ascending, then descending on the second click
     header = app.locator(".dl-query-table table thead th", has_text="StudyDate")
     first_date = rows.first.locator("td").first
