@@ -38,7 +38,7 @@ from dicomlab.core.header import (
 from dicomlab.core.results import ResultBuilder
 from dicomlab.net import direct_qr, wire
 from dicomlab.net.association import open_association
-from dicomlab.net.find import find_on
+from dicomlab.net.cfind import find_on
 from dicomlab.peers import DcmQRSCP, Orthanc
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.raw import read_message

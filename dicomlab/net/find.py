@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
@@ -15,14 +14,7 @@ from typing import Any, NoReturn
 
 import pandas as pd
 from pynetdicom.association import Association
-from pynetdicom.dsutils import decode
 
-from dicomlab.core.header import (
-    CHARSET_TAG,
-    IMPLICIT_LE,
-    encodings_of,
-    scan_elements,
-)
 from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
@@ -34,120 +26,25 @@ from dicomlab.errors import (
     DicomlabError,
     DimseError,
     DimseTimeout,
-    NoAcceptedContext,
     OperationRefused,
     PartialResultWarning,
     ValidationError,
 )
-from dicomlab.net import dimse
 from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.cfind import (
+    Outcome,
+    find_contexts,
+    find_on,
+    model_order,
+    pick_model,
+    run_find,
+)
 
 __all__ = ["conclude", "fail", "find", "find_many", "reconcile", "refusal_hint"]
 
 log = logging.getLogger(__name__)
 
 _MODELS = MODELS["find"]
-
-
-def _model_order(node: Node, query: Query) -> list[str]:
-    """Models to try, preferred first: the query's, else Study Root (Patient Root for patients)."""
-    if query.level == "patient":
-        return ["patient"]
-    first = query.model or node.query_model
-    return [first, "patient" if first == "study" else "study"]
-
-
-def _pick_model(assoc: Association, order: list[str], node: Node) -> Any:
-    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
-    for name in order:
-        if str(_MODELS[name]) in accepted:
-            return _MODELS[name]
-    raise NoAcceptedContext(
-        f"{node.address} accepted neither Query/Retrieve model "
-        f"({', '.join(order)} root) for C-FIND",
-        node=node,
-        hint="the peer does not let us query it: check its configuration for our AE title",
-    )
-
-
-class _Outcome:
-    """What one C-FIND ended with."""
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.error: str | None = None
-        self.comment: str | None = None  # the peer's Error Comment
-        self.timed_out = False
-        self.peer_ended = False  # the peer aborted or closed the connection mid-query
-        self.n = 0
-
-
-def _run_find(
-    assoc: Association,
-    model: Any,
-    identifier: Any,
-    builder: ResultBuilder,
-    node: Node,
-    **extra: Any,
-) -> _Outcome:
-    """Send one C-FIND on an open association, streaming matches into ``builder``."""
-    reader = _IdentifierReader(builder, extra)
-
-    def dataset(ds: Any) -> None:
-        builder.add(ds, **extra)
-        reader.n += 1
-
-    reply = dimse.find(assoc, node, model, identifier, reader, dataset)
-    out = _Outcome()
-    out.n = reader.n
-    out.comment = reply.comment
-    out.timed_out, out.peer_ended = reply.timed_out, reply.peer_ended
-    if reply.status is None:
-        out.error = reply.problem(node)
-    else:
-        _final(out, reply.status)
-    return out
-
-
-def _final(out: _Outcome, code: int) -> None:
-    """Record the final status ``code`` of a C-FIND that returned ``out.n`` matches."""
-    info = decode_status(code)
-    out.status = code
-    if info.category == "cancel":
-        out.error = (
-            f"the peer stopped after {out.n} matches with {info} "
-            "(often a result cap, such as Orthanc's LimitFindResults): the result is partial"
-        )
-    elif info.category != "success":
-        out.error = f"C-FIND ended with {info} after {out.n} matches"
-        if out.comment:
-            out.error += f" ({out.comment})"
-
-
-class _IdentifierReader:
-    """Turns each response identifier's bytes into a row of ``builder``: only the wanted
-    attributes are read (pydicom decodes the rare identifier the scan cannot walk)."""
-
-    def __init__(self, builder: ResultBuilder, extra: dict[str, Any]) -> None:
-        self.builder = builder
-        self.extra = extra
-        self.wanted = frozenset([*builder.tags, CHARSET_TAG])
-        self.last = max(self.wanted)
-        self.n = 0
-        self._encodings: dict[bytes, list[str]] = {}
-
-    def __call__(self, data: bytes, syntax: str) -> None:
-        values = scan_elements(data, syntax, self.wanted, self.last)
-        if values is None:
-            ds = decode(io.BytesIO(data), syntax == IMPLICIT_LE, True)
-            self.builder.add(ds, **self.extra)
-        else:
-            charset = values.get(CHARSET_TAG, ("CS", b""))[1]
-            encodings = self._encodings.get(charset)
-            if encodings is None:
-                encodings = self._encodings[charset] = encodings_of(values)
-            self.builder.add_raw(values, encodings, **self.extra)
-        self.n += 1
 
 
 def find(
@@ -287,56 +184,6 @@ def refusal_hint(status: int, node: Node, ours: str, service: str) -> str:
     return f"{node.ae_title} does not support this {service}: check the node's configuration"
 
 
-def find_contexts(node: Node, query: Query) -> list[Any]:
-    """The Query/Retrieve FIND models a query may use on ``node``, preferred first."""
-    return [_MODELS[m] for m in _model_order(node, query)]
-
-
-def find_on(
-    assoc: Association,
-    node: Node,
-    query: Query,
-    *,
-    identifier: Any = None,
-    today: date | None = None,
-) -> pd.DataFrame:
-    """Run ``query`` on an open association (see :func:`find`; the same ``attrs``).
-
-    An operation that does not end with a final status aborts the association:
-    it is never reused after a broken operation.
-    """
-    if identifier is None:
-        identifier = to_identifier(query, today=today, charset=node.charset)
-    builder = ResultBuilder(query.keys)
-    t0 = time.perf_counter()
-    model = _pick_model(assoc, _model_order(node, query), node)
-    outcome = _run_find(assoc, model, identifier, builder, node)
-    if outcome.error and assoc.is_established:
-        assoc.abort()
-    df = builder.frame()
-    _finish(df, node, query.describe(), outcome, time.perf_counter() - t0)
-    return df
-
-
-def _finish(df: pd.DataFrame, node: Node, what: str, outcome: _Outcome, elapsed: float) -> None:
-    status, error = outcome.status, outcome.error
-    complete = status == 0x0000 and error is None
-    df.attrs.update(
-        node=node.name,
-        protocol="dimse",  # where the rows came from (DICOMweb results will say "dicomweb")
-        query=what,
-        status=status,
-        complete=complete,
-        elapsed_s=elapsed,
-        error=error,
-        error_comment=outcome.comment,
-        timed_out=outcome.timed_out,
-        peer_ended=outcome.peer_ended,
-    )
-    if not complete:
-        log.warning("C-FIND %s on %s incomplete: %s", what, node.address, error or status)
-
-
 def find_many(
     node: Node | str,
     base: Query,
@@ -370,7 +217,7 @@ def find_many(
     lock = threading.Lock()
     failed: dict[str, str] = {}
     raised: dict[str, DicomlabError] = {}
-    outcomes: dict[str, _Outcome] = {}
+    outcomes: dict[str, Outcome] = {}
     statuses: dict[str, int | None] = {}
     work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     for item in items:
@@ -379,7 +226,7 @@ def find_many(
     for _ in range(n_workers):
         work.put(None)
     bar = _progress(len(items), f"C-FIND {target.name}", progress)
-    order = _model_order(target, probe)
+    order = model_order(target, probe)
     stop = threading.Event()
 
     def worker() -> None:
@@ -402,11 +249,11 @@ def find_many(
                         op = stack.enter_context(
                             open_association(target, [_MODELS[m] for m in order], calling_ae=ours)
                         )
-                        assoc, model = op.assoc, _pick_model(op.assoc, order, target)
+                        assoc, model = op.assoc, pick_model(op.assoc, order, target)
                     identifier = to_identifier(
                         base.with_filters(**{keyword: value}), today=today, charset=target.charset
                     )
-                    outcome = _run_find(assoc, model, identifier, local, target, query_value=value)
+                    outcome = run_find(assoc, model, identifier, local, target, query_value=value)
                     status, error = outcome.status, outcome.error
                     with lock:
                         outcomes[value] = outcome
@@ -484,7 +331,7 @@ def _all_failed(
     node: Node,
     ours: str,
     items: list[str],
-    outcomes: dict[str, _Outcome],
+    outcomes: dict[str, Outcome],
     raised: dict[str, DicomlabError],
 ) -> NoReturn:
     """Every query of a batch failed and nothing came: raise as :func:`find` does (the

@@ -33,7 +33,8 @@ from dicomlab.errors import (
 )
 from dicomlab.net import dimse
 from dicomlab.net.association import calling_ae_title, resolve_node
-from dicomlab.net.find import find, find_contexts, find_on
+from dicomlab.net.cfind import find_contexts, find_on
+from dicomlab.net.find import find
 from dicomlab.server import handlers
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job, run_items
