@@ -20,7 +20,14 @@ from typing import Any, Literal
 import pandas as pd
 from pandas.api.extensions import ExtensionDtype
 
-__all__ = ["JOB_STATES", "RETRIEVE", "STORE", "OutcomeSchema", "progress_columns"]
+__all__ = [
+    "JOB_STATES",
+    "RETRIEVE",
+    "STORE",
+    "OutcomeSchema",
+    "progress_columns",
+    "progress_frame",
+]
 
 JOB_STATES = ("queued", "running", "done", "cancelled")
 
@@ -78,9 +85,18 @@ def typed(df: pd.DataFrame, dtypes: Mapping[str, Dtype]) -> pd.DataFrame:
     return out
 
 
+_PROGRESS: tuple[tuple[str, Dtype], ...] = (("item", "string"), ("state", "string"))
+
+
 def progress_columns(schema: OutcomeSchema) -> list[str]:
     """A job's progress table: the item, its state (one of JOB_STATES), its row so far."""
-    return ["item", "state", *schema.names]
+    return [name for name, _ in _PROGRESS] + schema.names
+
+
+def progress_frame(schema: OutcomeSchema, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """A job's progress rows as a table of :func:`progress_columns`, typed."""
+    df = pd.DataFrame(list(rows), columns=progress_columns(schema))
+    return typed(df, {**dict(_PROGRESS), **schema.dtypes})
 
 
 _UIDS: tuple[tuple[str, Dtype], ...] = (

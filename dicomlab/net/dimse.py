@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydicom.dataset import Dataset
 
 from dicomlab.core.nodes import Node
+from dicomlab.core.status import status_category
 from dicomlab.errors import AssociationAborted, DicomlabError, DimseTimeout
 from dicomlab.net import diagnose, direct, wire
 from dicomlab.net.direct_qr import Querier, prepare
@@ -129,7 +130,7 @@ def find(
             return Reply("C-FIND", timed_out=timed_out, peer_ended=not timed_out)
         last = time.monotonic()
         code = int(status.Status)
-        if code in (0xFF00, 0xFF01):
+        if status_category(code) == "pending":
             if rsp is not None:
                 on_dataset(rsp)
             continue
@@ -200,7 +201,7 @@ def retrieve(
             return Reply(service, timed_out=True, why="or the association broke")
         code, counts, comment = int(status.Status), _counts(status), _comment(status)
         on_response(code, *counts, comment)
-        if code not in (0xFF00, 0xFF01):
+        if status_category(code) != "pending":
             return Reply(service, code, comment, *counts)
     return Reply(service, timed_out=True, why="the responses ended without a final status")
 

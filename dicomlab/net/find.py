@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 import pandas as pd
 from pynetdicom.association import Association
 
-from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query, to_identifier
@@ -43,8 +42,6 @@ from dicomlab.net.cfind import (
 __all__ = ["conclude", "fail", "find", "find_many", "reconcile", "refusal_hint"]
 
 log = logging.getLogger(__name__)
-
-_MODELS = MODELS["find"]
 
 
 def find(
@@ -227,6 +224,7 @@ def find_many(
         work.put(None)
     bar = _progress(len(items), f"C-FIND {target.name}", progress)
     order = model_order(target, probe)
+    contexts = find_contexts(target, probe)
     stop = threading.Event()
 
     def worker() -> None:
@@ -247,7 +245,7 @@ def find_many(
                     if assoc is None:
                         stack = ExitStack()
                         op = stack.enter_context(
-                            open_association(target, [_MODELS[m] for m in order], calling_ae=ours)
+                            open_association(target, contexts, calling_ae=ours)
                         )
                         assoc, model = op.assoc, pick_model(op.assoc, order, target)
                     identifier = to_identifier(

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from dicomlab.core.outcomes import OutcomeSchema, progress_columns, typed
+from dicomlab.core.outcomes import OutcomeSchema, progress_frame
 from dicomlab.log import capture
 
 __all__ = ["Job", "run_items"]
@@ -82,8 +82,7 @@ class Job:
                 row["item"] = getattr(item, "uid", str(item))
                 row["state"] = self._state[i]
                 rows.append(row)
-        df = pd.DataFrame(rows, columns=progress_columns(self.schema))
-        return typed(df, {"item": "string", "state": "string", **self.schema.dtypes})
+        return progress_frame(self.schema, rows)
 
     def cancel(self) -> None:
         """Stop: running operations are aborted (what was received stays), queued ones skipped."""

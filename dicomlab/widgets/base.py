@@ -15,7 +15,7 @@ import pandas as pd
 import dicomlab as dl
 from dicomlab.widgets.grid import display_frame
 
-__all__ = ["Panel", "frame_html", "style"]
+__all__ = ["Panel", "frame_html", "plural", "style"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ _CSS = """<style>
 .dl-invalid input, .dl-invalid select { border: 2px solid #b42318 !important; }
 .dl-field-error { color: #b42318; font-size: 0.9em; margin-left: 0.5em; }
 </style>"""
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``n`` with its noun: ``plural(1, "study", "studies") == "1 study"``; the plural
+    is ``one + "s"`` unless given."""
+    return f"{n} {one if n == 1 else (many if many is not None else one + 's')}"
 
 
 def style() -> w.HTML:

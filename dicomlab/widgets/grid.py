@@ -76,11 +76,16 @@ def _status_cell(code: Any, text: Any, error: Any) -> str:
     return f"<span title='{html.escape(full, quote=True)}'>{html.escape(word)}</span>"
 
 
+def _blank(values: pd.Series, col: pd.Series) -> pd.Series:
+    """``values`` as shown: a blank where ``col`` is missing (never ``<NA>`` or NaN)."""
+    return values.astype(object).where(col.notna(), "")
+
+
 def _dates(col: pd.Series) -> pd.Series:
     values = pd.to_datetime(col, errors="coerce")
     times = values.dropna()
     if times.empty:
-        return col.astype(object).where(col.notna(), "")
+        return _blank(col, col)
     tz = getattr(values.dt, "tz", None)
     if tz is not None:
         values = values.dt.tz_convert(None)
@@ -107,11 +112,9 @@ def display_frame(df: pd.DataFrame, columns: list[str] | None = None) -> pd.Data
             values = [_status_cell(c, t, e) for c, t, e in zip(col, texts, errors, strict=True)]
             out["status"] = pd.Series(values, index=df.index, dtype=object)
         elif name == "bytes":
-            out[_LABELS[name]] = col.astype("Int64").astype(object).where(col.notna(), "")
+            out[_LABELS[name]] = _blank(col.astype("Int64"), col)
         elif name == "duration_s":
-            out[_LABELS[name]] = (
-                (col * 1000).round().astype("Int64").astype(object).where(col.notna(), "")
-            )
+            out[_LABELS[name]] = _blank((col * 1000).round().astype("Int64"), col)
         elif pd.api.types.is_bool_dtype(col) or (
             col.dtype == object and col.dropna().map(type).isin([bool]).all() and col.notna().any()
         ):
@@ -121,9 +124,9 @@ def display_frame(df: pd.DataFrame, columns: list[str] | None = None) -> pd.Data
         elif pd.api.types.is_datetime64_any_dtype(col) or name.endswith(("Date", "_time")):
             out[_LABELS.get(name, name)] = _dates(col)
         elif pd.api.types.is_float_dtype(col):
-            out[_LABELS.get(name, name)] = col.round(2).astype(object).where(col.notna(), "")
+            out[_LABELS.get(name, name)] = _blank(col.round(2), col)
         elif pd.api.types.is_numeric_dtype(col):
-            out[_LABELS.get(name, name)] = col.astype(object).where(col.notna(), "")
+            out[_LABELS.get(name, name)] = _blank(col, col)
         else:
             out[_LABELS.get(name, name)] = col.map(
                 lambda v: (

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, explain, style
+from dicomlab.widgets.base import Panel, explain, plural, style
 
 __all__ = ["NodePanel"]
 
@@ -197,7 +197,7 @@ class NodePanel(Panel):
         self._mark(found)
         if found:
             n = len(found)
-            self.say(f"{n} field{'s' if n != 1 else ''} to fix: {', '.join(found)}", "error")
+            self.say(f"{plural(n, 'field')} to fix: {', '.join(found)}", "error")
             return None
         try:
             node = self.form_node()

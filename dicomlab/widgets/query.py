@@ -9,7 +9,7 @@ import ipywidgets as w
 import pandas as pd
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, explain, style
+from dicomlab.widgets.base import Panel, explain, plural, style
 from dicomlab.widgets.grid import Grid
 from dicomlab.widgets.transfers import TransferPanel
 
@@ -151,7 +151,7 @@ class QueryPanel(Panel):
             self.selection = df.iloc[0:0]
             self._show()
             if df.attrs.get("complete", True):
-                self.say(f"{_plural(len(df), 'study', 'studies')} on {node.name}", "ok")
+                self.say(f"{plural(len(df), 'study', 'studies')} on {node.name}", "ok")
             else:
                 why = df.attrs.get("error") or f"status {df.attrs.get('status')}"
                 self.say(f"partial result: {len(df)} studies on {node.name}, then {why}", "warn")
@@ -194,7 +194,7 @@ class QueryPanel(Panel):
             self.series = pd.DataFrame()
             self.series_grid.show(self.series)
             if self.source is not None and not self.result.empty:
-                self.say(f"{_plural(len(self.result), 'study', 'studies')} on {self.source.name}")
+                self.say(f"{plural(len(self.result), 'study', 'studies')} on {self.source.name}")
             return
         node = self.source  # where these studies are, whatever the dropdown says now
         query = dl.Query.series(StudyInstanceUID=list(self.selection["StudyInstanceUID"]))
@@ -209,8 +209,8 @@ class QueryPanel(Panel):
             ]
             self.series_grid.show(df, [c for c in cols if c in df.columns])
             self.say(
-                f"{_plural(len(self.selection), 'study', 'studies')} selected, "
-                f"{_plural(len(df), 'series', 'series')}",
+                f"{plural(len(self.selection), 'study', 'studies')} selected, "
+                f"{plural(len(df), 'series', 'series')}",
                 "ok",
             )
 
@@ -242,13 +242,9 @@ class QueryPanel(Panel):
             self.say(explain(exc), "error")
             return None
         noun = ("study", "studies") if level == "study" else ("series", "series")
-        self.say(f"retrieving {_plural(len(what), *noun)} from {node.name}")
+        self.say(f"retrieving {plural(len(what), *noun)} from {node.name}")
         return job
 
     def close(self) -> None:
         self.transfers.close()
         super().close()
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"

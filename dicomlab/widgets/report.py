@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, explain, style
+from dicomlab.widgets.base import Panel, explain, plural, style
 from dicomlab.widgets.grid import Grid
 
 __all__ = ["NetworkReport"]
@@ -114,7 +114,7 @@ class NetworkReport(Panel):
                 )
                 return
             self.say(
-                f"{n} operation{'s' if n != 1 else ''}, {m} association{'s' if m != 1 else ''}",
+                f"{plural(n, 'operation')}, {plural(m, 'association')}",
                 "ok",
             )
 

@@ -11,7 +11,7 @@ import ipywidgets as w
 import pandas as pd
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, style
+from dicomlab.widgets.base import Panel, plural, style
 from dicomlab.widgets.grid import Grid, human_size
 
 __all__ = ["TransferPanel"]
@@ -40,7 +40,7 @@ class _Row:
         size = _total(progress, "bytes")
         seconds = max(time.time() - self.job.started_at, 1e-6)
         self.status.value = (
-            f"{states} · {instances} instance{'s' if instances != 1 else ''} · "
+            f"{states} · {plural(instances, 'instance')} · "
             f"{human_size(size)} · {size / 1e6 / seconds:.2f} MB/s"
         )
         finished = self.job.done()
@@ -97,7 +97,7 @@ class TransferPanel(Panel):
         job = dl.retrieve(node, what, wait=False, **kwargs)
         assert isinstance(job, dl.Job)
         name = node if isinstance(node, str) else node.name
-        items = f"{len(job.items)} item{'s' if len(job.items) != 1 else ''} from {name}"
+        items = f"{plural(len(job.items), 'item')} from {name}"
         row = _Row(self, job, items)
         with self._lock:
             self.jobs.append(job)
