@@ -22,7 +22,8 @@ from pynetdicom.dsutils import split_dataset
 from test_faults import _accept_all, _read_pdu
 
 import dicomlab as dl
-from dicomlab.net import direct, wire
+from dicomlab.net import wire
+from dicomlab.net._fast import channel, store
 from dicomlab.peers import StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
 
@@ -179,10 +180,10 @@ def test_the_data_set_offset_is_where_pynetdicom_finds_it(tmp_path: Path) -> Non
     for path in files.path:
         raw = Path(path).read_bytes()
         _, offset = split_dataset(Path(path))
-        assert direct.dataset_offset(raw) == offset
-    assert direct.dataset_offset(b"\0" * 200) is None  # no DICM prefix
+        assert channel.dataset_offset(raw) == offset
+    assert channel.dataset_offset(b"\0" * 200) is None  # no DICM prefix
     raw = Path(files.path.iloc[0]).read_bytes()
-    assert direct.dataset_offset(raw[:130]) is None
+    assert channel.dataset_offset(raw[:130]) is None
 
 
 # -- real peers ------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 def _data_set(path: str | Path) -> bytes:
     raw = Path(path).read_bytes()
-    offset = direct.dataset_offset(raw)
+    offset = channel.dataset_offset(raw)
     assert offset is not None
     return raw[offset:]
 
@@ -233,8 +234,8 @@ def _storescu_into_localpacs(
 ) -> list[bool]:
     """storescu sends ``study`` to a LocalPACS; what each serve_store call answered."""
     need_peer("storescu")
-    spy = _Spy(direct.serve_store)
-    monkeypatch.setattr(direct, "serve_store", spy)
+    spy = _Spy(store.serve_store)
+    monkeypatch.setattr(store, "serve_store", spy)
     with dl.LocalPACS(tmp_path / "lp", ae_title="DIRECT", port=0, allow_unknown="all") as lp:
         _storescu(lp.port, list(study.path), *options)
         held = lp.instances()
@@ -257,7 +258,7 @@ def test_storescu_into_localpacs_goes_the_direct_way_byte_exact(
 def test_messages_over_the_limit_take_pynetdicoms_path(
     tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(direct, "_MESSAGE_LIMIT", 4096)  # every 64x64 instance is larger
+    monkeypatch.setattr(store, "_MESSAGE_LIMIT", 4096)  # every 64x64 instance is larger
     served = _storescu_into_localpacs(tmp_path, study, monkeypatch, "--max-send-pdu", "4096")
     assert True not in served and served  # asked, and declined every time
 
@@ -266,8 +267,8 @@ def test_dl_store_into_storescp_sends_directly_byte_exact(
     tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     need_peer("storescp")
-    spy = _Spy(direct.Sender._exchange)
-    monkeypatch.setattr(direct.Sender, "_exchange", lambda self, *a: spy(self, *a))
+    spy = _Spy(store.Sender._exchange)
+    monkeypatch.setattr(store.Sender, "_exchange", lambda self, *a: spy(self, *a))
     with StoreSCP(tmp_path / "scp") as scp:
         res = dl.store(scp.node, list(study.path), progress=False, calling_ae="SENDER")
         received = {dcmread(p).SOPInstanceUID: p for p in scp.output.rglob("*") if p.is_file()}
@@ -363,15 +364,15 @@ def test_ctrl_c_during_dl_store_finishes_the_instance_in_flight_then_stops(
         tmp_path / "src", n_studies=4, seed=5, image_size=128, max_instances=8
     )
     sent = threading.Event()
-    exchange = direct.Sender._exchange
+    exchange = store.Sender._exchange
 
-    def slow(self: direct.Sender, *args: Any) -> Any:
+    def slow(self: store.Sender, *args: Any) -> Any:
         time.sleep(0.02)  # room for the interrupt to land inside a run of stores
         out = exchange(self, *args)
         sent.set()
         return out
 
-    monkeypatch.setattr(direct.Sender, "_exchange", slow)
+    monkeypatch.setattr(store.Sender, "_exchange", slow)
     threading.Thread(target=lambda: sent.wait(30) and _thread.interrupt_main(), daemon=True).start()
     with StoreSCP(tmp_path / "scp") as scp:
         res = dl.store(scp.node, list(files.path), max_connections=1, progress=False)
@@ -412,7 +413,7 @@ def test_an_interrupt_mid_message_aborts_the_association(
         with open_association(scp.node, [cx], calling_ae="SENDER") as opened:
             assoc = opened.assoc
             context_id = int(assoc.accepted_contexts[0].context_id or 0)
-            sender = direct.Sender(assoc)
+            sender = store.Sender(assoc)
             monkeypatch.setattr(wire, "data_pdus", broken)
             with pytest.raises(KeyboardInterrupt):
                 sender.store_file(

@@ -1,4 +1,4 @@
-"""The direct C-FIND path (dicomlab.net.direct_qr): same rows as pynetdicom's path, from
+"""The direct C-FIND path (dicomlab.net._fast.qr): same rows as pynetdicom's path, from
 real peers; every way a query can break off ends the association and says why."""
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from dicomlab.core.header import (
     scan_elements,
 )
 from dicomlab.core.results import ResultBuilder
-from dicomlab.net import direct_qr, wire
+from dicomlab.net import wire
+from dicomlab.net._fast import qr as direct_qr
 from dicomlab.net.association import open_association
 from dicomlab.net.cfind import find_on
 from dicomlab.peers import DcmQRSCP, Orthanc

@@ -1,4 +1,4 @@
-"""The direct C-GET / C-MOVE path (dicomlab.net.direct_qr.Querier.retrieve): what real
+"""The direct C-GET / C-MOVE path (dicomlab.net._fast.qr.Querier.retrieve): what real
 peers send arrives whole and logged; a peer that gives up mid-retrieve is reported."""
 
 from __future__ import annotations

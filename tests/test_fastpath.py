@@ -1,4 +1,4 @@
-"""The event-driven reactors (dicomlab.net.fastpath): correct in both roles, idle when idle.
+"""The event-driven reactors (dicomlab.net._fast): correct in both roles, idle when idle.
 
 Every interoperability test already runs through the fast path; these tests pin the
 properties it exists for: no lost responses under rapid small messages (pynetdicom
@@ -27,7 +27,9 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 import dicomlab as dl
-from dicomlab.net import direct, fastpath
+from dicomlab.net import _fast
+from dicomlab.net._fast import channel, reads
+from dicomlab.net._fast.state import FastState, state_of
 from dicomlab.net.transport import DicomlabAE
 from dicomlab.peers import StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
@@ -79,7 +81,7 @@ def test_rapid_small_stores_lose_no_response(peer: str, storescp: StoreSCP, tmp_
             (storescp.port, storescp.ae_title) if peer == "storescp" else (lp.port, lp.ae_title)
         )
         with _association(port, called) as assoc:
-            assert fastpath.is_installed(assoc)
+            assert _fast.is_installed(assoc)
             statuses = []
             for ds in datasets:
                 rsp = assoc.send_c_store(ds)
@@ -94,10 +96,29 @@ def test_both_roles_run_the_fast_path(tmp_path: Path) -> None:
         dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all") as lp,
         _association(lp.port, lp.ae_title) as assoc,
     ):
-        assert fastpath.is_installed(assoc)
+        assert _fast.is_installed(assoc)
         acceptors = lp.active_associations
-        assert acceptors and all(fastpath.is_installed(a) for a in acceptors)
+        assert acceptors and all(_fast.is_installed(a) for a in acceptors)
         assert int(assoc.send_c_echo().Status) == 0
+
+
+def test_the_fast_paths_state_is_one_typed_object_per_association(tmp_path: Path) -> None:
+    """Beside the members privates.py lists, the fast path adds one attribute to an
+    association (its FastState; the network log keeps its own record) and nothing to
+    its DUL or socket."""
+    with (
+        dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all") as lp,
+        _association(lp.port, lp.ae_title) as assoc,
+    ):
+        assert int(assoc.send_c_echo().Status) == 0
+        for a in [assoc, *lp.active_associations]:
+            assert isinstance(state_of(a), FastState)
+            for owner in (a, a.dul, a.dul.socket):
+                added = [k for k in vars(owner) if k.startswith(("_dl", "_dicomlab"))]
+                assert sorted(added) == (
+                    ["_dicomlab_fast", "_dicomlab_log"] if owner is a else []
+                ), added
+            assert state_of(a).message_id == 0  # pynetdicom sent the echo, not the direct path
 
 
 def test_idle_associations_burn_no_cpu(tmp_path: Path) -> None:
@@ -150,7 +171,7 @@ def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("DICOMLAB_FASTPATH", "0")
     with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all") as lp:
         with _association(lp.port, lp.ae_title) as assoc:
-            assert not fastpath.is_installed(assoc)
+            assert not _fast.is_installed(assoc)
             for ds in _tiny(20):
                 assert int(assoc.send_c_store(ds).Status) == 0
         assert len(lp.instances()) == 20
@@ -175,11 +196,11 @@ def _parse_pdus(stream: bytes) -> list[tuple[int, int, bytes]]:
 def test_file_pdus_carry_the_data_set_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, block: int
 ) -> None:
-    monkeypatch.setattr(direct, "_PIECE", block)
+    monkeypatch.setattr(channel, "_PIECE", block)
     payload = bytes((i * 7) % 251 for i in range(size))
     path = tmp_path / "f.dcm"
     path.write_bytes(b"x" * 300 + payload)
-    pdus = _parse_pdus(b"".join(direct.file_pdus(path, 300, 5, 16384)))
+    pdus = _parse_pdus(b"".join(channel.file_pdus(path, 300, 5, 16384)))
     assert b"".join(d for _, _, d in pdus) == payload
     assert all(ctx == 5 for ctx, _, _ in pdus)
     assert all(len(d) <= 16384 - 6 for _, _, d in pdus)
@@ -197,20 +218,20 @@ def _pdata(*pdvs: bytes) -> bytearray:
 
 def test_only_pdus_that_continue_a_data_set_take_the_fast_branch() -> None:
     middle = _pdata(_pdv(1, 0, b"abc"), _pdv(1, 0, b""), _pdv(1, 0, b"de"))
-    spans = fastpath._data_fragments(middle, len(middle))
+    spans = reads.data_fragments(middle, len(middle))
     assert spans is not None
     assert b"".join(bytes(middle[a:b]) for a, b in spans) == b"abcde"
     # the last fragment of a data set, or any command fragment: pynetdicom's path
     for control in (2, 1, 3):
         pdu = _pdata(_pdv(1, 0, b"abc"), _pdv(1, control, b"x"))
-        assert fastpath._data_fragments(pdu, len(pdu)) is None
+        assert reads.data_fragments(pdu, len(pdu)) is None
     # an item length running past the PDU, or too short to hold its header: not ours
     bad = _pdata(_pdv(1, 0, b"abc"))
     bad[6:10] = struct.pack(">I", 100)
-    assert fastpath._data_fragments(bad, len(bad)) is None
+    assert reads.data_fragments(bad, len(bad)) is None
     short = _pdata(struct.pack(">IB", 1, 1))
-    assert fastpath._data_fragments(short, len(short)) is None
-    assert fastpath._data_fragments(_pdata(), 6) is None  # no PDV at all
+    assert reads.data_fragments(short, len(short)) is None
+    assert reads.data_fragments(_pdata(), 6) is None  # no PDV at all
 
 
 @pytest.mark.peers

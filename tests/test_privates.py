@@ -10,7 +10,8 @@ import pynetdicom
 import pytest
 
 import dicomlab as dl
-from dicomlab.net import fastpath, privates
+from dicomlab.net import _fast
+from dicomlab.net._fast import privates
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def fresh_check() -> Iterator[None]:
 def test_this_pynetdicom_has_every_private_member_we_use(fresh_check: None) -> None:
     assert privates.problems() == (), (
         f"pynetdicom {pynetdicom.__version__} changed members the fast path relies on "
-        f"(verified with {privates.VERIFIED_WITH}): update dicomlab/net/privates.py and "
+        f"(verified with {privates.VERIFIED_WITH}): update dicomlab/net/_fast/privates.py and "
         "the code that uses them"
     )
 
@@ -40,7 +41,7 @@ def test_a_renamed_member_turns_the_fast_path_off_and_nothing_breaks(
     monkeypatch.setattr(privates, "PRIVATE_MEMBERS", members)
     assert privates.problems() == (f"{owner}._renamed_in_a_future_release",)
     assert "the fast path is off" in caplog.text and "_renamed_in_a_future_release" in caplog.text
-    assert not fastpath.enabled()
+    assert not _fast.enabled()
     with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all") as pacs:
         dl.synth.write_studies(tmp_path / "synth", n_studies=1, seed=2, max_series=1)
         sent = dl.store(pacs.node, tmp_path / "synth", progress=False)

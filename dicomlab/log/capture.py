@@ -90,16 +90,16 @@ def _new_row(role: str, tls: bool) -> dict[str, Any]:
 
 
 def _record(assoc: Any) -> _Record | None:
-    rec: _Record | None = getattr(assoc, "_dl_log", None)
+    rec: _Record | None = getattr(assoc, "_dicomlab_log", None)
     return rec if rec is not None and not rec.done else None
 
 
 def attach(assoc: Any, role: str, tls: bool = False) -> None:
     """Start logging ``assoc`` (before it starts); a no-op when the log is off."""
     where = _writer.folder()
-    if where is None or getattr(assoc, "_dl_log", None) is not None:
+    if where is None or getattr(assoc, "_dicomlab_log", None) is not None:
         return
-    assoc._dl_log = _Record(where, _new_row(role, tls))
+    assoc._dicomlab_log = _Record(where, _new_row(role, tls))
     for event, handler in _HANDLERS:
         assoc.bind(event, handler)
 
@@ -189,7 +189,7 @@ def _text(value: Any) -> str | None:
 
 def _on_accepted(event: Any) -> None:
     assoc = event.assoc
-    rec: _Record = assoc._dl_log
+    rec: _Record = assoc._dicomlab_log
     _fill_peer(assoc, rec)
     rec.row["established_at"] = _now()
     rec.row["contexts_proposed"] = len(assoc.requestor.requested_contexts)
@@ -203,7 +203,7 @@ def _on_accepted(event: Any) -> None:
 
 def _on_rejected(event: Any) -> None:
     assoc = event.assoc
-    rec: _Record = assoc._dl_log
+    rec: _Record = assoc._dicomlab_log
     _fill_peer(assoc, rec)
     rec.row["outcome"] = "rejected"
     rsp: Any = getattr(assoc.acceptor, "primitive", None)
@@ -215,12 +215,12 @@ def _on_rejected(event: Any) -> None:
 
 
 def _on_released(event: Any) -> None:
-    rec: _Record = event.assoc._dl_log
+    rec: _Record = event.assoc._dicomlab_log
     rec.row.setdefault("outcome", "released")
 
 
 def _on_aborted(event: Any) -> None:
-    rec: _Record = event.assoc._dl_log
+    rec: _Record = event.assoc._dicomlab_log
     rec.row.setdefault("outcome", "aborted")
 
 
@@ -231,15 +231,15 @@ def _on_pdu(event: Any) -> None:
     """Release and abort seen at the PDU: before the connection closes (no race with it)."""
     outcome = _PDU_OUTCOME.get(type(event.pdu).__name__)
     if outcome is not None:
-        event.assoc._dl_log.row.setdefault("outcome", outcome)
+        event.assoc._dicomlab_log.row.setdefault("outcome", outcome)
 
 
 def _on_data_sent(event: Any) -> None:
-    event.assoc._dl_log.row["bytes_sent"] += len(event.data)
+    event.assoc._dicomlab_log.row["bytes_sent"] += len(event.data)
 
 
 def _on_data_recv(event: Any) -> None:
-    event.assoc._dl_log.row["bytes_received"] += len(event.data)
+    event.assoc._dicomlab_log.row["bytes_received"] += len(event.data)
 
 
 def _data_bytes(message: Any) -> int | None:
@@ -288,7 +288,7 @@ def _dimse(event: Any, sent: bool) -> None:
     service = name.rsplit("_", 1)[0].replace("_", "-")
     if service not in SERVICES:
         return
-    rec: _Record = event.assoc._dl_log
+    rec: _Record = event.assoc._dicomlab_log
     cs = message.command_set
     if name.endswith("_RQ"):
         _start_op(

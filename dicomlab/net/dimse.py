@@ -5,8 +5,8 @@ association opened by :mod:`dicomlab.net.association` and return one :class:`Rep
 the final status and its Error Comment with the sub-operation counts, or why there is
 no final status. Here, and only here:
 
-* the choice between the direct path (:mod:`dicomlab.net.direct_qr`,
-  :mod:`dicomlab.net.direct`: the calling thread reads the responses) and pynetdicom's
+* the choice between the direct path (:mod:`dicomlab.net._fast`: the calling thread
+  reads the responses) and pynetdicom's
   ``send_c_*`` when the direct path cannot take the operation;
 * the ``quiesce`` before pynetdicom sends (pynetdicom issue #875);
 * the turning of a missing final status into the one error (:meth:`Reply.exception`,
@@ -28,8 +28,7 @@ from pydicom.dataset import Dataset
 from dicomlab.core.nodes import Node
 from dicomlab.core.status import status_category
 from dicomlab.errors import AssociationAborted, DicomlabError, DimseTimeout
-from dicomlab.net import diagnose, direct, wire
-from dicomlab.net.direct_qr import Querier, prepare
+from dicomlab.net import _fast, diagnose, wire
 from dicomlab.net.transport import quiesce
 
 __all__ = ["Reply", "Storer", "echo", "find", "retrieve"]
@@ -108,9 +107,9 @@ def find(
     on_dataset: DatasetMatch,
 ) -> Reply:
     """One C-FIND; each match goes to ``on_raw`` (direct path) or ``on_dataset``."""
-    request = prepare(assoc, str(model), identifier)
+    request = _fast.prepare(assoc, str(model), identifier)
     if request is not None:
-        with Querier(assoc) as querier:
+        with _fast.Querier(assoc) as querier:
             got = querier.find(
                 request.context_id,
                 request.sop_class,
@@ -138,9 +137,7 @@ def find(
     return Reply("C-FIND", why="the responses ended without a final status")
 
 
-def _from_direct(
-    service: str, got: direct.Reply, counts: tuple[int, int, int] = (0, 0, 0)
-) -> Reply:
+def _from_direct(service: str, got: _fast.Reply, counts: tuple[int, int, int] = (0, 0, 0)) -> Reply:
     return Reply(
         service,
         got.status,
@@ -169,7 +166,7 @@ def retrieve(
     destination: str | None = None,
 ) -> Reply:
     """One C-GET (sub-operations arrive on this association) or C-MOVE to ``destination``."""
-    request = prepare(assoc, str(model), identifier)
+    request = _fast.prepare(assoc, str(model), identifier)
     if request is not None:
         seen: list[tuple[int, int, int]] = [(0, 0, 0)]
 
@@ -178,7 +175,7 @@ def retrieve(
             seen[0] = counts
             on_response(int(command.status or 0), *counts, command.error_comment)
 
-        with Querier(assoc) as querier:
+        with _fast.Querier(assoc) as querier:
             got = querier.retrieve(
                 request.context_id,
                 wire.C_GET_RQ if service == "C-GET" else wire.C_MOVE_RQ,
@@ -216,7 +213,7 @@ class Storer:
     def __init__(self, assoc: Any, node: Node) -> None:
         self.assoc = assoc
         self.node = node
-        self._sender = direct.Sender(assoc)
+        self._sender = _fast.Sender(assoc)
 
     def __enter__(self) -> Storer:
         self._sender.__enter__()

@@ -19,7 +19,7 @@ from pynetdicom.association import Association
 from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
 from dicomlab.log import capture
-from dicomlab.net import fastpath, guard, trust
+from dicomlab.net import _fast, guard, trust
 
 __all__ = [
     "DicomlabAE",
@@ -46,7 +46,7 @@ class _ClientSocket(AssociationSocket):
     tls_error: ssl.SSLError | None = None  # a TLS alert on the first read (TLS 1.3)
 
     def _shutdown_socket(self) -> None:
-        fastpath.shutdown_and_close(self.socket)
+        _fast.shutdown_and_close(self.socket)
 
     def recv(self, nr_bytes: int) -> bytearray:
         try:
@@ -118,7 +118,7 @@ class DicomlabAE(AE):
     ) -> AssociationSocket:
         sock = _ClientSocket(assoc, address=address)
         sock.tls_args = tls_args
-        fastpath.install(assoc, sock)  # called before the association starts
+        _fast.install(assoc, sock)  # called before the association starts
         guard.install(assoc)
         capture.attach(assoc, "SCU", tls=tls_args is not None)
         return sock
@@ -131,7 +131,7 @@ def adapt_accepted(assoc: Any) -> None:
     raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
     if raw is not None:
         set_nodelay(raw)
-    fastpath.install(assoc)
+    _fast.install(assoc)
     guard.install(assoc)
     capture.attach(assoc, "SCP", tls=isinstance(raw, ssl.SSLSocket))
 
@@ -139,10 +139,7 @@ def adapt_accepted(assoc: Any) -> None:
 def finished(assoc: Any) -> bool:
     """Whether an association is over (released, aborted, rejected, or ending)."""
     return bool(
-        assoc.is_released
-        or assoc.is_aborted
-        or assoc.is_rejected
-        or getattr(assoc, "_dl_ending", False)
+        assoc.is_released or assoc.is_aborted or assoc.is_rejected or _fast.is_ending(assoc)
     )
 
 
@@ -166,7 +163,7 @@ def quiesce(assoc: Association, settle_s: float = 0.003) -> None:
     ``settle_s`` (longer than one reactor loop), so the reactor is blocked
     before the request goes out. pynetdicom's own pause then finds it paused.
     """
-    if fastpath.is_installed(assoc):
+    if _fast.is_installed(assoc):
         return  # its reactor pauses without the race
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
     if checkpoint is None or not assoc.is_established:  # pragma: no cover - other versions

@@ -1,9 +1,9 @@
 """Bytes on the wire for C-STORE, C-FIND and C-GET: command sets and P-DATA-TF framing.
 Pure; no sockets.
 
-The direct paths (:mod:`dicomlab.net.direct`, :mod:`dicomlab.net.direct_qr`) read and
-write these themselves
-instead of building pynetdicom primitives and pydicom datasets for every message.
+The direct paths (:mod:`dicomlab.net._fast.store`, :mod:`dicomlab.net._fast.qr`) read
+and write these themselves instead of building pynetdicom primitives and pydicom
+datasets for every message.
 Everything here follows PS3.7 (command sets: group 0000, always Implicit VR Little
 Endian, Annex E) and PS3.8 (P-DATA-TF PDUs and their presentation data values,
 9.3.5 and Annex E.2). The tests check each encoding against pynetdicom's.

@@ -1,6 +1,6 @@
 """Every private member of pynetdicom (and of the standard library) dicomlab relies on.
 
-The fast path (:mod:`dicomlab.net.fastpath`, :mod:`dicomlab.net.direct`) and the
+The fast path (:mod:`dicomlab.net._fast`) and the
 transport adapt pynetdicom's associations by replacing or reading members pynetdicom
 does not promise to keep. They are all listed here, with the pynetdicom versions they
 were verified against. :func:`problems` names any that a release has renamed or
@@ -8,7 +8,8 @@ removed: the fast path then refuses to install (pynetdicom runs as shipped, as w
 ``DICOMLAB_FASTPATH=0``: slower, still correct) and says why in the log, and
 tests/test_privates.py fails loudly, so an upgrade is never silently slower or broken.
 
-Members dicomlab adds itself (``_dl_*``, ``_reactor_checkpoint``) are not listed.
+The one member dicomlab adds itself (the association's :class:`~dicomlab.net._fast.state.FastState`)
+is not listed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
     # module-level tables and options
     "pynetdicom._config": ("STORE_SEND_CHUNKED_DATASET",),
     "pynetdicom.dimse": ("_RQ_TO_MESSAGE", "_RSP_TO_MESSAGE"),
-    # the DUL thread: its loop pieces are replaced per association (fastpath.install)
+    # the DUL thread: its loop pieces are replaced per association (reactor.install)
     "pynetdicom.dul.DULServiceProvider": (
         "_is_transport_event",
         "_send",

@@ -1,47 +1,30 @@
-"""Direct C-STORE: storage messages handled by one thread, outside pynetdicom's DIMSE layer.
+"""One adapted association's socket, driven from the calling thread.
 
-pynetdicom moves every DIMSE message through three threads (the DUL reading PDUs,
-the association's reactor serving requests, the caller waiting for responses) and
-builds primitives and pydicom datasets for each command. For the bulk of storage
-traffic (thousands of C-STORE requests of the same shape) that per-message cost is
-most of the time: dcmtk does the same work in one thread. Here, on associations
-that :mod:`dicomlab.net.fastpath` adapted:
-
-* **Receiving** (:func:`serve_store`, called by the DUL thread when a new message
-  starts): when the buffered bytes hold a whole, plain C-STORE-RQ (command then
-  data set on one accepted context, at most :data:`_MESSAGE_LIMIT` bytes), the DUL
-  thread itself calls the association's ``EVT_C_STORE`` handler with a pynetdicom
-  ``C_STORE`` primitive and writes the C-STORE-RSP to the socket. Nothing is
-  consumed until the message is known to be plain; anything else (other services,
-  unusual framing, an abort, larger data sets) is left to pynetdicom as before.
-* **Sending** (:class:`Sender`): the caller parks the DUL thread (it stops touching
-  the socket), writes each file's command and data PDUs itself and reads the
-  response itself, then un-parks it. A response that does not come in time, a
-  peer that aborts, an interrupt (Ctrl-C) or any error mid-message end the
-  association with an A-ABORT: it is never reused after an interrupted operation.
+The base of every direct operation (:mod:`dicomlab.net._fast.store` sends and serves
+C-STOREs, :mod:`dicomlab.net._fast.qr` runs C-FIND, C-GET and C-MOVE): a
+:class:`Channel` parks the DUL thread, writes request PDUs and reads whole response
+messages from the socket's read-ahead buffer, and ends the association with an
+A-ABORT whenever an operation breaks off midway, so it is never reused after an
+interrupted operation. Also here: the PDU blocks and file readers both directions
+use, and :class:`Reply`, how one direct operation ended.
 
 The state machine stays in Sta6 throughout (P-DATA in Sta6 changes no state, PS3.8
 9.2). The network log is kept by :mod:`dicomlab.log.capture` directly; pynetdicom's
-DIMSE and PDU debug-log lines are not emitted for these messages. Associations
-with other handlers bound to DIMSE, PDU or data events keep pynetdicom's path.
-Set ``DICOMLAB_FASTPATH=0`` to turn this off with the rest of the fast path.
+DIMSE and PDU debug-log lines are not emitted for these messages. Associations with
+other handlers bound to DIMSE, PDU or data events keep pynetdicom's path.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
-import logging
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom._handlers import (
     standard_dimse_recv_handler,
@@ -49,34 +32,29 @@ from pynetdicom._handlers import (
     standard_pdu_recv_handler,
     standard_pdu_sent_handler,
 )
-from pynetdicom.dimse_primitives import C_STORE
 
 from dicomlab.log import capture
-from dicomlab.net import guard, wire
+from dicomlab.net import wire
+from dicomlab.net._fast.reads import ReadAhead
+from dicomlab.net._fast.state import Park, state_of
 
 __all__ = [
     "Channel",
-    "Park",
     "Reply",
-    "Sender",
     "blocks",
+    "buffer_of",
     "dataset_offset",
     "file_pdus",
-    "serve_scanned",
-    "serve_store",
+    "only_known_observers",
+    "peer_max_pdu",
+    "recv_more",
 ]
 
-log = logging.getLogger(__name__)
 
-_MESSAGE_LIMIT = 64 << 20
-"""Largest C-STORE message handled directly (larger ones stream through pynetdicom)."""
-_RESPONSE_LIMIT = 1 << 20
-_FILE_LIMIT = 64 << 20
-"""Largest file sent from memory; larger files are sent in pieces of about 4 MB."""
 _PIECE = 4 << 20
 _READ = 256 * 1024
-_TICK_S = 0.05
 _PARK_WAIT_S = 2.0
+
 
 _WATCHED = (
     evt.EVT_DIMSE_RECV,
@@ -86,6 +64,8 @@ _WATCHED = (
     evt.EVT_DATA_RECV,
     evt.EVT_DATA_SENT,
 )
+
+
 _PYNETDICOM_LOGGERS = frozenset(
     {
         standard_dimse_recv_handler,
@@ -96,18 +76,24 @@ _PYNETDICOM_LOGGERS = frozenset(
 )
 
 
-def _only_known_observers(assoc: Any) -> bool:
+def only_known_observers(assoc: Any) -> bool:
     """True when nothing but the network log (and pynetdicom's debug log) watches
     the events the direct path does not fire."""
     allowed = capture.observers() | _PYNETDICOM_LOGGERS
     return all(h in allowed for e in _WATCHED for h, _ in assoc.get_handlers(e))
 
 
-def _peer_max_pdu(assoc: Any) -> int:
+def peer_max_pdu(assoc: Any) -> int:
     return int(getattr(assoc.dimse, "maximum_pdu_size", 0) or 0)
 
 
-def _recv_more(sock: Any, timeout: float | None) -> bool | None:
+def buffer_of(assoc: Any) -> bytearray | None:
+    """The read-ahead buffer of the association's socket (None: not adapted)."""
+    sock = getattr(assoc.dul, "socket", None)
+    return sock.read_ahead if isinstance(sock, ReadAhead) else None
+
+
+def recv_more(sock: ReadAhead, timeout: float | None) -> bool | None:
     """Add what the socket has to ``sock``'s read-ahead buffer, waiting up to ``timeout``.
 
     True: bytes arrived; False: the connection is closed or broken; None: timed out.
@@ -126,7 +112,7 @@ def _recv_more(sock: Any, timeout: float | None) -> bool | None:
         if piece is not None:
             if not piece:
                 return False
-            sock._dl_buffer += piece
+            sock.read_ahead += piece
             return True
     if pending is None or not pending():  # nothing decrypted and waiting: wait for the socket
         try:
@@ -136,149 +122,9 @@ def _recv_more(sock: Any, timeout: float | None) -> bool | None:
         if not ready:
             return None
     try:
-        return bool(sock.fill(len(sock._dl_buffer) + 1))
+        return bool(sock.fill(len(sock.read_ahead) + 1))
     except OSError:
         return False
-
-
-# -- receiving: in the DUL thread ----------------------------------------------------------
-
-
-def _store_status(result: Any) -> tuple[int, str | None]:
-    """The handler's return value as (status, error comment), as pynetdicom validates it."""
-    if isinstance(result, Dataset):
-        if "Status" not in result:
-            log.error("the EVT_C_STORE handler returned a Dataset without a Status")
-            return 0xC001, None
-        comment = result.get("ErrorComment")
-        return int(result.Status), str(comment) if comment else None
-    if isinstance(result, int):
-        return result, None
-    log.error("the EVT_C_STORE handler returned an invalid status: %r", result)
-    return 0xC002, None
-
-
-def _request(command: wire.Command, context_id: int, data: io.BytesIO) -> C_STORE:
-    req = C_STORE()
-    req.MessageID = command.message_id
-    req.AffectedSOPClassUID = command.sop_class
-    req.AffectedSOPInstanceUID = command.sop_instance
-    req.Priority = command.priority if command.priority in (0, 1, 2) else 2
-    if command.move_originator_ae:
-        req.MoveOriginatorApplicationEntityTitle = command.move_originator_ae
-    if command.move_originator_id is not None:
-        req.MoveOriginatorMessageID = command.move_originator_id
-    req.DataSet = data
-    req._context_id = context_id
-    return req
-
-
-def serve_store(dul: Any) -> bool:
-    """Serve the next message if it is a plain C-STORE-RQ (DUL thread, Sta6, no message
-    in progress); False leaves every byte to pynetdicom."""
-    assoc = dul.assoc
-    serves = getattr(assoc, "_dl_serves_store", None)
-    if serves is None:  # a requestor without an SCP-role context never gets a C-STORE-RQ
-        serves = not assoc.is_requestor or any(cx.as_scp for cx in assoc.accepted_contexts)
-        assoc._dl_serves_store = serves
-    sock = dul.socket
-    buf = getattr(sock, "_dl_buffer", None)
-    if not serves or buf is None or assoc._sent_release or not _only_known_observers(assoc):
-        return False
-    scan = wire.MessageScan(_MESSAGE_LIMIT)
-    while True:
-        need = scan.feed(buf)
-        if need is None:
-            return False
-        if need == 0:
-            break
-        got = _recv_more(sock, _TICK_S)
-        if got is False:
-            return False  # pynetdicom reads what is left and reports the closed connection
-        if dul._kill_thread or not dul.to_provider_queue.empty():
-            return False  # stop, or send (an abort) first: the bytes stay buffered
-    served = serve_scanned(assoc, scan)
-    if served is False:
-        dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
-    return served is not None
-
-
-def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
-    """Serve the whole C-STORE-RQ ``scan`` found at the start of the socket's buffer:
-    call the association's ``EVT_C_STORE`` handler and write the C-STORE-RSP.
-
-    None: not servable here (a context that does not match, a value pynetdicom's
-    primitive refuses), nothing consumed. True: served. False: served, but the
-    connection broke before the response was written.
-    """
-    sock = assoc.dul.socket
-    buf = sock._dl_buffer
-    command, context_id = scan.command, int(scan.context_id or 0)
-    assert command is not None
-    cx = assoc._accepted_cx.get(context_id)
-    if (
-        cx is None
-        or str(cx.abstract_syntax) != command.sop_class
-        or (assoc.is_requestor and not cx.as_scp)
-        or command.message_id is None
-        or guard.command_problem(command) is not None
-    ):
-        return None  # pynetdicom answers (or, for a bad command set, aborts: net/guard.py)
-    data = io.BytesIO()
-    with memoryview(buf) as view:
-        for start, stop in scan.spans:
-            data.write(view[start:stop])
-    try:
-        req = _request(command, context_id, data)
-    except (TypeError, ValueError):
-        return None  # a value pynetdicom's primitive refuses: its path reports it
-    del buf[: scan.pos]
-    capture.count_bytes(assoc, received=scan.pos)
-    mid = command.message_id
-    sop_class, sop_instance = command.sop_class or "", command.sop_instance or ""
-    capture.direct_request(
-        assoc, "SCP", "C-STORE", mid, sop_class, sop_instance, context_id, data.getbuffer().nbytes
-    )
-    try:
-        result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
-    except Exception:
-        log.exception("exception in the handler bound to EVT_C_STORE")
-        result = 0xC211
-    status, comment = _store_status(result)
-    pdu = wire.command_pdu(
-        context_id,
-        wire.store_response(mid, sop_class, sop_instance, status, comment),
-        _peer_max_pdu(assoc),
-    )
-    try:
-        sock.socket.sendall(pdu)
-    except (OSError, AttributeError):
-        return False
-    capture.count_bytes(assoc, sent=len(pdu))
-    capture.direct_response(assoc, "SCP", mid, status, comment=comment)
-    return True
-
-
-# -- sending: in the caller's thread, the DUL parked ------------------------------------------
-
-
-class Park:
-    """The DUL thread's parking place: while parked it does not touch the socket."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.parked = threading.Event()
-        self.resume = threading.Event()
-
-    def hold(self, dul: Any, tick: float) -> None:
-        """Called by the DUL loop: wait here while parking is requested (or until killed)."""
-        self.parked.set()
-        try:
-            while self.requested and not self.resume.wait(tick):
-                if dul._kill_thread:
-                    return
-        finally:
-            self.parked.clear()
 
 
 def file_pdus(path: str | Path, offset: int, context_id: int, max_pdu: int) -> Iterator[bytes]:
@@ -351,8 +197,8 @@ class Channel:
 
     def __init__(self, assoc: Any) -> None:
         self.assoc = assoc
-        dul = assoc.dul
-        self._park: Park | None = getattr(dul, "_dl_park", None)
+        self._state = state_of(assoc)
+        self._park: Park | None = self._state.park if self._state is not None else None
         self._parked = False
         self.broken: str | None = None
 
@@ -361,14 +207,15 @@ class Channel:
         return (
             self._park is not None
             and self.broken is None
+            and buffer_of(self.assoc) is not None
             and self.assoc.is_established
-            and _only_known_observers(self.assoc)
+            and only_known_observers(self.assoc)
         )
 
     @property
     def peer_max_pdu(self) -> int:
         """The peer's maximum PDU length (0: no limit)."""
-        return _peer_max_pdu(self.assoc)
+        return peer_max_pdu(self.assoc)
 
     def __enter__(self) -> Self:
         return self
@@ -378,19 +225,19 @@ class Channel:
 
     def _message_id(self) -> int:
         """The next message ID on this association (1 to 65535, then round again)."""
-        mid = int(getattr(self.assoc, "_dl_message_id", 0)) % 0xFFFF + 1
-        self.assoc._dl_message_id = mid
+        assert self._state is not None
+        self._state.message_id = mid = self._state.message_id % 0xFFFF + 1
         return mid
 
     def _hold(self) -> bool:
         if self._parked:
             return True
-        park, dul = self._park, self.assoc.dul
-        if park is None:
+        park, state = self._park, self._state
+        if park is None or state is None:
             return False
         park.resume.clear()
         park.requested = True
-        dul._dl_wake_now()
+        state.wake_dul()
         if not park.parked.wait(_PARK_WAIT_S) or not self.assoc.is_established:
             park.requested = False
             park.resume.set()
@@ -440,7 +287,7 @@ class Channel:
         """Wait up to ``timeout`` for the next whole message, one of ``wanted``; its scan
         (the bytes stay in the buffer up to ``scan.pos``), or a failed :class:`Reply`."""
         sock = self.assoc.dul.socket
-        buf = sock._dl_buffer
+        buf = sock.read_ahead
         deadline = None if timeout is None else time.monotonic() + timeout
         scan = wire.MessageScan(limit, wanted=wanted)
         while True:
@@ -462,7 +309,7 @@ class Channel:
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 return self._fail(f"no {what} within {timeout:g} s", timed_out=True)
-            got = _recv_more(sock, wait)
+            got = recv_more(sock, wait)
             if got is False:
                 return self._fail("the peer closed the connection", abort=False)
 
@@ -506,71 +353,5 @@ class Channel:
         return scan
 
     def _consume(self, scan: wire.MessageScan) -> None:
-        del self.assoc.dul.socket._dl_buffer[: scan.pos]
+        del self.assoc.dul.socket.read_ahead[: scan.pos]
         capture.count_bytes(self.assoc, received=scan.pos)
-
-
-class Sender(Channel):
-    """Sends files as C-STOREs on one adapted association, from the calling thread."""
-
-    def store_file(
-        self,
-        path: str | Path,
-        sop_class: str,
-        sop_instance: str,
-        context_id: int,
-        timeout: float | None,
-    ) -> Reply | None:
-        """Send the data set of the file at ``path`` as stored; None if it cannot go this
-        way (the caller then uses pynetdicom). Raises only what the caller's thread
-        is interrupted with, after aborting the association."""
-        if not self.usable:
-            return None
-        try:
-            size = Path(path).stat().st_size
-            with open(path, "rb") as f:
-                content = f.read(size if size <= _FILE_LIMIT else 65536)
-        except OSError:
-            return None  # pynetdicom's path reports the file error as before
-        offset = dataset_offset(content)
-        if offset is None:
-            return None
-        return self._operate(
-            lambda mid: self._exchange(
-                path, content, offset, size, sop_class, sop_instance, context_id, mid, timeout
-            )
-        )
-
-    def _exchange(
-        self,
-        path: str | Path,
-        content: bytes,
-        offset: int,
-        size: int,
-        sop_class: str,
-        sop_instance: str,
-        context_id: int,
-        mid: int,
-        timeout: float | None,
-    ) -> Reply:
-        assoc = self.assoc
-        max_pdu = _peer_max_pdu(assoc)
-        capture.direct_request(
-            assoc, "SCU", "C-STORE", mid, sop_class, sop_instance, context_id, size - offset
-        )
-        pdus = (
-            wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)
-            if size <= _FILE_LIMIT
-            else file_pdus(path, offset, context_id, max_pdu)
-        )
-        failed = self._request(context_id, wire.store_request(mid, sop_class, sop_instance), pdus)
-        if failed is not None:
-            return failed
-        scan = self._response((wire.C_STORE_RSP,), mid, _RESPONSE_LIMIT, timeout, "C-STORE")
-        if isinstance(scan, Reply):
-            return scan
-        command = scan.command
-        assert command is not None and command.status is not None
-        self._consume(scan)
-        capture.direct_response(assoc, "SCU", mid, command.status)
-        return Reply(command.status, command.error_comment)

@@ -6,13 +6,13 @@ pynetdicom each pending response is decoded into a pydicom dataset by the DUL
 thread, handed to the association's reactor and then to the caller, and the three
 threads queue behind one another for the GIL; that, not the network, was most of
 the time of a 5,000-match query. Here the caller parks the DUL thread
-(:class:`dicomlab.net.direct.Channel`), writes the C-FIND-RQ and reads every
+(:class:`dicomlab.net._fast.channel.Channel`), writes the C-FIND-RQ and reads every
 C-FIND-RSP itself, handing each identifier's raw bytes to a callback that reads
 only the wanted attributes (:func:`dicomlab.core.header.scan_elements`).
 
 A C-GET is served the same way: the caller reads the C-GET-RSPs and serves the
 C-STORE sub-operations arriving on the association itself
-(:func:`dicomlab.net.direct.serve_scanned`, the association's ``EVT_C_STORE``
+(:func:`dicomlab.net._fast.store.serve_scanned`, the association's ``EVT_C_STORE``
 handler), one thread doing what getscu does in one; a C-MOVE's responses are read
 likewise. Sub-operation counts reach a callback with every response.
 
@@ -32,9 +32,11 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
 from dicomlab.core.header import EXPLICIT_LE, IMPLICIT_LE
+from dicomlab.core.status import status_category
 from dicomlab.log import capture
 from dicomlab.net import wire
-from dicomlab.net.direct import Channel, Reply, serve_scanned
+from dicomlab.net._fast.channel import Channel, Reply
+from dicomlab.net._fast.store import serve_scanned
 
 __all__ = ["Querier", "Request", "prepare"]
 
@@ -42,7 +44,6 @@ _IDENTIFIER_LIMIT = 16 << 20
 """Largest C-FIND response read (the identifiers are small; this only bounds a bad peer)."""
 _SUB_STORE_LIMIT = 1 << 30
 """Largest C-STORE sub-operation of a C-GET (held in memory whole, as pynetdicom holds it)."""
-_PENDING = (0xFF00, 0xFF01)
 _SERVICES = {wire.C_FIND_RQ: "C-FIND", wire.C_GET_RQ: "C-GET", wire.C_MOVE_RQ: "C-MOVE"}
 
 
@@ -162,7 +163,7 @@ class Querier(Channel):
         is_get = command_field == wire.C_GET_RQ
         wanted = (answer, wire.C_STORE_RQ) if is_get else (answer,)
         limit = _SUB_STORE_LIMIT if is_get else _IDENTIFIER_LIMIT
-        buf = assoc.dul.socket._dl_buffer
+        buf = assoc.dul.socket.read_ahead
         while True:
             scan = self._response(wanted, mid, limit, timeout, service)
             if isinstance(scan, Reply):
@@ -177,7 +178,7 @@ class Querier(Channel):
                     return self._fail("the peer closed the connection", abort=False)
                 continue
             assert command.status is not None
-            pending = command.status in _PENDING
+            pending = status_category(command.status) == "pending"
             data = None
             if pending and command.has_data_set:
                 with memoryview(buf) as view:

@@ -1,0 +1,254 @@
+"""Direct C-STORE: storage messages handled by one thread, outside pynetdicom's DIMSE layer.
+
+pynetdicom moves every DIMSE message through three threads (the DUL reading PDUs,
+the association's reactor serving requests, the caller waiting for responses) and
+builds primitives and pydicom datasets for each command. For the bulk of storage
+traffic (thousands of C-STORE requests of the same shape) that per-message cost is
+most of the time: dcmtk does the same work in one thread. Here, on associations
+that :mod:`dicomlab.net._fast.reactor` adapted:
+
+* **Receiving** (:func:`serve_store`, called by the DUL thread when a new message
+  starts): when the buffered bytes hold a whole, plain C-STORE-RQ (command then
+  data set on one accepted context, at most :data:`_MESSAGE_LIMIT` bytes), the DUL
+  thread itself calls the association's ``EVT_C_STORE`` handler with a pynetdicom
+  ``C_STORE`` primitive and writes the C-STORE-RSP to the socket. Nothing is
+  consumed until the message is known to be plain; anything else (other services,
+  unusual framing, an abort, larger data sets) is left to pynetdicom as before.
+* **Sending** (:class:`Sender`): the caller parks the DUL thread (it stops touching
+  the socket), writes each file's command and data PDUs itself and reads the
+  response itself, then un-parks it. A response that does not come in time, a
+  peer that aborts, an interrupt (Ctrl-C) or any error mid-message end the
+  association with an A-ABORT: it is never reused after an interrupted operation.
+
+The state machine stays in Sta6 throughout (P-DATA in Sta6 changes no state, PS3.8
+9.2). The network log is kept by :mod:`dicomlab.log.capture` directly; pynetdicom's
+DIMSE and PDU debug-log lines are not emitted for these messages. Associations
+with other handlers bound to DIMSE, PDU or data events keep pynetdicom's path.
+Set ``DICOMLAB_FASTPATH=0`` to turn this off with the rest of the fast path.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+
+from dicomlab.log import capture
+from dicomlab.net import guard, wire
+from dicomlab.net._fast.channel import (
+    Channel,
+    Reply,
+    buffer_of,
+    dataset_offset,
+    file_pdus,
+    only_known_observers,
+    peer_max_pdu,
+    recv_more,
+)
+from dicomlab.net._fast.state import state_of
+
+__all__ = ["Sender", "serve_scanned", "serve_store"]
+
+log = logging.getLogger(__name__)
+
+
+_MESSAGE_LIMIT = 64 << 20
+"""Largest C-STORE message handled directly (larger ones stream through pynetdicom)."""
+_RESPONSE_LIMIT = 1 << 20
+_FILE_LIMIT = 64 << 20
+"""Largest file sent from memory; larger files are sent in pieces of about 4 MB."""
+_TICK_S = 0.05
+
+
+# -- receiving: in the DUL thread ----------------------------------------------------------
+
+
+def _store_status(result: Any) -> tuple[int, str | None]:
+    """The handler's return value as (status, error comment), as pynetdicom validates it."""
+    if isinstance(result, Dataset):
+        if "Status" not in result:
+            log.error("the EVT_C_STORE handler returned a Dataset without a Status")
+            return 0xC001, None
+        comment = result.get("ErrorComment")
+        return int(result.Status), str(comment) if comment else None
+    if isinstance(result, int):
+        return result, None
+    log.error("the EVT_C_STORE handler returned an invalid status: %r", result)
+    return 0xC002, None
+
+
+def _request(command: wire.Command, context_id: int, data: io.BytesIO) -> C_STORE:
+    req = C_STORE()
+    req.MessageID = command.message_id
+    req.AffectedSOPClassUID = command.sop_class
+    req.AffectedSOPInstanceUID = command.sop_instance
+    req.Priority = command.priority if command.priority in (0, 1, 2) else 2
+    if command.move_originator_ae:
+        req.MoveOriginatorApplicationEntityTitle = command.move_originator_ae
+    if command.move_originator_id is not None:
+        req.MoveOriginatorMessageID = command.move_originator_id
+    req.DataSet = data
+    req._context_id = context_id
+    return req
+
+
+def serve_store(dul: Any) -> bool:
+    """Serve the next message if it is a plain C-STORE-RQ (DUL thread, Sta6, no message
+    in progress); False leaves every byte to pynetdicom."""
+    assoc = dul.assoc
+    state, buf = state_of(assoc), buffer_of(assoc)
+    if state is None or buf is None:
+        return False
+    if state.serves_store is None:  # a requestor without an SCP-role context never gets one
+        state.serves_store = not assoc.is_requestor or any(
+            cx.as_scp for cx in assoc.accepted_contexts
+        )
+    if not state.serves_store or assoc._sent_release or not only_known_observers(assoc):
+        return False
+    sock = dul.socket
+    scan = wire.MessageScan(_MESSAGE_LIMIT)
+    while True:
+        need = scan.feed(buf)
+        if need is None:
+            return False
+        if need == 0:
+            break
+        got = recv_more(sock, _TICK_S)
+        if got is False:
+            return False  # pynetdicom reads what is left and reports the closed connection
+        if dul._kill_thread or not dul.to_provider_queue.empty():
+            return False  # stop, or send (an abort) first: the bytes stay buffered
+    served = serve_scanned(assoc, scan)
+    if served is False:
+        dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
+    return served is not None
+
+
+def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
+    """Serve the whole C-STORE-RQ ``scan`` found at the start of the socket's buffer:
+    call the association's ``EVT_C_STORE`` handler and write the C-STORE-RSP.
+
+    None: not servable here (a context that does not match, a value pynetdicom's
+    primitive refuses), nothing consumed. True: served. False: served, but the
+    connection broke before the response was written.
+    """
+    sock = assoc.dul.socket
+    buf = sock.read_ahead
+    command, context_id = scan.command, int(scan.context_id or 0)
+    assert command is not None
+    cx = assoc._accepted_cx.get(context_id)
+    if (
+        cx is None
+        or str(cx.abstract_syntax) != command.sop_class
+        or (assoc.is_requestor and not cx.as_scp)
+        or command.message_id is None
+        or guard.command_problem(command) is not None
+    ):
+        return None  # pynetdicom answers (or, for a bad command set, aborts: net/guard.py)
+    data = io.BytesIO()
+    with memoryview(buf) as view:
+        for start, stop in scan.spans:
+            data.write(view[start:stop])
+    try:
+        req = _request(command, context_id, data)
+    except (TypeError, ValueError):
+        return None  # a value pynetdicom's primitive refuses: its path reports it
+    del buf[: scan.pos]
+    capture.count_bytes(assoc, received=scan.pos)
+    mid = command.message_id
+    sop_class, sop_instance = command.sop_class or "", command.sop_instance or ""
+    capture.direct_request(
+        assoc, "SCP", "C-STORE", mid, sop_class, sop_instance, context_id, data.getbuffer().nbytes
+    )
+    try:
+        result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
+    except Exception:
+        log.exception("exception in the handler bound to EVT_C_STORE")
+        result = 0xC211
+    status, comment = _store_status(result)
+    pdu = wire.command_pdu(
+        context_id,
+        wire.store_response(mid, sop_class, sop_instance, status, comment),
+        peer_max_pdu(assoc),
+    )
+    try:
+        sock.socket.sendall(pdu)
+    except (OSError, AttributeError):
+        return False
+    capture.count_bytes(assoc, sent=len(pdu))
+    capture.direct_response(assoc, "SCP", mid, status, comment=comment)
+    return True
+
+
+# -- sending: in the caller's thread, the DUL parked ------------------------------------------
+
+
+class Sender(Channel):
+    """Sends files as C-STOREs on one adapted association, from the calling thread."""
+
+    def store_file(
+        self,
+        path: str | Path,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int,
+        timeout: float | None,
+    ) -> Reply | None:
+        """Send the data set of the file at ``path`` as stored; None if it cannot go this
+        way (the caller then uses pynetdicom). Raises only what the caller's thread
+        is interrupted with, after aborting the association."""
+        if not self.usable:
+            return None
+        try:
+            size = Path(path).stat().st_size
+            with open(path, "rb") as f:
+                content = f.read(size if size <= _FILE_LIMIT else 65536)
+        except OSError:
+            return None  # pynetdicom's path reports the file error as before
+        offset = dataset_offset(content)
+        if offset is None:
+            return None
+        return self._operate(
+            lambda mid: self._exchange(
+                path, content, offset, size, sop_class, sop_instance, context_id, mid, timeout
+            )
+        )
+
+    def _exchange(
+        self,
+        path: str | Path,
+        content: bytes,
+        offset: int,
+        size: int,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int,
+        mid: int,
+        timeout: float | None,
+    ) -> Reply:
+        assoc = self.assoc
+        max_pdu = peer_max_pdu(assoc)
+        capture.direct_request(
+            assoc, "SCU", "C-STORE", mid, sop_class, sop_instance, context_id, size - offset
+        )
+        pdus = (
+            wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)
+            if size <= _FILE_LIMIT
+            else file_pdus(path, offset, context_id, max_pdu)
+        )
+        failed = self._request(context_id, wire.store_request(mid, sop_class, sop_instance), pdus)
+        if failed is not None:
+            return failed
+        scan = self._response((wire.C_STORE_RSP,), mid, _RESPONSE_LIMIT, timeout, "C-STORE")
+        if isinstance(scan, Reply):
+            return scan
+        command = scan.command
+        assert command is not None and command.status is not None
+        self._consume(scan)
+        capture.direct_response(assoc, "SCU", mid, command.status)
+        return Reply(command.status, command.error_comment)
