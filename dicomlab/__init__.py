@@ -34,14 +34,12 @@ from dicomlab.errors import (
     TLSError,
     ValidationError,
 )
+from dicomlab.front import echo, find, find_many, reconcile, retrieve, store
 from dicomlab.log.reader import read_log
-from dicomlab.net.echo import EchoResult, echo
-from dicomlab.net.find import find, find_many, reconcile
+from dicomlab.net.echo import EchoResult
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job
-from dicomlab.transfer.retrieve import retrieve
-from dicomlab.transfer.store import store
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ def _out(text: str) -> None:
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
-    from dicomlab.net.echo import echo
+    from dicomlab.front import echo
 
     book = NodeBook.load()
     target = args.node
@@ -38,7 +38,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 def _cmd_find(args: argparse.Namespace) -> int:
     from dicomlab.core.query import Query
-    from dicomlab.net.find import find
+    from dicomlab.front import find
 
     filters: dict[str, str] = {}
     for item in args.filters:
@@ -60,7 +60,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from dicomlab.transfer.retrieve import retrieve
+    from dicomlab.front import retrieve
 
     res = retrieve(
         args.node,
@@ -86,7 +86,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
-    from dicomlab.transfer.store import store
+    from dicomlab.front import store
 
     res = store(
         args.node, args.path, max_connections=args.max_connections, calling_ae=args.calling_ae

@@ -22,12 +22,10 @@ from dicomlab import plot, synth
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
+from dicomlab.front import echo, find, retrieve
 from dicomlab.log import configure, flush, read_associations, read_log, summary
-from dicomlab.net.echo import echo
-from dicomlab.net.find import find
 from dicomlab.peers import StoreSCP, free_port
 from dicomlab.server.localpacs import LocalPACS
-from dicomlab.transfer.retrieve import retrieve
 
 __all__ = ["run_demo"]
 

@@ -34,6 +34,9 @@ and warn with :class:`PartialResultWarning` when any item failed.
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -57,6 +60,7 @@ __all__ = [
     "ResolveError",
     "TLSError",
     "ValidationError",
+    "warn_partial",
 ]
 
 
@@ -94,6 +98,12 @@ class DicomlabError(Exception):
         if self.hint:
             text = f"{text} (hint: {self.hint})"
         return text
+
+    @property
+    def transient(self) -> bool:
+        """True when the same operation may succeed if tried again (a timeout, an abort,
+        a peer that said it is busy): transfers retry these, and nothing else."""
+        return False
 
 
 class ConfigError(DicomlabError, ValueError):
@@ -150,6 +160,10 @@ class ConnectionRefused(NetworkError):
 class ConnectTimeout(NetworkError):
     """The TCP connection was not established within the node's timeout."""
 
+    @property
+    def transient(self) -> bool:
+        return True
+
 
 class TLSError(NetworkError):
     """The TLS handshake failed; the message says which check."""
@@ -185,6 +199,10 @@ class AssociationRejected(NetworkError):
 class AssociationAborted(NetworkError):
     """The peer aborted the association or never answered the request."""
 
+    @property
+    def transient(self) -> bool:
+        return True
+
 
 class NoAcceptedContext(NetworkError):
     """The peer accepted none of the presentation contexts we proposed."""
@@ -217,6 +235,10 @@ class OperationRefused(DimseError):
 class DimseTimeout(DimseError):
     """No DIMSE response within the node's timeout."""
 
+    @property
+    def transient(self) -> bool:
+        return True
+
     @staticmethod
     def sentence(
         service: str, node: Node, why: str = "timed out; the association was aborted"
@@ -237,3 +259,17 @@ class PartialResultWarning(UserWarning):
     The rows are returned and ``df.attrs["complete"]`` is False; this warning makes the
     notebook show it.
     """
+
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def warn_partial(message: str) -> None:
+    """Warn with a :class:`PartialResultWarning` attributed to the caller's code: the
+    first frame outside dicomlab (so the notebook cell that asked is the one shown,
+    however many of our layers are in between)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    warnings.warn(PartialResultWarning(message), stacklevel=level)

@@ -39,7 +39,7 @@ from dicomlab.core.results import ResultBuilder
 from dicomlab.net import wire
 from dicomlab.net._fast import qr as direct_qr
 from dicomlab.net.association import open_association
-from dicomlab.net.cfind import find_on
+from dicomlab.net.find import find_on
 from dicomlab.peers import DcmQRSCP, Orthanc
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.raw import read_message

@@ -836,7 +836,7 @@ def test_a_move_broken_off_after_the_destination_stopped_is_not_retried(
     """The source stops answering after the destination went away (no real peer does that
     on demand: the break is simulated after two real pending counts). Retrying cannot
     succeed, so the row keeps the counts seen and says the destination stopped."""
-    from dicomlab.transfer import retrieve as rt
+    from dicomlab.transfer import getmove
 
     with dl.LocalPACS(tmp_path / "b", ae_title="DLDEST", port=0) as b:
         book = dl.NodeBook([dl.Node("dest", ae_title="DLDEST", host=HOST, port=b.port)])
@@ -850,7 +850,7 @@ def test_a_move_broken_off_after_the_destination_stopped_is_not_retried(
                 b.stop()
                 raise dl.DimseTimeout("no C-MOVE response within 1 s")
 
-            monkeypatch.setattr(rt, "_exchange", broken)
+            monkeypatch.setattr(getmove, "_exchange", broken)
             t0 = time.monotonic()
             res = dl.retrieve(
                 a.node, [study], into=b, method="move", progress=False, calling_ae="DLDEST"

@@ -177,6 +177,33 @@ def test_find_many_2000_values_with_reconciliation(
     assert (rec[rec.query_value.isin(real)].n_matches >= 1).all()
 
 
+def test_find_many_runs_on_the_transfer_queue_reusing_one_association_per_worker(
+    local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """300 values over 3 connections: 3 associations in all, one progress bar counting
+    queries, and the same rows as one query per value."""
+    manifest = synthetic[1]
+    values = [*manifest.AccessionNumber.unique()] + [f"NONE{i:04d}" for i in range(290)]
+    before = local.stats["associations"]
+    df = dl.find_many(
+        local.node.replace(max_connections=3),
+        dl.Query.studies(),
+        calling_ae="TESTER",
+        AccessionNumber=values,
+    )
+    assert local.stats["associations"] - before == 3
+    bar = capsys.readouterr().err
+    assert "C-FIND" in bar and f"{len(values)}/{len(values)}" in bar and "query/s" in bar
+    one_by_one = pd.concat(
+        [
+            dl.find(local.node, dl.Query.studies(AccessionNumber=v), calling_ae="TESTER")
+            for v in manifest.AccessionNumber.unique()
+        ]
+    )
+    assert sorted(df.StudyInstanceUID) == sorted(one_by_one.StudyInstanceUID)
+    assert dl.reconcile(df).outcome.value_counts()["none"] == 290
+
+
 def test_find_many_reports_values_matching_several(
     local: dl.LocalPACS, synthetic: tuple[Path, pd.DataFrame]
 ) -> None:

@@ -25,9 +25,11 @@ ALLOWED: dict[str, set[str]] = {
     "peers": {"core"},
     "plot": set(),  # DataFrames in, Axes out
     "synth": set(),
+    "protocols": {"core", "errors", "log", "net", "server", "transfer"},
+    "front": {"core", "errors", "net", "server", "transfer", "protocols"},
     "widgets": {"(public)"},
-    "cli": {"(public)", "core", "errors", "net", "server", "transfer", "tls", "demo", "log"},
-    "demo": {"(public)", "core", "errors", "log", "net", "server", "transfer", "peers"},
+    "cli": {"(public)", "core", "errors", "net", "server", "tls", "demo", "log", "front"},
+    "demo": {"(public)", "core", "errors", "log", "net", "server", "front", "peers"},
 }
 """Layer -> the layers of ours it may import ("(public)": ``dicomlab`` itself)."""
 

@@ -3,6 +3,7 @@ progress, with their dtypes (the network log's schema is in :mod:`logschema`).
 
 * ``RETRIEVE``: one row per retrieved item (a study, series or instance);
 * ``STORE``: one row per instance sent;
+* ``QUERIES``: one row per value of a ``find_many`` (``dl.reconcile``);
 * ``progress_columns(schema)``: a running job's table, ``item`` and ``state`` first.
 
 Every table has nullable dtypes that never change with the data (an integer column
@@ -22,6 +23,7 @@ from pandas.api.extensions import ExtensionDtype
 
 __all__ = [
     "JOB_STATES",
+    "QUERIES",
     "RETRIEVE",
     "STORE",
     "OutcomeSchema",
@@ -143,6 +145,16 @@ STORE = OutcomeSchema(
         ("bytes", "Int64"),
         ("duration_s", "Float64"),
         ("attempts", "Int64"),
+        ("error", "string"),
+    ),
+)
+
+QUERIES = OutcomeSchema(
+    "queries",
+    (
+        ("query_value", "string"),  # the value of the batch's keyword
+        ("n_matches", "Int64"),
+        ("outcome", "string"),  # matched, none, several or failed
         ("error", "string"),
     ),
 )

@@ -159,6 +159,13 @@ class ResultBuilder:
         for kw in self.extra:
             self._cols[kw].append(extra.get(kw))
 
+    def extend(self, other: ResultBuilder) -> None:
+        """Append ``other``'s rows (same keys and extras) after this builder's."""
+        offset = len(self)
+        for kw, column in other._cols.items():
+            self._cols[kw].extend(column)
+        self.undecodable.extend((offset + r, kw) for r, kw in other.undecodable)
+
     @property
     def tags(self) -> list[int]:
         """The tags of the result columns."""

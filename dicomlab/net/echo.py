@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.call import Call
 from dicomlab.core.nodes import Node
 from dicomlab.core.status import decode_status
 from dicomlab.errors import (
@@ -24,7 +24,7 @@ from dicomlab.errors import (
     TLSError,
 )
 from dicomlab.net import dimse
-from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.association import open_association
 
 __all__ = ["EchoResult", "echo"]
 
@@ -97,27 +97,10 @@ class EchoResult:
         printer.text(str(self))
 
 
-def echo(
-    node: Node | str,
-    *,
-    calling_ae: str | None = None,
-    book: NodeBook | None = None,
-) -> EchoResult:
-    """Send C-ECHO to ``node`` and say in plain words whether and why it failed.
-
-    Never raises for a network failure: the failure is the result's ``detail``.
-
-    Parameters
-    ----------
-    node
-        A :class:`Node`, the name of a node in the book, or ``AE@HOST:PORT``.
-    calling_ae
-        Our AE title (default: the node book's local AE title).
-    book
-        The node book to look names and our identity up in (default: the saved one).
-    """
-    target = resolve_node(node, book)
-    ours = calling_ae_title(calling_ae, book)
+def echo(call: Call) -> EchoResult:
+    """One C-ECHO to ``call.node`` on its own association: an :class:`EchoResult` whose
+    ``detail`` says in plain words why it failed (never raised: ``dl.echo``)."""
+    target, ours = call.node, call.ours
     t0 = time.perf_counter()
     try:
         with open_association(target, [Verification], calling_ae=ours) as opened:

@@ -1,113 +1,68 @@
-"""C-FIND as a client: ``find`` and ``find_many`` returning typed DataFrames."""
+"""C-FIND as a client: one query into a typed DataFrame, and what its end means.
+
+``find`` opens an association (:mod:`dicomlab.net.association`) and runs the query on
+it; ``find_on`` runs one on an association already open (a retrieve's planning query,
+a batch's worker): the model the peer accepted, the matches read as they come (only
+the wanted attributes), and how it ended in ``attrs``. The operation itself goes
+through the seam (:func:`dicomlab.net.dimse.find`). ``conclude`` and ``fail`` turn an
+incomplete result into a warning or the one error, with a hint naming which AE title
+to register where.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
-import queue
-import threading
 import time
-import warnings
-from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, NoReturn
 
 import pandas as pd
 from pynetdicom.association import Association
+from pynetdicom.dsutils import decode
 
-from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.call import Call
+from dicomlab.core.header import CHARSET_TAG, IMPLICIT_LE, encodings_of, scan_elements
+from dicomlab.core.models import MODELS
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
 from dicomlab.core.status import decode_status, is_refusal
 from dicomlab.errors import (
     AssociationAborted,
-    DicomlabError,
     DimseError,
     DimseTimeout,
+    NoAcceptedContext,
     OperationRefused,
-    PartialResultWarning,
     ValidationError,
+    warn_partial,
 )
-from dicomlab.net.association import calling_ae_title, open_association, resolve_node
-from dicomlab.net.cfind import (
-    Outcome,
-    find_contexts,
-    find_on,
-    model_order,
-    pick_model,
-    run_find,
-)
+from dicomlab.net import dimse
+from dicomlab.net.association import open_association
 
-__all__ = ["conclude", "fail", "find", "find_many", "reconcile", "refusal_hint"]
+__all__ = [
+    "Outcome",
+    "conclude",
+    "fail",
+    "find",
+    "find_contexts",
+    "find_on",
+    "model_order",
+    "pick_model",
+    "refusal_hint",
+    "run_find",
+]
 
 log = logging.getLogger(__name__)
 
 
-def find(
-    node: Node | str,
-    query: Query,
-    *,
-    calling_ae: str | None = None,
-    book: NodeBook | None = None,
-    today: date | None = None,
-    warn: bool = True,
-) -> pd.DataFrame:
-    """Query ``node`` and return one typed row per match.
-
-    A filter holding several values (a list or a DataFrame column) fans out into
-    one query per value (see :func:`find_many`).
-
-    ``df.attrs``: ``node`` (name), ``query`` (description), ``status`` (final
-    DIMSE status or None), ``complete`` (False when the peer stopped early,
-    failed or the association broke: the rows are then partial), ``elapsed_s``,
-    ``error``, ``error_comment`` (the peer's), and ``undecodable`` ((row, keyword)
-    pairs whose text did not decode).
-
-    A refusal or a failure is never an empty result: with no row it raises; after some
-    rows it returns them and warns (:class:`dl.PartialResultWarning`; ``warn=False``
-    leaves only ``df.attrs`` to say so, for callers that show it themselves).
-
-    Raises
-    ------
-    ValidationError
-        A bad query (before anything is sent).
-    NetworkError
-        No association (refused, rejected...): nothing was queried; also
-        AssociationAborted when the peer aborted before the first match.
-    OperationRefused
-        The peer refused the query (not authorised, out of resources...): its status,
-        its Error Comment and a hint (which AE title to register where).
-    DimseError
-        Another failure status, or a response we could not take, before any match
-        (DimseTimeout: no response in time).
-    KeyboardInterrupt
-        Propagated after aborting the association; nothing half-built is returned.
-    """
+def find(call: Call, query: Query, today: date | None = None, warn: bool = True) -> pd.DataFrame:
+    """One C-FIND of ``query`` on ``call.node`` (on its own association): one typed row
+    per match, ``df.attrs`` saying how it ended; raises or warns as ``dl.find`` says."""
     if not isinstance(query, Query):
         raise ValidationError(f"expected a dl.Query, got {query!r}")
-    many = query.fan_out()
-    if many is not None:
-        keyword, values = many
-        base = Query(
-            query.level,
-            tuple((k, v) for k, v in query.filters if k != keyword),
-            query.return_keys,
-            query.date,
-            query.model,
-        )
-        return find_many(
-            node,
-            base,
-            progress=False,
-            calling_ae=calling_ae,
-            book=book,
-            today=today,
-            warn=warn,
-            **{keyword: values},
-        )
-    target = resolve_node(node, book)
-    ours = calling_ae_title(calling_ae, book)
+    target, ours = call.node, call.ours
     identifier = to_identifier(query, today=today, charset=target.charset)
     t0 = time.perf_counter()
     with open_association(target, find_contexts(target, query), calling_ae=ours) as opened:
@@ -128,12 +83,9 @@ def conclude(df: pd.DataFrame, node: Node, ours: str, service: str, warn: bool =
     if len(df):
         if not warn:
             return
-        warnings.warn(
-            PartialResultWarning(
-                f"{service} on {node.address}: partial result, {len(df)} rows, then "
-                f"{error or status} (df.attrs['complete'] is False)"
-            ),
-            stacklevel=3,
+        warn_partial(
+            f"{service} on {node.address}: partial result, {len(df)} rows, then "
+            f"{error or status} (df.attrs['complete'] is False)"
         )
         return
     fail(df.attrs, node, ours, service)
@@ -181,223 +133,155 @@ def refusal_hint(status: int, node: Node, ours: str, service: str) -> str:
     return f"{node.ae_title} does not support this {service}: check the node's configuration"
 
 
-def find_many(
-    node: Node | str,
-    base: Query,
-    *,
-    progress: bool = True,
-    calling_ae: str | None = None,
-    book: NodeBook | None = None,
-    today: date | None = None,
-    warn: bool = True,
-    **values: Iterable[Any],
-) -> pd.DataFrame:
-    """Run ``base`` once per value of one keyword, over at most ``max_connections`` associations.
+_MODELS = MODELS["find"]
 
-    >>> # dl.find_many(pacs, dl.Query.studies(), AccessionNumber=accessions)  # doctest: +SKIP
 
-    Returns one DataFrame with a ``query_value`` column. ``df.attrs`` holds
-    ``complete`` (every value answered with Success), ``failed`` (values whose
-    query failed, with the error), and what :func:`reconcile` summarises:
-    values that matched nothing or several rows. When any value failed it warns
-    (:class:`dl.PartialResultWarning`; not with ``warn=False``); when every value
-    failed and nothing came, it raises as :func:`find` does.
-    """
-    if len(values) != 1:
-        raise ValidationError(f"find_many takes exactly one keyword of values, got {list(values)}")
-    ((keyword, raw),) = values.items()
-    items = list(dict.fromkeys(str(v) for v in raw if v is not None and str(v) != ""))
-    probe = base.with_filters(**{keyword: items[0] if items else ""})  # validates the keyword
-    target = resolve_node(node, book)
-    ours = calling_ae_title(calling_ae, book)
-    builder = ResultBuilder(probe.keys, extra=["query_value"])
-    lock = threading.Lock()
-    failed: dict[str, str] = {}
-    raised: dict[str, DicomlabError] = {}
-    outcomes: dict[str, Outcome] = {}
-    statuses: dict[str, int | None] = {}
-    work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-    for item in items:
-        work.put(item)
-    n_workers = max(1, min(target.max_connections, len(items)))
-    for _ in range(n_workers):
-        work.put(None)
-    bar = _progress(len(items), f"C-FIND {target.name}", progress)
-    order = model_order(target, probe)
-    contexts = find_contexts(target, probe)
-    stop = threading.Event()
+def model_order(node: Node, query: Query) -> list[str]:
+    """Models to try, preferred first: the query's, else Study Root (Patient Root for patients)."""
+    if query.level == "patient":
+        return ["patient"]
+    first = query.model or node.query_model
+    return [first, "patient" if first == "study" else "study"]
 
-    def worker() -> None:
-        # One association per worker, reused for value after value; after any
-        # failure it is aborted (never reused) and the next value opens a new one.
-        stack: ExitStack | None = None
-        assoc: Association | None = None
-        model: Any = None
-        try:
-            while not stop.is_set():
-                value = work.get()
-                if value is None:
-                    return
-                error: str | None = None
-                status: int | None = None
-                local = ResultBuilder(probe.keys, extra=["query_value"])
-                try:
-                    if assoc is None:
-                        stack = ExitStack()
-                        op = stack.enter_context(
-                            open_association(target, contexts, calling_ae=ours)
-                        )
-                        assoc, model = op.assoc, pick_model(op.assoc, order, target)
-                    identifier = to_identifier(
-                        base.with_filters(**{keyword: value}), today=today, charset=target.charset
-                    )
-                    outcome = run_find(assoc, model, identifier, local, target, query_value=value)
-                    status, error = outcome.status, outcome.error
-                    with lock:
-                        outcomes[value] = outcome
-                except DicomlabError as exc:
-                    error = str(exc)
-                    with lock:
-                        raised[value] = exc
-                if error is not None and stack is not None:
-                    if assoc is not None:
-                        assoc.abort()
-                    stack.close()
-                    stack, assoc = None, None
-                _merge(builder, local, lock)
-                with lock:
-                    statuses[value] = status
-                    if error is not None:
-                        failed[value] = error
-                bar.update(1)
-        finally:
-            if stack is not None:
-                stack.close()
 
-    t0 = time.perf_counter()
-    threads = [
-        threading.Thread(target=worker, name=f"dicomlab-find-{i}", daemon=True)
-        for i in range(n_workers)
-    ]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.1)
-    except BaseException:
-        stop.set()
-        for t in threads:
-            t.join(target.timeout + 5)
-        raise
-    finally:
-        bar.close()
-    df = builder.frame(extra_dtypes={"query_value": "string"})
-    elapsed = time.perf_counter() - t0
-    df.attrs.update(
-        node=target.name,
-        protocol="dimse",
-        query=f"{base.describe()} x {len(items)} {keyword}",
-        elapsed_s=elapsed,
-        status=0 if not failed else None,
-        complete=not failed,
-        failed=dict(failed),
-        error=None if not failed else f"{len(failed)} of {len(items)} queries failed",
-        requested=items,
-        keyword=keyword,
+def pick_model(assoc: Association, order: list[str], node: Node) -> Any:
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    for name in order:
+        if str(_MODELS[name]) in accepted:
+            return _MODELS[name]
+    raise NoAcceptedContext(
+        f"{node.address} accepted neither Query/Retrieve model "
+        f"({', '.join(order)} root) for C-FIND",
+        node=node,
+        hint="the peer does not let us query it: check its configuration for our AE title",
     )
-    if failed:
-        log.warning(
-            "find_many on %s: %d of %d queries failed", target.address, len(failed), len(items)
+
+
+class Outcome:
+    """What one C-FIND ended with."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.error: str | None = None
+        self.comment: str | None = None  # the peer's Error Comment
+        self.timed_out = False
+        self.peer_ended = False  # the peer aborted or closed the connection mid-query
+        self.n = 0
+
+
+def run_find(
+    assoc: Association,
+    model: Any,
+    identifier: Any,
+    builder: ResultBuilder,
+    node: Node,
+    **extra: Any,
+) -> Outcome:
+    """Send one C-FIND on an open association, streaming matches into ``builder``."""
+    reader = _IdentifierReader(builder, extra)
+
+    def dataset(ds: Any) -> None:
+        builder.add(ds, **extra)
+        reader.n += 1
+
+    reply = dimse.find(assoc, node, model, identifier, reader, dataset)
+    out = Outcome()
+    out.n = reader.n
+    out.comment = reply.comment
+    out.timed_out, out.peer_ended = reply.timed_out, reply.peer_ended
+    if reply.status is None:
+        out.error = reply.problem(node)
+    else:
+        _final(out, reply.status)
+    return out
+
+
+def _final(out: Outcome, code: int) -> None:
+    """Record the final status ``code`` of a C-FIND that returned ``out.n`` matches."""
+    info = decode_status(code)
+    out.status = code
+    if info.category == "cancel":
+        out.error = (
+            f"the peer stopped after {out.n} matches with {info} "
+            "(often a result cap, such as Orthanc's LimitFindResults): the result is partial"
         )
-    if items and len(failed) == len(items) and not len(df):
-        _all_failed(target, ours, items, outcomes, raised)
-    if failed and warn:
-        first = next(iter(failed.items()))
-        warnings.warn(
-            PartialResultWarning(
-                f"find_many on {target.address}: {len(failed)} of {len(items)} queries failed "
-                f"(first: {first[0]!r}: {first[1]}); df.attrs['failed'] lists them, "
-                "dl.reconcile(df) shows each value's outcome"
-            ),
-            stacklevel=2,
-        )
+    elif info.category != "success":
+        out.error = f"C-FIND ended with {info} after {out.n} matches"
+        if out.comment:
+            out.error += f" ({out.comment})"
+
+
+class _IdentifierReader:
+    """Turns each response identifier's bytes into a row of ``builder``: only the wanted
+    attributes are read (pydicom decodes the rare identifier the scan cannot walk)."""
+
+    def __init__(self, builder: ResultBuilder, extra: dict[str, Any]) -> None:
+        self.builder = builder
+        self.extra = extra
+        self.wanted = frozenset([*builder.tags, CHARSET_TAG])
+        self.last = max(self.wanted)
+        self.n = 0
+        self._encodings: dict[bytes, list[str]] = {}
+
+    def __call__(self, data: bytes, syntax: str) -> None:
+        values = scan_elements(data, syntax, self.wanted, self.last)
+        if values is None:
+            ds = decode(io.BytesIO(data), syntax == IMPLICIT_LE, True)
+            self.builder.add(ds, **self.extra)
+        else:
+            charset = values.get(CHARSET_TAG, ("CS", b""))[1]
+            encodings = self._encodings.get(charset)
+            if encodings is None:
+                encodings = self._encodings[charset] = encodings_of(values)
+            self.builder.add_raw(values, encodings, **self.extra)
+        self.n += 1
+
+
+def find_contexts(node: Node, query: Query) -> list[Any]:
+    """The Query/Retrieve FIND models a query may use on ``node``, preferred first."""
+    return [_MODELS[m] for m in model_order(node, query)]
+
+
+def find_on(
+    assoc: Association,
+    node: Node,
+    query: Query,
+    *,
+    identifier: Any = None,
+    today: date | None = None,
+) -> pd.DataFrame:
+    """Run ``query`` on an open association (see :func:`find`; the same ``attrs``).
+
+    An operation that does not end with a final status aborts the association:
+    it is never reused after a broken operation.
+    """
+    if identifier is None:
+        identifier = to_identifier(query, today=today, charset=node.charset)
+    builder = ResultBuilder(query.keys)
+    t0 = time.perf_counter()
+    model = pick_model(assoc, model_order(node, query), node)
+    outcome = run_find(assoc, model, identifier, builder, node)
+    if outcome.error and assoc.is_established:
+        assoc.abort()
+    df = builder.frame()
+    _finish(df, node, query.describe(), outcome, time.perf_counter() - t0)
     return df
 
 
-def _all_failed(
-    node: Node,
-    ours: str,
-    items: list[str],
-    outcomes: dict[str, Outcome],
-    raised: dict[str, DicomlabError],
-) -> NoReturn:
-    """Every query of a batch failed and nothing came: raise as :func:`find` does (the
-    first value's error), never an empty frame."""
-    first = items[0]
-    if first in raised:
-        raise raised[first]
-    out = outcomes[first]
-    attrs = {
-        "status": out.status,
-        "error": f"all {len(items)} queries failed; the first ({first!r}): {out.error}",
-        "error_comment": out.comment,
-        "timed_out": out.timed_out,
-        "peer_ended": out.peer_ended,
-    }
-    fail(attrs, node, ours, "C-FIND", batch=f" (all {len(items)} queries failed)")
-
-
-def _merge(into: ResultBuilder, part: ResultBuilder, lock: threading.Lock) -> None:
-    with lock:
-        offset = len(into)
-        for kw, column in part._cols.items():
-            into._cols[kw].extend(column)
-        into.undecodable.extend((offset + r, kw) for r, kw in part.undecodable)
-
-
-def reconcile(df: pd.DataFrame) -> pd.DataFrame:
-    """Per requested value of a :func:`find_many` result: how many rows matched, and status.
-
-    Columns: ``query_value``, ``n_matches``, ``outcome`` (``matched``, ``none``,
-    ``several``, ``failed``), ``error``.
-    """
-    requested = df.attrs.get("requested")
-    if requested is None:
-        raise ValidationError("reconcile() needs a DataFrame returned by find_many")
-    counts = df["query_value"].value_counts()
-    failed = df.attrs.get("failed", {})
-    rows = []
-    for value in requested:
-        n = int(counts.get(value, 0))
-        if value in failed:
-            outcome = "failed"
-        elif n == 0:
-            outcome = "none"
-        elif n == 1:
-            outcome = "matched"
-        else:
-            outcome = "several"
-        rows.append(
-            {"query_value": value, "n_matches": n, "outcome": outcome, "error": failed.get(value)}
-        )
-    out = pd.DataFrame(rows, columns=["query_value", "n_matches", "outcome", "error"])
-    return out.astype(
-        {"query_value": "string", "n_matches": "int64", "outcome": "string", "error": "string"}
+def _finish(df: pd.DataFrame, node: Node, what: str, outcome: Outcome, elapsed: float) -> None:
+    status, error = outcome.status, outcome.error
+    complete = status == 0x0000 and error is None
+    df.attrs.update(
+        node=node.name,
+        protocol="dimse",  # where the rows came from (DICOMweb results will say "dicomweb")
+        query=what,
+        status=status,
+        complete=complete,
+        elapsed_s=elapsed,
+        error=error,
+        error_comment=outcome.comment,
+        timed_out=outcome.timed_out,
+        peer_ended=outcome.peer_ended,
     )
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-    return tqdm(total=total, desc=desc, unit="query")
+    if not complete:
+        log.warning("C-FIND %s on %s incomplete: %s", what, node.address, error or status)

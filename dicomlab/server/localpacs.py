@@ -20,14 +20,14 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomlab.core.models import QR_UIDS
-from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, Node
 from dicomlab.errors import ValidationError
 from dicomlab.server import handlers
@@ -94,6 +94,30 @@ class LocalPACS(ServerThread):
     ``dl.find``, ``dl.retrieve``, a QueryPanel) may use every service with no
     configuration: they are recognised by the connection, never by AE title.
     """
+
+    _default: ClassVar[LocalPACS | None] = None
+    _default_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def default(cls, book: NodeBook | None = None) -> LocalPACS:
+        """The kernel's default LocalPACS, where ``dl.retrieve`` puts what it fetches when
+        given no ``into``: ``home()/archive`` with the book's local AE title, host and port,
+        started on first use (and again if it was stopped). It is stopped like any
+        other LocalPACS (``dl.LocalPACS.default().stop()``, or at interpreter exit)."""
+        with cls._default_lock:
+            lp = cls._default
+            if lp is None or not lp.running:
+                book = book if book is not None else NodeBook.load()
+                lp = cls(
+                    home() / "archive",
+                    ae_title=book.local.ae_title,
+                    port=book.local.port,
+                    host=book.local.host,
+                    book=book,
+                )
+                lp.start()
+                cls._default = lp
+            return lp
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 
@@ -37,12 +37,12 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
+def _bar(total: int, desc: str, enabled: bool, unit: str) -> Any:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-    return tqdm(total=total, desc=desc, unit="inst")
+    return tqdm(total=total, desc=desc, unit=unit)
 
 
 class Job:
@@ -92,17 +92,26 @@ class Job:
     def done(self) -> bool:
         return self._finished.is_set()
 
-    def result(self, timeout: float | None = None) -> pd.DataFrame:
-        """The outcome table, once every worker has ended (Ctrl-C cancels the job first)."""
+    def result(
+        self, timeout: float | None = None, *, on_interrupt: Literal["cancel", "raise"] = "cancel"
+    ) -> pd.DataFrame:
+        """The outcome table, once every worker has ended.
+
+        Ctrl-C cancels the job and waits for its workers; then the table of what finished
+        is returned (``on_interrupt="cancel"``) or the KeyboardInterrupt propagates
+        (``"raise"``, for callers whose result means nothing when partial).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not self._finished.wait(0.1):
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"{self!r} still running after {timeout} s")
         except KeyboardInterrupt:
-            log.warning("interrupted: cancelling the transfer; what finished is kept")
+            log.warning("interrupted: cancelling the job; what finished is kept")
             self.cancel()
             self._finished.wait()
+            if on_interrupt == "raise":
+                raise
         rows: list[dict[str, Any]] = []
         with self._lock:
             for i in range(len(self.items)):
@@ -141,12 +150,14 @@ def run_items(
     total: int,
     desc: str,
     progress: bool,
+    unit: str = "inst",
     on_finish: Callable[[], None] | None = None,
     extra_rows: Sequence[dict[str, Any]] = (),
 ) -> Job:
-    """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads."""
+    """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads
+    (the progress bar counts ``total`` of ``unit``)."""
     job = Job(items, schema, extra_rows)
-    bar = _bar(total, desc, progress)
+    bar = _bar(total, desc, progress, unit)
     bar_lock = threading.Lock()
 
     def advance(n: int) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext
 
+from dicomlab.core.call import Call
 from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
-from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
 from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net import dimse
-from dicomlab.net.association import calling_ae_title, open_association, resolve_node
+from dicomlab.net.association import open_association
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "store"]
@@ -243,25 +243,10 @@ def _batches(sources: list[_Source], n: int) -> list[_Batch]:
     return out
 
 
-def store(
-    node: Node | str,
-    what: str | os.PathLike[str] | Dataset | pd.DataFrame | Iterable[Any],
-    max_connections: int | None = None,
-    wait: bool = True,
-    *,
-    progress: bool = True,
-    calling_ae: str | None = None,
-    book: NodeBook | None = None,
-) -> pd.DataFrame | Job:
-    """Send DICOM files (folders recursively), datasets, or ``local.instances()`` rows.
-
-    One outcome row per file: non-DICOM files get a row saying so; each instance
-    is sent in its own transfer syntax when the peer accepts it, else converted
-    to an accepted uncompressed syntax where possible, else refused with a clear
-    error. Files are spread over ``max_connections`` associations.
-    """
-    target = resolve_node(node, book)
-    ours = calling_ae_title(calling_ae, book)
+def store(call: Call, what: Any, max_connections: int | None, wait: bool) -> pd.DataFrame | Job:
+    """C-STORE ``what`` to ``call.node`` over at most ``max_connections`` associations;
+    one outcome row per file (``dl.store`` says what ``what`` may be)."""
+    target, ours, progress = call.node, call.ours, call.progress
     sources = _sources(what)
     good = [s for s in sources if s.error is None]
     bad_rows = []

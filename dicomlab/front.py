@@ -1,0 +1,223 @@
+"""The public operations, whatever the protocol: ``echo``, ``find``, ``find_many``,
+``retrieve``, ``store``.
+
+Each resolves the node (a :class:`Node`, a name in the node book, or ``AE@HOST:PORT``)
+and our AE title, picks the protocol (:func:`dicomlab.protocols.base.choose`) and runs
+the operation with it. Everything a user sees is the same for every protocol: the
+DataFrames, the outcome tables (:mod:`dicomlab.core.outcomes`), jobs, progress bars,
+retries and the network log. The widgets and the CLI call only these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from pydicom.dataset import Dataset
+
+from dicomlab.core.call import Call
+from dicomlab.core.nodebook import NodeBook
+from dicomlab.core.nodes import Node
+from dicomlab.core.query import Query
+from dicomlab.errors import ValidationError
+from dicomlab.net.association import calling_ae_title, resolve_node
+from dicomlab.net.echo import EchoResult
+from dicomlab.protocols import dimse
+from dicomlab.protocols.base import ProtocolName, choose, find_any, register, values_of
+from dicomlab.server.localpacs import LocalPACS
+from dicomlab.transfer.findmany import reconcile
+from dicomlab.transfer.job import Job
+from dicomlab.transfer.retrieve import Request
+
+__all__ = ["echo", "find", "find_many", "reconcile", "retrieve", "store"]
+
+register(dimse.DIMSE)
+
+
+def echo(
+    node: Node | str,
+    *,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    protocol: ProtocolName = "auto",
+) -> EchoResult:
+    """Check that ``node`` answers (C-ECHO over DIMSE) and say in plain words whether and
+    why it failed.
+
+    Never raises for a network failure: the failure is the result's ``detail``.
+
+    Parameters
+    ----------
+    node
+        A :class:`Node`, the name of a node in the book, or ``AE@HOST:PORT``.
+    calling_ae
+        Our AE title (default: the node book's local AE title).
+    book
+        The node book to look names and our identity up in (default: the saved one).
+    protocol
+        ``"auto"`` (the first the node is configured for) or ``"dimse"``.
+    """
+    call = _call(node, calling_ae, book)
+    return choose(call.node, protocol).echo(call)
+
+
+def find(
+    node: Node | str,
+    query: Query,
+    *,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    today: date | None = None,
+    warn: bool = True,
+    protocol: ProtocolName = "auto",
+) -> pd.DataFrame:
+    """Query ``node`` and return one typed row per match.
+
+    A filter holding several values (a list or a DataFrame column) fans out into
+    one query per value (see :func:`find_many`).
+
+    ``protocol``: ``"auto"`` (the first the node is configured for), or ``"dimse"``.
+
+    ``df.attrs``: ``node`` (name), ``query`` (description), ``status`` (final
+    DIMSE status or None), ``complete`` (False when the peer stopped early,
+    failed or the association broke: the rows are then partial), ``elapsed_s``,
+    ``error``, ``error_comment`` (the peer's), and ``undecodable`` ((row, keyword)
+    pairs whose text did not decode).
+
+    A refusal or a failure is never an empty result: with no row it raises; after some
+    rows it returns them and warns (:class:`dl.PartialResultWarning`; ``warn=False``
+    leaves only ``df.attrs`` to say so, for callers that show it themselves).
+
+    Raises
+    ------
+    ValidationError
+        A bad query (before anything is sent).
+    NetworkError
+        No association (refused, rejected...): nothing was queried; also
+        AssociationAborted when the peer aborted before the first match.
+    OperationRefused
+        The peer refused the query (not authorised, out of resources...): its status,
+        its Error Comment and a hint (which AE title to register where).
+    DimseError
+        Another failure status, or a response we could not take, before any match
+        (DimseTimeout: no response in time).
+    KeyboardInterrupt
+        Propagated after aborting the association; nothing half-built is returned.
+    """
+    if not isinstance(query, Query):
+        raise ValidationError(f"expected a dl.Query, got {query!r}")
+    call = _call(node, calling_ae, book, progress=False)
+    return find_any(choose(call.node, protocol), call, query, today, warn)
+
+
+def find_many(
+    node: Node | str,
+    base: Query,
+    *,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    today: date | None = None,
+    warn: bool = True,
+    protocol: ProtocolName = "auto",
+    **values: Iterable[Any],
+) -> pd.DataFrame:
+    """Run ``base`` once per value of one keyword, over at most ``max_connections``
+    connections (one progress bar; each connection reused from value to value).
+
+    >>> # dl.find_many(pacs, dl.Query.studies(), AccessionNumber=accessions)  # doctest: +SKIP
+
+    Returns one DataFrame with a ``query_value`` column. ``df.attrs`` holds
+    ``complete`` (every value answered with Success), ``failed`` (values whose
+    query failed, with the error), and what :func:`reconcile` summarises:
+    values that matched nothing or several rows. When any value failed it warns
+    (:class:`dl.PartialResultWarning`; not with ``warn=False``); when every value
+    failed and nothing came, it raises as :func:`find` does.
+    """
+    if not isinstance(base, Query):
+        raise ValidationError(f"expected a dl.Query, got {base!r}")
+    if len(values) != 1:
+        raise ValidationError(f"find_many takes exactly one keyword of values, got {list(values)}")
+    ((keyword, raw),) = values.items()
+    base.with_filters(**{keyword: ""})  # validates the keyword before anything is sent
+    call = _call(node, calling_ae, book, progress)
+    speaker = choose(call.node, protocol)
+    return speaker.find_many(call, base, keyword, values_of(raw), today, warn)
+
+
+def retrieve(
+    node: Node | str,
+    what: Any,
+    into: LocalPACS | str | os.PathLike[str] | None = None,
+    method: str | None = None,
+    level: str | None = None,
+    max_connections: int | None = None,
+    wait: bool = True,
+    *,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    protocol: ProtocolName = "auto",
+) -> pd.DataFrame | Job:
+    """Retrieve ``what`` from ``node`` into a LocalPACS; one outcome row per item.
+
+    Parameters
+    ----------
+    what
+        A DataFrame from :func:`dicomlab.find` (study, series or image rows), a list
+        of Study Instance UIDs, or a :class:`Query` (run first).
+    into
+        A running :class:`LocalPACS`, a folder (a LocalPACS is started there for the
+        transfer), or ``None`` for the kernel's default LocalPACS
+        (:meth:`LocalPACS.default`).
+    method
+        ``"move"`` or ``"get"`` (default: the node's).
+    max_connections
+        Concurrent connections (default: the node's); the rest wait in a queue.
+    wait
+        ``False`` returns a :class:`Job` at once (``.progress``, ``.cancel()``,
+        ``.done()``, ``.result()``).
+    protocol
+        ``"auto"`` (the first the node is configured for that offers ``method``) or
+        ``"dimse"``.
+
+    Items already complete in the archive are skipped, so running the same cell
+    twice transfers nothing. A study the peer reports as done but of which fewer
+    instances arrived than expected is flagged ``complete=False``.
+    """
+    call = _call(node, calling_ae, book, progress)
+    how = method or call.node.retrieve
+    speaker = choose(call.node, protocol, how)
+    return speaker.retrieve(call, Request(what, into, how, level, max_connections, wait))
+
+
+def store(
+    node: Node | str,
+    what: str | os.PathLike[str] | Dataset | pd.DataFrame | Iterable[Any],
+    max_connections: int | None = None,
+    wait: bool = True,
+    *,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    protocol: ProtocolName = "auto",
+) -> pd.DataFrame | Job:
+    """Send DICOM files (folders recursively), datasets, or ``local.instances()`` rows.
+
+    One outcome row per file: non-DICOM files get a row saying so; each instance
+    is sent in its own transfer syntax when the peer accepts it, else converted
+    to an accepted uncompressed syntax where possible, else refused with a clear
+    error. Files are spread over ``max_connections`` connections.
+    """
+    call = _call(node, calling_ae, book, progress)
+    return choose(call.node, protocol).store(call, what, max_connections, wait)
+
+
+def _call(
+    node: Node | str, calling_ae: str | None, book: NodeBook | None, progress: bool = True
+) -> Call:
+    """The node resolved (by name, ``AE@HOST:PORT`` or as given) and our AE title."""
+    return Call(resolve_node(node, book), calling_ae_title(calling_ae, book), book, progress)

@@ -1,0 +1,1 @@
+"""The protocols dicomlab speaks to a node, behind one interface (:mod:`.base`)."""

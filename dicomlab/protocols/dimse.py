@@ -1,0 +1,67 @@
+"""DIMSE behind the protocol interface: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
+
+Thin on purpose: each operation is the DIMSE module that does it (:mod:`dicomlab.net.echo`,
+:mod:`dicomlab.net.find`, :mod:`dicomlab.transfer.findmany`,
+:mod:`dicomlab.transfer.getmove` on the retrieve queue, :mod:`dicomlab.transfer.store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import pandas as pd
+
+from dicomlab.core.call import Call
+from dicomlab.core.nodes import Node
+from dicomlab.core.query import Query
+from dicomlab.net import echo as _echo
+from dicomlab.net import find as _find
+from dicomlab.protocols.base import find_any
+from dicomlab.transfer import findmany, getmove
+from dicomlab.transfer import retrieve as _retrieve
+from dicomlab.transfer import store as _store
+from dicomlab.transfer.job import Job
+
+__all__ = ["DIMSE", "Dimse"]
+
+
+class Dimse:
+    """Every node speaks DIMSE: an AE title, a host and a port are all a node must have."""
+
+    name: str = "dimse"
+    retrieve_methods: tuple[str, ...] = ("move", "get")
+
+    def speaks(self, node: Node) -> bool:
+        return True
+
+    def echo(self, call: Call) -> _echo.EchoResult:
+        return _echo.echo(call)
+
+    def find(self, call: Call, query: Query, today: date | None, warn: bool) -> pd.DataFrame:
+        return _find.find(call, query, today, warn)
+
+    def find_many(
+        self,
+        call: Call,
+        base: Query,
+        keyword: str,
+        values: Sequence[str],
+        today: date | None,
+        warn: bool,
+    ) -> pd.DataFrame:
+        return findmany.find_many(call, base, keyword, values, today, warn)
+
+    def retrieve(self, call: Call, request: _retrieve.Request) -> pd.DataFrame | Job:
+        return _retrieve.run_retrieve(
+            call, request, fetchers=getmove.GetMove, find=lambda c, q: find_any(self, c, q)
+        )
+
+    def store(
+        self, call: Call, what: Any, max_connections: int | None, wait: bool
+    ) -> pd.DataFrame | Job:
+        return _store.store(call, what, max_connections, wait)
+
+
+DIMSE = Dimse()

@@ -1,0 +1,195 @@
+"""Batch C-FIND: one query per value of one keyword, on the transfer queue.
+
+The values are a :class:`~dicomlab.transfer.job.Job`'s items: at most
+``max_connections`` workers, one progress bar, and each worker's association kept
+from value to value (:class:`~dicomlab.transfer.session.Sessions`; after any failure it
+is aborted, never reused, and the next value opens a new one), as for a retrieve.
+The matches of every value go into one DataFrame with a ``query_value`` column; the
+job's rows (one per value, :data:`~dicomlab.core.outcomes.QUERIES`) are what
+``dl.reconcile`` shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any, NoReturn
+
+import pandas as pd
+
+from dicomlab.core.call import Call
+from dicomlab.core.nodes import Node
+from dicomlab.core.outcomes import QUERIES
+from dicomlab.core.query import Query, to_identifier
+from dicomlab.core.results import ResultBuilder
+from dicomlab.errors import DicomlabError, ValidationError, warn_partial
+from dicomlab.net.find import Outcome, fail, find_contexts, model_order, pick_model, run_find
+from dicomlab.transfer.job import run_items
+from dicomlab.transfer.session import Sessions
+
+__all__ = ["find_many", "matched", "reconcile"]
+
+log = logging.getLogger(__name__)
+
+
+def matched(n: int) -> str:
+    """A value's outcome from its number of matches (``failed`` is said by the caller)."""
+    return "none" if n == 0 else "matched" if n == 1 else "several"
+
+
+class _Batch:
+    """What the workers of one find_many share."""
+
+    def __init__(
+        self, node: Node, base: Query, keyword: str, ours: str, today: date | None
+    ) -> None:
+        self.node, self.base, self.keyword, self.ours, self.today = node, base, keyword, ours, today
+        probe = base.with_filters(**{keyword: ""})
+        self.keys = probe.keys
+        self.order = model_order(node, probe)
+        self.contexts = find_contexts(node, probe)
+        self.builder = ResultBuilder(self.keys, extra=["query_value"])
+        self.sessions = Sessions()
+        self.cancel = threading.Event()
+        self.progress: Callable[[int], None] = lambda n: None
+        self.lock = threading.Lock()
+        self.outcomes: dict[str, Outcome] = {}
+        self.raised: dict[str, DicomlabError] = {}
+
+    def query(self, value: str) -> dict[str, Any]:
+        """One value's C-FIND on this worker's association; its QUERIES row."""
+        local = ResultBuilder(self.keys, extra=["query_value"])
+        error: str | None = None
+        try:
+            assoc = self.sessions.open(self.node, self.contexts, calling_ae=self.ours)
+            model = pick_model(assoc, self.order, self.node)
+            identifier = to_identifier(
+                self.base.with_filters(**{self.keyword: value}),
+                today=self.today,
+                charset=self.node.charset,
+            )
+            outcome = run_find(assoc, model, identifier, local, self.node, query_value=value)
+            error = outcome.error
+            with self.lock:
+                self.outcomes[value] = outcome
+        except DicomlabError as exc:
+            error = str(exc)
+            with self.lock:
+                self.raised[value] = exc
+        except BaseException:
+            self.sessions.discard()
+            raise
+        if error is not None:
+            self.sessions.discard()  # never reused after an operation that did not end well
+        with self.lock:
+            self.builder.extend(local)
+        self.progress(1)
+        n = len(local)
+        return QUERIES.row(
+            query_value=value, n_matches=n, outcome="failed" if error else matched(n), error=error
+        )
+
+
+def find_many(
+    call: Call,
+    base: Query,
+    keyword: str,
+    values: Sequence[str],
+    today: date | None = None,
+    warn: bool = True,
+) -> pd.DataFrame:
+    """``base`` once per value of ``keyword`` over at most ``node.max_connections``
+    associations (``dl.find_many`` says what the result holds)."""
+    node, ours, progress = call.node, call.ours, call.progress
+    batch = _Batch(node, base, keyword, ours, today)
+
+    def make_context(advance: Callable[[int], None]) -> _Batch:
+        batch.progress = advance
+        return batch
+
+    t0 = time.perf_counter()
+    job = run_items(
+        list(values),
+        make_context,
+        lambda b, value: b.query(value),
+        QUERIES,
+        workers=node.max_connections,
+        total=len(values),
+        desc=f"C-FIND {node.name}",
+        unit="query",
+        progress=progress,
+        on_finish=batch.sessions.close_all,
+    )
+    rows = job.result(on_interrupt="raise")
+    bad = rows[~rows.outcome.isin(["matched", "none", "several"])]  # failed, or never ran
+    failed = {
+        str(value): str(error) if isinstance(error, str) else "cancelled before it started"
+        for value, error in zip(bad.query_value, bad.error, strict=True)
+    }
+    df = batch.builder.frame(extra_dtypes={"query_value": "string"})
+    df.attrs.update(
+        node=node.name,
+        protocol="dimse",
+        query=f"{base.describe()} x {len(values)} {keyword}",
+        elapsed_s=time.perf_counter() - t0,
+        status=0 if not failed else None,
+        complete=not failed,
+        failed=failed,
+        error=None if not failed else f"{len(failed)} of {len(values)} queries failed",
+        requested=list(values),
+        keyword=keyword,
+    )
+    if failed:
+        log.warning(
+            "find_many on %s: %d of %d queries failed", node.address, len(failed), len(values)
+        )
+    if values and len(failed) == len(values) and not len(df):
+        _all_failed(batch, list(values))
+    if failed and warn:
+        first = next(iter(failed.items()))
+        warn_partial(
+            f"find_many on {node.address}: {len(failed)} of {len(values)} queries failed "
+            f"(first: {first[0]!r}: {first[1]}); df.attrs['failed'] lists them, "
+            "dl.reconcile(df) shows each value's outcome"
+        )
+    return df
+
+
+def _all_failed(batch: _Batch, values: list[str]) -> NoReturn:
+    """Every query of a batch failed and nothing came: raise as ``dl.find`` does (the
+    first value's error), never an empty frame."""
+    first = values[0]
+    if first in batch.raised:
+        raise batch.raised[first]
+    out = batch.outcomes[first]
+    attrs = {
+        "status": out.status,
+        "error": f"all {len(values)} queries failed; the first ({first!r}): {out.error}",
+        "error_comment": out.comment,
+        "timed_out": out.timed_out,
+        "peer_ended": out.peer_ended,
+    }
+    fail(attrs, batch.node, batch.ours, "C-FIND", batch=f" (all {len(values)} queries failed)")
+
+
+def reconcile(df: pd.DataFrame) -> pd.DataFrame:
+    """Per requested value of a ``find_many`` result: how many rows matched, and how it
+    went (the :data:`~dicomlab.core.outcomes.QUERIES` table: ``query_value``,
+    ``n_matches``, ``outcome`` of ``matched``, ``none``, ``several`` or ``failed``,
+    ``error``)."""
+    requested = df.attrs.get("requested")
+    if requested is None:
+        raise ValidationError("reconcile() needs a DataFrame returned by find_many")
+    counts = df["query_value"].value_counts()
+    failed = df.attrs.get("failed", {})
+    rows = []
+    for value in requested:
+        n = int(counts.get(value, 0))
+        outcome = "failed" if value in failed else matched(n)
+        rows.append(
+            QUERIES.row(query_value=value, n_matches=n, outcome=outcome, error=failed.get(value))
+        )
+    return QUERIES.frame(rows)
