@@ -8,14 +8,22 @@ import pandas as pd
 import pytest
 
 import dicomlab as dl
-from dicomlab.core.outcomes import RETRIEVE, STORE, OutcomeSchema, progress_columns
+from dicomlab.core.outcomes import (
+    BATCH_ATTRS,
+    FIND_ATTRS,
+    QUERIES,
+    RETRIEVE,
+    STORE,
+    OutcomeSchema,
+    progress_columns,
+)
 
 
 def _dtypes(df: pd.DataFrame) -> dict[str, str]:
     return {c: str(t) for c, t in df.dtypes.items()}
 
 
-@pytest.mark.parametrize("schema", [RETRIEVE, STORE], ids=lambda s: s.name)
+@pytest.mark.parametrize("schema", [RETRIEVE, STORE, QUERIES], ids=lambda s: s.name)
 def test_an_empty_table_has_the_shape_of_a_full_one(schema: OutcomeSchema) -> None:
     empty = schema.empty()
     assert list(empty.columns) == schema.names and empty.empty
@@ -67,3 +75,20 @@ def test_retrieve_store_and_progress_return_the_schemas(tmp_path: Path) -> None:
         progress = job.progress
         assert list(progress.columns) == progress_columns(RETRIEVE)
         assert progress.state.tolist() == ["done"]
+
+
+def test_find_and_find_many_say_how_they_ended_in_the_same_attrs(tmp_path: Path) -> None:
+    with dl.LocalPACS(tmp_path / "lp", port=0) as lp:
+        dl.store(lp.node, dl.synth.write_studies(tmp_path / "s", n_studies=2), progress=False)
+        one = dl.find(lp.node, dl.Query.studies())
+        many = dl.find_many(
+            lp.node, dl.Query.studies(), progress=False, PatientID=["NOBODY", *one.PatientID]
+        )
+        rec = dl.reconcile(many)
+    assert set(one.attrs) == set(FIND_ATTRS)
+    assert set(many.attrs) == set(FIND_ATTRS) | set(BATCH_ATTRS)
+    for df in (one, many):
+        assert df.attrs["protocol"] == "dimse" and df.attrs["complete"] is True
+        assert df.attrs["status"] == 0 and df.attrs["error"] is None
+    assert list(rec.columns) == QUERIES.names and _dtypes(rec) == QUERIES.dtypes
+    assert rec.set_index("query_value").outcome["NOBODY"] == "none"

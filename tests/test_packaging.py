@@ -53,6 +53,8 @@ def test_exported_members() -> None:
         "demo",
         "transfer",
         "peers",
+        "front",
+        "protocols",
     }
     lazy = {"widgets"}  # imported on first use (ipywidgets only then)
     assert exported - {"__version__"} - lazy <= public

@@ -4,6 +4,8 @@ progress, with their dtypes (the network log's schema is in :mod:`logschema`).
 * ``RETRIEVE``: one row per retrieved item (a study, series or instance);
 * ``STORE``: one row per instance sent;
 * ``QUERIES``: one row per value of a ``find_many`` (``dl.reconcile``);
+* ``FindAttrs``: what ``df.attrs`` of every ``dl.find`` result says (``find_many``
+  adds :data:`BATCH_ATTRS`);
 * ``progress_columns(schema)``: a running job's table, ``item`` and ``state`` first.
 
 Every table has nullable dtypes that never change with the data (an integer column
@@ -22,10 +24,13 @@ import pandas as pd
 from pandas.api.extensions import ExtensionDtype
 
 __all__ = [
+    "BATCH_ATTRS",
+    "FIND_ATTRS",
     "JOB_STATES",
     "QUERIES",
     "RETRIEVE",
     "STORE",
+    "FindAttrs",
     "OutcomeSchema",
     "progress_columns",
     "progress_frame",
@@ -158,3 +163,36 @@ QUERIES = OutcomeSchema(
         ("error", "string"),
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class FindAttrs:
+    """How a query ended, as every protocol reports it in the result's ``df.attrs``.
+
+    ``complete`` is False when the peer stopped early, failed, capped the result or the
+    connection broke: the rows are then partial. ``status`` is the final status (DIMSE)
+    or None; ``error_comment`` the peer's own words; ``timed_out`` and ``peer_ended``
+    say why there is no final status.
+    """
+
+    node: str
+    protocol: str  # "dimse" (DICOMweb results will say "dicomweb")
+    query: str  # the query, described
+    status: int | None
+    complete: bool
+    elapsed_s: float
+    error: str | None = None
+    error_comment: str | None = None
+    timed_out: bool = False
+    peer_ended: bool = False
+
+    def as_attrs(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+FIND_ATTRS: tuple[str, ...] = (*FindAttrs.__slots__, "undecodable")
+"""The keys of every ``dl.find`` result's ``df.attrs`` (``undecodable``: (row, keyword)
+pairs whose text did not decode)."""
+BATCH_ATTRS: tuple[str, ...] = ("failed", "requested", "keyword")
+"""What a ``find_many`` result's ``df.attrs`` adds: the values whose query failed (with
+the error), the values asked for, and their keyword."""

@@ -26,6 +26,7 @@ from dicomlab.core.call import Call
 from dicomlab.core.header import CHARSET_TAG, IMPLICIT_LE, encodings_of, scan_elements
 from dicomlab.core.models import MODELS
 from dicomlab.core.nodes import Node
+from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
 from dicomlab.core.status import decode_status, is_refusal
@@ -271,17 +272,18 @@ def find_on(
 def _finish(df: pd.DataFrame, node: Node, what: str, outcome: Outcome, elapsed: float) -> None:
     status, error = outcome.status, outcome.error
     complete = status == 0x0000 and error is None
-    df.attrs.update(
-        node=node.name,
-        protocol="dimse",  # where the rows came from (DICOMweb results will say "dicomweb")
-        query=what,
-        status=status,
-        complete=complete,
-        elapsed_s=elapsed,
-        error=error,
-        error_comment=outcome.comment,
-        timed_out=outcome.timed_out,
-        peer_ended=outcome.peer_ended,
+    attrs = FindAttrs(
+        node.name,
+        "dimse",
+        what,
+        status,
+        complete,
+        elapsed,
+        error,
+        outcome.comment,
+        outcome.timed_out,
+        outcome.peer_ended,
     )
+    df.attrs.update(attrs.as_attrs())
     if not complete:
         log.warning("C-FIND %s on %s incomplete: %s", what, node.address, error or status)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import errno
 import logging
 import socket
@@ -28,15 +27,21 @@ from types import TracebackType
 from typing import Any, Self
 
 from pynetdicom import AE, evt
-from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomlab.core.nodes import TLS, Node, validate_ae_title, validate_host, validate_port
 from dicomlab.errors import ConfigError
 from dicomlab.net.tls import server_context
-from dicomlab.net.transport import DicomlabAE, adapt_accepted, finished, set_nodelay
-from dicomlab.server.gate import Gate, PendingLimits
+from dicomlab.net.transport import DicomlabAE, finished
+from dicomlab.server.gate import PendingLimits
+from dicomlab.server.listener import (
+    Listener,
+    reject,
+    tune_connection,
+    wake,
+    wake_unassociated,
+    weak,
+)
 
 __all__ = ["ServerThread", "VerificationServer"]
 
@@ -56,122 +61,8 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
-def _weak(method: Any) -> Any:
-    """Call a bound method without keeping its object alive.
-
-    pynetdicom keeps handlers for as long as the server runs. Holding the owner
-    weakly lets a server whose owner is dropped (a notebook cell run again) be
-    collected, and its ``__del__`` free the port.
-    """
-    if not hasattr(method, "__self__"):
-        return method  # a plain function holds no owner
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        bound = ref()
-        if bound is None:
-            return 0xC000  # owner gone: the server is being stopped
-        return bound(*args, **kwargs)
-
-    return call
-
-
-def _wake(assoc: Any) -> None:
-    """End an acceptor still waiting for its A-ASSOCIATE-RQ now, not after acse_timeout.
-
-    pynetdicom's acceptor thread blocks on the DUL queue until a request or
-    the timeout; an empty item reads as a timeout, so the thread ends at once
-    (and stops counting against ``max_associations``).
-    """
-    queue = getattr(getattr(assoc, "dul", None), "to_user_queue", None)
-    if queue is not None:
-        queue.put(None)
-
-
-def _tune_connection(event: Any) -> None:
-    """A new connection, adapted before its association starts."""
-    adapt_accepted(event.assoc)
-
-
-def _wake_unassociated(event: Any) -> None:
-    # The connection closed before an association was made: in Sta2 (a port probe,
-    # awaiting A-ASSOCIATE-RQ) or Sta13 (we aborted an invalid first PDU). The
-    # acceptor thread waiting for the request would otherwise hold a thread and an
-    # association slot for acse_timeout.
-    assoc = event.assoc
-    if (
-        assoc.is_acceptor
-        and not assoc.is_established
-        and not assoc.is_released
-        and assoc.dul.state_machine.current_state in ("Sta1", "Sta2", "Sta13")
-    ):
-        _wake(assoc)
-
-
-def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
-    """Reject an association from its EVT_REQUESTED handler, as pynetdicom's own ACSE does
-    (pynetdicom then skips negotiation and closes the connection)."""
-    assoc.acse.send_reject(result, source, diagnostic)
-    assoc.is_rejected = True
-    evt.trigger(assoc, evt.EVT_REJECTED, {})
-    assoc.kill()
-
-
 DICOM_TLS_PORT = 2762
 """The port IANA registered for DICOM over TLS (``dicom-tls``), the default ``tls_port``."""
-
-
-class _SupportedContexts(list):  # type: ignore[type-arg]
-    """The server's supported contexts, which pynetdicom deep-copies for every association.
-
-    A real deep copy rebuilds every transfer syntax UID, re-validating each with a
-    regular expression: for LocalPACS (every storage class with every transfer
-    syntax, about 6,000 UIDs) that took about 80 ms per association, paid by each
-    C-MOVE sub-association. Each context is copied with its own list of the same
-    (immutable) UIDs instead: what the association may change is still its own.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
-        out = []
-        for cx in self:
-            dup = copy.copy(cx)
-            dup._transfer_syntax = list(cx._transfer_syntax)
-            out.append(dup)
-        return out
-
-
-class _Listener(ThreadedAssociationServer):
-    """pynetdicom's threaded server, fed by a :class:`~dicomlab.server.gate.Gate`: a
-    connection gets its thread (and pynetdicom's attention) only once its first PDU is in."""
-
-    gate: Gate | None = None
-    # The listen backlog: socketserver's 5 makes a burst of connections wait for SYN
-    # retries (1 s, 3 s, 7 s...) before the gate even sees them.
-    request_queue_size = 1024
-    block_on_close = False  # stop() ends connections itself: shutdown() must not wait on them
-    daemon_threads = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.contexts = _SupportedContexts(self.contexts)
-
-    def service_actions(self) -> None:
-        """Nothing between accepts. pynetdicom runs a full ``gc.collect()`` every 60 loops of
-        the accept loop: under a connection flood that was ~9 collections a second of ~60 ms
-        each with the GIL held, and every honest association crawled behind them."""
-
-    def open_gate(self, limits: PendingLimits, tls_context: ssl.SSLContext | None) -> None:
-        self.gate = Gate(self._serve, limits, tls_context, self.ae_title)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if self.gate is None:  # pragma: no cover - open_gate runs before serving
-            super().process_request(request, client_address)
-            return
-        set_nodelay(request)
-        self.gate.add(request, client_address)
-
-    def _serve(self, request: Any, client_address: Any) -> None:
-        super().process_request(request, client_address)  # a thread for this connection
 
 
 class ServerThread:
@@ -214,7 +105,7 @@ class ServerThread:
             if tls is not None
             else None
         )
-        self._listeners: list[_Listener] = []
+        self._listeners: list[Listener] = []
         self._bound: dict[str, int] = {}
         self._ae: AE | None = None
         self._lock = threading.RLock()
@@ -248,7 +139,7 @@ class ServerThread:
         # pynetdicom sets this when it negotiates, after this handler: set it now.
         assoc.requestor.ae_title = assoc.requestor.primitive.calling_ae_title
         if not self._calling_allowed(assoc):
-            _reject(assoc, 0x01, 0x01, 0x03)  # permanent: calling AE title not recognised
+            reject(assoc, 0x01, 0x01, 0x03)  # permanent: calling AE title not recognised
             return
         with self._admit_lock:
             serving = [a for a in self._admitted if a.is_alive() and not finished(a)]
@@ -258,7 +149,7 @@ class ServerThread:
                 full = False
                 self._admitted.add(assoc)
         if full:
-            _reject(assoc, 0x02, 0x03, 0x02)  # transient: local limit exceeded
+            reject(assoc, 0x02, 0x03, 0x02)  # transient: local limit exceeded
 
     @property
     def connection_counters(self) -> dict[str, int]:
@@ -330,10 +221,10 @@ class ServerThread:
             ae.maximum_associations = 100_000
             ae.require_calling_aet = []
             handlers = [
-                (evt.EVT_CONN_OPEN, _tune_connection),
-                (evt.EVT_CONN_CLOSE, _wake_unassociated),
-                (evt.EVT_REQUESTED, _weak(self._admit)),
-                *((h[0], _weak(h[1]), *h[2:]) for h in self._handlers()),
+                (evt.EVT_CONN_OPEN, tune_connection),
+                (evt.EVT_CONN_CLOSE, wake_unassociated),
+                (evt.EVT_REQUESTED, weak(self._admit)),
+                *((h[0], weak(h[1]), *h[2:]) for h in self._handlers()),
             ]
             listeners: list[tuple[str, int, ssl.SSLContext | None]] = [
                 ("plain", self._requested_port, None)
@@ -341,7 +232,7 @@ class ServerThread:
             if context is not None:
                 assert self._requested_tls_port is not None
                 listeners.append(("tls", self._requested_tls_port, context))
-            started: list[_Listener] = []
+            started: list[Listener] = []
             try:
                 for kind, port, ctx in listeners:
                     started.append(self._listen(ae, port, ctx, handlers))
@@ -361,10 +252,10 @@ class ServerThread:
 
     def _listen(
         self, ae: AE, port: int, context: ssl.SSLContext | None, handlers: list[Any]
-    ) -> _Listener:
+    ) -> Listener:
         try:
             listener = ae.make_server(
-                (self.host, port), evt_handlers=handlers, server_class=_Listener
+                (self.host, port), evt_handlers=handlers, server_class=Listener
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -373,7 +264,7 @@ class ServerThread:
                     hint="stop the other server (another LocalPACS or program), or use port=0",
                 ) from None
             raise ConfigError(f"cannot listen on {self.host}:{port}: {exc}") from None
-        assert isinstance(listener, _Listener)
+        assert isinstance(listener, Listener)
         listener.open_gate(self.pending_limits, context)
         thread = threading.Thread(
             target=listener.serve_forever,
@@ -409,7 +300,7 @@ class ServerThread:
                     if raw is not None:
                         with contextlib.suppress(OSError):
                             socket.socket.shutdown(raw, socket.SHUT_RDWR)
-                    _wake(assoc)
+                    wake(assoc)
         for listener in listeners:
             for assoc in list(listener.active_associations):
                 assoc.join(max(0.0, deadline - time.monotonic()))

@@ -22,7 +22,7 @@ import pandas as pd
 
 from dicomlab.core.call import Call
 from dicomlab.core.nodes import Node
-from dicomlab.core.outcomes import QUERIES
+from dicomlab.core.outcomes import QUERIES, FindAttrs
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
 from dicomlab.errors import DicomlabError, ValidationError, warn_partial
@@ -130,18 +130,17 @@ def find_many(
         for value, error in zip(bad.query_value, bad.error, strict=True)
     }
     df = batch.builder.frame(extra_dtypes={"query_value": "string"})
-    df.attrs.update(
-        node=node.name,
-        protocol="dimse",
-        query=f"{base.describe()} x {len(values)} {keyword}",
-        elapsed_s=time.perf_counter() - t0,
-        status=0 if not failed else None,
-        complete=not failed,
-        failed=failed,
-        error=None if not failed else f"{len(failed)} of {len(values)} queries failed",
-        requested=list(values),
-        keyword=keyword,
+    error = None if not failed else f"{len(failed)} of {len(values)} queries failed"
+    attrs = FindAttrs(
+        node.name,
+        "dimse",
+        f"{base.describe()} x {len(values)} {keyword}",
+        0 if not failed else None,
+        not failed,
+        time.perf_counter() - t0,
+        error,
     )
+    df.attrs.update(attrs.as_attrs(), failed=failed, requested=list(values), keyword=keyword)
     if failed:
         log.warning(
             "find_many on %s: %d of %d queries failed", node.address, len(failed), len(values)
