@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from dicomlab import log, plot, synth, tls
 from dicomlab.core.nodebook import NodeBook, home
@@ -40,6 +41,9 @@ from dicomlab.net.echo import EchoResult
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.job import Job
+
+if _TYPE_CHECKING:
+    from dicomlab.derived import key_objects
 
 __version__ = "0.1.0"
 
@@ -76,6 +80,7 @@ __all__ = [
     "find",
     "find_many",
     "home",
+    "key_objects",
     "log",
     "plot",
     "read_log",
@@ -89,11 +94,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # ``dl.widgets`` imports ipywidgets only when first used
-    if name == "widgets":
-        import importlib
+    # ``dl.widgets`` imports ipywidgets, ``dl.key_objects`` highdicom, only when first used
+    import importlib
 
+    if name == "widgets":
         return importlib.import_module("dicomlab.widgets")
+    if name == "key_objects":
+        return importlib.import_module("dicomlab.derived").key_objects
     raise AttributeError(f"module 'dicomlab' has no attribute {name!r}")
 
 

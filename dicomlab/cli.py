@@ -110,7 +110,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from dicomlab import synth
 
     df = synth.write_studies(
-        args.folder, n_studies=args.studies, seed=args.seed, image_size=args.size
+        args.folder,
+        n_studies=args.studies,
+        seed=args.seed,
+        image_size=args.size,
+        derived=args.derived,
     )
     _out(f"wrote {len(df)} instances of {df.StudyInstanceUID.nunique()} studies to {args.folder}")
     return 0
@@ -252,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--studies", type=int, default=20)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=16, help="image rows/columns (512 for benchmarks)")
+    s.add_argument(
+        "--derived", action="store_true", help="add a SEG, an SR and a KOS to every CT study"
+    )
     s.set_defaults(func=_cmd_synth)
 
     v = sub.add_parser("serve", help="run a LocalPACS in the foreground")

@@ -124,6 +124,66 @@ def _pixels(rows: int, cols: int, seed_value: int) -> np.ndarray:
     return out
 
 
+_PAIRED = frozenset({"KNEE", "HAND", "FOOT"})
+"""The synthetic body parts that are paired structures (they have a side)."""
+_ANATOMY = {  # SNOMED CT codes of the body parts, for DX's Anatomic Region Sequence
+    "CHEST": ("51185008", "Thorax"),
+    "FOOT": ("56459004", "Foot"),
+}
+
+
+def _side(body: str, patient: int) -> str:
+    """The side of a paired body part (the same for a patient), else empty."""
+    return "LR"[patient % 2] if body in _PAIRED else ""
+
+
+def _code(value: str, meaning: str, scheme: str = "SCT") -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def _modality_attributes(ds: Dataset, code: str, body: str, patient: int) -> None:
+    """What each modality's IOD requires beyond the common modules (PS3.3 A.3 CT, A.4 MR,
+    A.2 CR, A.26 DX, A.6 US), with plausible values for a synthetic acquisition."""
+    if code == "CT":
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.KVP = 120
+        ds.AcquisitionNumber = 1  # CT Image, Type 2
+    elif code == "MR":  # MR Image: a plain 2D spin echo
+        ds.ScanningSequence = "SE"
+        ds.SequenceVariant = "NONE"
+        ds.ScanOptions = ""  # Type 2: none
+        ds.MRAcquisitionType = "2D"
+        ds.RepetitionTime = 500
+        ds.EchoTime = 20
+        ds.EchoTrainLength = 1
+    elif code == "CR":
+        ds.ViewPosition = "PA" if body == "CHEST" else ""  # CR Series, Type 2
+    elif code == "DX":  # DX Image (for presentation), DX Anatomy Imaged, DX Detector
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.ImageLaterality = _side(body, patient) or "U"  # U: unpaired
+        value, meaning = _ANATOMY[body]
+        ds.AnatomicRegionSequence = [_code(value, meaning)]
+        ds.PatientOrientation = ["L", "F"] if body == "CHEST" else ["A", "F"]
+        ds.PixelIntensityRelationship = "LIN"
+        ds.PixelIntensityRelationshipSign = 1
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.RescaleType = "US"  # unspecified
+        ds.PresentationLUTShape = "IDENTITY"
+        ds.LossyImageCompression = "00"
+        ds.BurnedInAnnotation = "NO"
+        ds.WindowCenter = 2048
+        ds.WindowWidth = 4096
+        ds.DetectorType = "DIRECT"
+        ds.ImagerPixelSpacing = [0.15, 0.15]
+        ds.AcquisitionContextSequence = []  # Type 2: nothing to say
+
+
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
@@ -143,6 +203,7 @@ def generate(
     max_series: int = 3,
     max_instances: int = 4,
     modalities: tuple[str, ...] | None = None,
+    derived: bool = False,
 ) -> Iterator[Dataset]:
     """Yield synthetic instances (pydicom Datasets with file meta), study by study.
 
@@ -161,6 +222,11 @@ def generate(
         Upper bounds per study and per series (at least 1 each).
     modalities
         Restrict to these modality codes (default: CT, MR, CR, DX, US in turn).
+    derived
+        Also, in every CT study, what a researcher would send back after analysing its
+        first series (built with highdicom, :mod:`dicomlab.derived`): a segmentation
+        (SEG), a TID 1500 measurement report on it (SR) and a Key Object Selection
+        of the series' images, each in its own series of the study.
     """
     if n_studies < 0:
         raise ValueError(f"n_studies {n_studies!r} must be >= 0")
@@ -187,6 +253,7 @@ def generate(
         body = mod.body_parts[s % len(mod.body_parts)]
         description = mod.descriptions[s % len(mod.descriptions)]
         birth = date(1940 + (p * 7) % 60, 1 + p % 12, 1 + (p * 3) % 28)
+        first_series: list[Dataset] = []
         for se in range(n_series):
             series_uid = uid(seed, "series", s, se)
             n_inst = rng.randint(1, max(1, max_instances))
@@ -218,31 +285,49 @@ def generate(
                 ds.SeriesNumber = se + 1
                 ds.InstanceNumber = i + 1
                 ds.PatientOrientation = ""
+                if body in _PAIRED and mod.code != "DX":  # DX says Image Laterality instead
+                    ds.Laterality = _side(body, p)  # General Series, 2C: paired parts only
                 if mod.code in ("CT", "MR"):
+                    ds.PatientPosition = "HFS"  # General Series, 2C for CT and MR
+                    ds.PositionReferenceIndicator = ""  # Frame of Reference, Type 2
                     ds.FrameOfReferenceUID = uid(seed, "for", s, se)
                     ds.ImagePositionPatient = [0.0, 0.0, float(i) * 2.5]
                     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
                     ds.PixelSpacing = [0.7, 0.7]
                     ds.SliceThickness = 2.5
-                    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+                    # value 3 is a defined term of the CT IOD only (MR has its own list)
+                    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL" if mod.code == "CT" else "OTHER"]
                 else:
                     ds.ImageType = ["ORIGINAL", "PRIMARY"]
-                if mod.code == "CT":
-                    ds.RescaleIntercept = -1024
-                    ds.RescaleSlope = 1
-                    ds.KVP = 120
-                if mod.code == "DX":
-                    ds.PresentationIntentType = "FOR PRESENTATION"
+                _modality_attributes(ds, mod.code, body, p)
                 ds.SamplesPerPixel = 1
                 ds.PhotometricInterpretation = mod.photometric
                 ds.Rows = ds.Columns = image_size
-                ds.BitsAllocated = 16
-                ds.BitsStored = 12
-                ds.HighBit = 11
+                bits = 8 if mod.code == "US" else 16  # US Image: 8 bits for monochrome
+                ds.BitsAllocated = bits
+                ds.BitsStored = 8 if bits == 8 else 12
+                ds.HighBit = ds.BitsStored - 1
                 ds.PixelRepresentation = 0
                 pixel_seed = int.from_bytes(hashlib.sha256(sop_uid.encode()).digest()[:8], "big")
-                ds.PixelData = _pixels(image_size, image_size, pixel_seed).tobytes()
+                pixels = _pixels(image_size, image_size, pixel_seed)
+                ds.PixelData = (
+                    (pixels >> 4).astype(np.uint8).tobytes() if bits == 8 else pixels.tobytes()
+                )
+                if se == 0:
+                    first_series.append(ds)
                 yield ds
+        if derived and mod.code == "CT":
+            yield from _derived_objects(first_series)
+
+
+def _derived_objects(series: list[Dataset]) -> Iterator[Dataset]:
+    """A SEG of ``series``, an SR measuring it and a KOS of its images (with file meta)."""
+    import dicomlab.derived as derived  # highdicom: imported only when asked for
+
+    seg = derived.segmentation(series)
+    for ds in (seg, derived.measurement_report(seg, series), derived.key_objects(series)[0]):
+        ds.file_meta = _file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+        yield ds
 
 
 def _atomic_save(ds: Dataset, path: Path) -> None:
@@ -267,8 +352,10 @@ def write_studies(
     max_series: int = 3,
     max_instances: int = 4,
     modalities: tuple[str, ...] | None = None,
+    derived: bool = False,
 ) -> pd.DataFrame:
-    """Write synthetic studies under ``folder`` and return their manifest.
+    """Write synthetic studies under ``folder`` and return their manifest (``derived``:
+    SEG, SR and KOS objects in every CT study too, as :func:`generate` says).
 
     Files are laid out as ``study_NNNN/series_NNN/NNNN.dcm``. The manifest has one
     row per instance with the columns :data:`MANIFEST_COLUMNS`.
@@ -285,6 +372,7 @@ def write_studies(
         max_series=max_series,
         max_instances=max_instances,
         modalities=modalities,
+        derived=derived,
     ):
         s = study_index.setdefault(ds.StudyInstanceUID, len(study_index))
         in_study = series_index.setdefault(ds.StudyInstanceUID, {})

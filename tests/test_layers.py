@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "transfer": {"core", "errors", "log", "net", "server"},
     "peers": {"core"},
     "plot": set(),  # DataFrames in, Axes out
-    "synth": set(),
+    "synth": {"derived"},
+    "derived": set(),  # highdicom objects from data sets
     "protocols": {"core", "errors", "log", "net", "server", "transfer"},
     "front": {"core", "errors", "net", "server", "transfer", "protocols"},
     "widgets": {"(public)"},

@@ -55,8 +55,9 @@ def test_exported_members() -> None:
         "peers",
         "front",
         "protocols",
+        "derived",
     }
-    lazy = {"widgets"}  # imported on first use (ipywidgets only then)
+    lazy = {"widgets", "key_objects"}  # imported on first use (ipywidgets only then)
     assert exported - {"__version__"} - lazy <= public
     assert public - exported - modules == set(), "public names missing from __all__"
     for name in dl.__all__:
