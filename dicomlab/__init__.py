@@ -12,6 +12,7 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from dicomlab import log, plot, synth, tls
+from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
 from dicomlab.core.query import Query
@@ -23,6 +24,7 @@ from dicomlab.errors import (
     ConnectionRefused,
     ConnectTimeout,
     DicomlabError,
+    DICOMwebError,
     DimseError,
     DimseTimeout,
     NetworkError,
@@ -54,6 +56,8 @@ __all__ = [
     "ConfigError",
     "ConnectTimeout",
     "ConnectionRefused",
+    "DICOMweb",
+    "DICOMwebError",
     "DicomlabError",
     "DimseError",
     "DimseTimeout",

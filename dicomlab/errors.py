@@ -17,10 +17,11 @@ there is one) and a hint saying what to try next::
     │   ├── AssociationRejected     the peer rejected the association (reason attached)
     │   ├── AssociationAborted      the peer aborted, or never answered the request
     │   └── NoAcceptedContext       the peer accepted none of the contexts we need
-    └── DimseError                  an operation ended with a failure status, with nothing delivered
-        ├── OperationRefused        the peer refused it (not authorised, out of resources, unknown
-        │                           destination) or we refused what it sent
-        └── DimseTimeout            no response within the node's timeout
+    ├── DimseError                  an operation ended with a failure status, with nothing delivered
+    │   ├── OperationRefused        the peer refused it (not authorised, out of resources, unknown
+    │   │                           destination) or we refused what it sent
+    │   └── DimseTimeout            no response within the node's timeout
+    └── DICOMwebError               a DICOMweb request answered with an HTTP error (``http_status``)
 
     PartialResultWarning (a UserWarning, not an error): rows came, then a failure or a cap;
     the rows are returned, ``df.attrs`` says so, and the notebook shows the warning.
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigError",
     "ConnectTimeout",
     "ConnectionRefused",
+    "DICOMwebError",
     "DicomlabError",
     "DimseError",
     "DimseTimeout",
@@ -251,6 +253,29 @@ class DimseTimeout(DimseError):
         cls, service: str, node: Node, why: str = "timed out; the association was aborted"
     ) -> DimseTimeout:
         return cls(cls.sentence(service, node, why), node=node)
+
+
+class DICOMwebError(DicomlabError):
+    """A DICOMweb request answered with an HTTP error status (``http_status``: 401 not
+    authenticated, 403 not allowed, 404 no such resource or service, 429 and 503 busy,
+    ...); ``transient`` for the statuses worth retrying (408, 429, 502, 503, 504)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: Node | None = None,
+        http_status: int | None = None,
+        hint: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, node=node, hint=hint)
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def transient(self) -> bool:
+        return self.http_status in (408, 429, 502, 503, 504)
 
 
 class PartialResultWarning(UserWarning):

@@ -25,8 +25,15 @@ from dicomlab.core.query import Query
 from dicomlab.errors import ValidationError
 from dicomlab.net.association import calling_ae_title, resolve_node
 from dicomlab.net.echo import EchoResult
-from dicomlab.protocols import dimse
-from dicomlab.protocols.base import ProtocolName, choose, find_any, register, values_of
+from dicomlab.protocols import dicomweb, dimse
+from dicomlab.protocols.base import (
+    ProtocolName,
+    choose,
+    find_any,
+    register,
+    retrieve_method,
+    values_of,
+)
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
@@ -35,6 +42,7 @@ from dicomlab.transfer.retrieve import Request
 __all__ = ["echo", "find", "find_many", "reconcile", "retrieve", "store"]
 
 register(dimse.DIMSE)
+register(dicomweb.DICOMWEB)
 
 
 def echo(
@@ -61,7 +69,7 @@ def echo(
         ``"auto"`` (the first the node is configured for) or ``"dimse"``.
     """
     call = _call(node, calling_ae, book)
-    return choose(call.node, protocol).echo(call)
+    return choose(call.node, protocol, operation="echo").echo(call)
 
 
 def find(
@@ -144,7 +152,7 @@ def find_many(
     ((keyword, raw),) = values.items()
     base.with_filters(**{keyword: ""})  # validates the keyword before anything is sent
     call = _call(node, calling_ae, book, progress)
-    speaker = choose(call.node, protocol)
+    speaker = choose(call.node, protocol, operation="find_many")
     return speaker.find_many(call, base, keyword, values_of(raw), today, warn)
 
 
@@ -189,8 +197,8 @@ def retrieve(
     instances arrived than expected is flagged ``complete=False``.
     """
     call = _call(node, calling_ae, book, progress)
-    how = method or call.node.retrieve
-    speaker = choose(call.node, protocol, how)
+    speaker = choose(call.node, protocol, method, "retrieve")
+    how = retrieve_method(speaker, call.node, method)
     return speaker.retrieve(call, Request(what, into, how, level, max_connections, wait))
 
 
@@ -213,7 +221,7 @@ def store(
     error. Files are spread over ``max_connections`` connections.
     """
     call = _call(node, calling_ae, book, progress)
-    return choose(call.node, protocol).store(call, what, max_connections, wait)
+    return choose(call.node, protocol, operation="store").store(call, what, max_connections, wait)
 
 
 def _call(

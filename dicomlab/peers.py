@@ -10,6 +10,7 @@ stopped by PID (never by process name). Use them as context managers::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -28,6 +29,7 @@ from typing import Any, Self
 from dicomlab.core.nodes import Node
 
 __all__ = [
+    "DICOMWEB_PLUGIN",
     "DcmQRSCP",
     "Orthanc",
     "Peer",
@@ -37,6 +39,7 @@ __all__ = [
     "free_port",
     "peer_env",
     "require_binary",
+    "require_file",
     "wait_for_port",
 ]
 
@@ -53,9 +56,24 @@ def require_binary(name: str) -> str:
         f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
     )
     if path is None:
-        package = "orthanc" if name == "Orthanc" else "dcmtk"
+        package = _PACKAGES.get(name, "dcmtk")
         raise PeerMissing(
             f"{name} is not installed (apt-get install {package}; or run make test as root)"
+        )
+    return path
+
+
+_PACKAGES = {"Orthanc": "orthanc", "dciodvfy": "dicom3tools"}
+"""The Debian package of each peer program that is not dcmtk's."""
+
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def require_file(path: str, package: str) -> str:
+    """``path`` if it exists, else :class:`PeerMissing` naming the Debian package."""
+    if not Path(path).exists():
+        raise PeerMissing(
+            f"{path} is missing (apt-get install {package}; or run make test as root)"
         )
     return path
 
@@ -274,6 +292,9 @@ class Orthanc(Peer):
         When False, all ``DicomAlwaysAllow*`` are off: only known modalities may associate.
     config
         Extra configuration keys.
+    dicomweb
+        Load the DICOMweb plugin (Debian's ``orthanc-dicomweb``): QIDO-RS, WADO-RS and
+        STOW-RS under :attr:`dicomweb_url`.
     """
 
     name = "orthanc"
@@ -292,9 +313,11 @@ class Orthanc(Peer):
         check_called_aet: bool = False,
         allow_unknown: bool = True,
         config: Mapping[str, Any] | None = None,
+        dicomweb: bool = False,
     ) -> None:
         super().__init__(workdir)
         self.ae_title = ae_title
+        self.dicomweb = dicomweb
         self.http_port = free_port()
         self.config_path = self.workdir / "orthanc.json"
         modal = {
@@ -336,8 +359,14 @@ class Orthanc(Peer):
             "Plugins": [],
             "ConcurrentJobs": 4,
         }
+        if dicomweb:
+            cfg["Plugins"] = [require_file(DICOMWEB_PLUGIN, "orthanc-dicomweb")]
+            cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full"}
         cfg.update(config or {})
         self.config_path.write_text(json.dumps(cfg, indent=2))
+        users = cfg.get("RegisteredUsers") or {}
+        # with authentication on, the REST calls below go as the first registered user
+        self._auth = next(iter(users.items())) if cfg["AuthenticationEnabled"] and users else None
 
     def command(self) -> list[str]:
         return [require_binary("Orthanc"), "--no-jobs", str(self.config_path)]
@@ -363,6 +392,9 @@ class Orthanc(Peer):
         """Call Orthanc's REST API on loopback; JSON in, JSON out."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method)
+        if self._auth is not None:
+            token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=60) as rsp:
             payload = rsp.read()
         if not payload:
@@ -383,6 +415,11 @@ class Orthanc(Peer):
     @property
     def node(self) -> Node:
         return Node("orthanc", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10)
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root (with ``dicomweb=True``)."""
+        return f"{self.url}/dicom-web"
 
 
 class SilentListener:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the interoperability and browser tests talk to: Debian's dcmtk,
 # orthanc and chromium (the browser Playwright drives; never `playwright install`), and
-# dicom3tools (dciodvfy, the standard's IOD validator the synthetic studies are checked with).
+# dicom3tools (dciodvfy, the standard's IOD validator the synthetic studies are checked with),
+# and orthanc-dicomweb (Orthanc's DICOMweb plugin, the DICOMweb client's real peer).
 # As root it uses apt-get; otherwise it says what is missing and how to install it.
 # In CI (CI=true) a peer that cannot be installed is an error.
 set -u
@@ -10,8 +11,9 @@ command -v storescp >/dev/null 2>&1 || need+=(dcmtk)
 command -v Orthanc  >/dev/null 2>&1 || need+=(orthanc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "peers: dcmtk, orthanc, chromium and dicom3tools are installed"
+  echo "peers: dcmtk, orthanc (with its DICOMweb plugin), chromium and dicom3tools are installed"
   exit 0
 fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

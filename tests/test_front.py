@@ -32,13 +32,15 @@ UNUSED = dl.Node("nowhere", ae_title="NOWHERE", host="127.0.0.1", port=9, timeou
 
 
 def test_a_protocol_this_dicomlab_lacks_is_refused_before_anything_is_sent() -> None:
-    with pytest.raises(dl.ConfigError, match=r"no protocol 'dicomweb'.*it speaks: dimse") as err:
-        dl.find(UNUSED, dl.Query.studies(), protocol="dicomweb")
+    with pytest.raises(
+        dl.ConfigError, match=r"no protocol 'pigeon'.*it speaks: dimse, dicomweb"
+    ) as err:
+        dl.find(UNUSED, dl.Query.studies(), protocol="pigeon")  # type: ignore[arg-type]
     assert err.value.node == UNUSED
-    with pytest.raises(dl.ConfigError, match=r"method='wado'.*methods: get, move"):
+    with pytest.raises(dl.ConfigError, match=r"dimse cannot retrieve with method='wado'"):
         dl.retrieve(UNUSED, ["1.2.3"], method="wado", progress=False)
-    with pytest.raises(dl.ConfigError, match="dimse cannot retrieve with method='wado'"):
-        dl.retrieve(UNUSED, ["1.2.3"], method="wado", protocol="dimse", progress=False)
+    with pytest.raises(dl.ConfigError, match="nowhere is not configured for dicomweb"):
+        dl.retrieve(UNUSED, ["1.2.3"], method="wado", protocol="dicomweb", progress=False)
 
 
 def test_auto_and_dimse_reach_the_same_peer(tmp_path: Path) -> None:

@@ -20,13 +20,14 @@ ALLOWED: dict[str, set[str]] = {
     "log": {"core", "errors"},
     "tls": {"core", "errors"},
     "net": {"core", "errors", "log"},
+    "web": {"core", "errors", "log", "net"},
     "server": {"core", "errors", "log", "net"},
-    "transfer": {"core", "errors", "log", "net", "server"},
+    "transfer": {"core", "errors", "log", "net", "server", "web"},
     "peers": {"core"},
     "plot": set(),  # DataFrames in, Axes out
     "synth": {"derived"},
     "derived": set(),  # highdicom objects from data sets
-    "protocols": {"core", "errors", "log", "net", "server", "transfer"},
+    "protocols": {"core", "errors", "log", "net", "server", "transfer", "web"},
     "front": {"core", "errors", "net", "server", "transfer", "protocols"},
     "widgets": {"(public)"},
     "cli": {"(public)", "core", "errors", "net", "server", "tls", "demo", "log", "front"},

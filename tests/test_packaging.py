@@ -56,6 +56,7 @@ def test_exported_members() -> None:
         "front",
         "protocols",
         "derived",
+        "web",
     }
     lazy = {"widgets", "key_objects"}  # imported on first use (ipywidgets only then)
     assert exported - {"__version__"} - lazy <= public

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomlab.core import toml
+from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
 from dicomlab.errors import NodeBookConflict, NodeBookError, ValidationError
 
@@ -40,8 +41,10 @@ _NODE_KEYS = {
     "allow_retrieve",
     "query_model",
     "tls",
+    "dicomweb",
 }
 _TLS_KEYS = {"ca", "cert", "key", "verify", "server_hostname", "require_client_cert"}
+_DICOMWEB_KEYS = {"url", "auth", "username", "secret_env", "token_file", "verify", "ca", "timeout"}
 _LOCAL_KEYS = {"ae_title", "port", "host"}
 _TOP_KEYS = {"version", "default", "local", "nodes"}
 
@@ -225,6 +228,8 @@ class NodeBook:
                 entry["charset"] = n.charset
             if n.tls is not None:
                 entry["tls"] = n.tls.to_dict()
+            if n.dicomweb is not None:
+                entry["dicomweb"] = n.dicomweb.to_dict()
             nodes[n.name] = entry
         doc: dict[str, Any] = {"version": FORMAT_VERSION}
         if self._default is not None:
@@ -308,8 +313,18 @@ class NodeBook:
                     tls = TLS(**tls_doc)
                 except (ValidationError, TypeError) as exc:
                     raise fail(f"node {name!r}: {exc}", (*table, "tls")) from None
+            web_doc = fields.pop("dicomweb", None)
+            web = None
+            if web_doc is not None:
+                if not isinstance(web_doc, dict) or set(web_doc) - _DICOMWEB_KEYS:
+                    bad_web = f"node {name!r}: bad [dicomweb] table {web_doc!r}"
+                    raise fail(bad_web, (*table, "dicomweb"))
+                try:
+                    web = DICOMweb(**web_doc)
+                except (ValidationError, TypeError) as exc:
+                    raise fail(f"node {name!r}: {exc}", (*table, "dicomweb")) from None
             try:
-                nodes.append(Node(name=name, tls=tls, **fields))
+                nodes.append(Node(name=name, tls=tls, dicomweb=web, **fields))
             except (ValidationError, TypeError) as exc:
                 key = _field_of(exc)
                 raise fail(f"node {name!r}: {exc}", table, key) from None

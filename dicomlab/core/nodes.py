@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydicom.charset import python_encoding
 
+from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.errors import ValidationError
 
 __all__ = [
@@ -174,10 +175,13 @@ class Node:
     query_model
         Preferred Query/Retrieve information model, ``"study"`` (Study Root) or
         ``"patient"`` (Patient Root); the other is proposed too, as a fallback.
+    dicomweb
+        The node's DICOMweb service (:class:`DICOMweb`), if it has one. A node with a
+        DICOMweb service needs no AE title: it then speaks only DICOMweb.
     """
 
     name: str
-    ae_title: str
+    ae_title: str = ""
     host: str = "127.0.0.1"
     port: int = 104
     retrieve: RetrieveMethod = "move"
@@ -189,6 +193,7 @@ class Node:
     allow_query: bool = True
     allow_retrieve: bool = True
     query_model: Literal["study", "patient"] = "study"
+    dicomweb: DICOMweb | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -196,8 +201,12 @@ class Node:
                 f"node name {self.name!r} is not valid",
                 hint="use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
             )
-        with _field("ae_title"):
-            object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
+        with _field("dicomweb"):
+            if self.dicomweb is not None and not isinstance(self.dicomweb, DICOMweb):
+                raise ValidationError(f"dicomweb must be a dl.DICOMweb, got {self.dicomweb!r}")
+        if self.ae_title or self.dicomweb is None:  # a DICOMweb-only node has no AE title
+            with _field("ae_title"):
+                object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
         with _field("host"):
             object.__setattr__(self, "host", validate_host(self.host))
         with _field("port"):
@@ -232,9 +241,15 @@ class Node:
 
     @property
     def address(self) -> str:
-        """``AE@host:port``, the form the CLI accepts."""
+        """``AE@host:port``, the form the CLI accepts (a DICOMweb-only node: its URL)."""
+        if not self.ae_title and self.dicomweb is not None:
+            return self.dicomweb.url
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.ae_title}@{host}:{self.port}"
+
+    @property
+    def speaks_dimse(self) -> bool:
+        return bool(self.ae_title)
 
     def replace(self, **changes: Any) -> Node:
         """A copy with ``changes`` applied (and validated)."""

@@ -42,6 +42,10 @@ Cause = Literal[
     "no-response",
     "failure-status",
     "network",
+    "not-authenticated",
+    "not-allowed",
+    "not-found",
+    "http-error",
 ]
 
 _CAUSES: tuple[tuple[type[NetworkError], Cause], ...] = (
@@ -66,13 +70,15 @@ class EchoResult:
     latency_s
         Seconds from the association request to the C-ECHO response (or to the failure).
     status
-        The DIMSE status as int, or ``None`` when no association was made or no answer came.
+        The DIMSE status as int (over DICOMweb: the HTTP status), or ``None`` when no
+        association was made or no answer came.
     detail
         A plain-English diagnosis with what to try next.
     cause
         A short machine-readable cause: ``ok``, ``dns``, ``refused``, ``connect-timeout``,
         ``tls``, ``rejected``, ``aborted``, ``no-context``, ``no-response``,
-        ``failure-status`` or ``network``.
+        ``failure-status`` or ``network``; over DICOMweb also ``not-authenticated`` (401),
+        ``not-allowed`` (403), ``not-found`` (404) and ``http-error``.
     node
         The node that was echoed.
     """

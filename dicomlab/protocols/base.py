@@ -32,6 +32,7 @@ __all__ = [
     "choose",
     "find_any",
     "register",
+    "retrieve_method",
     "values_of",
 ]
 
@@ -45,6 +46,9 @@ class Speaker(Protocol):
     name: str
     retrieve_methods: tuple[str, ...]
     """The ``method=`` values of ``retrieve`` it serves (``move``, ``get``; ``wado``)."""
+    operations: frozenset[str]
+    """The operations it implements (of ``echo``, ``find``, ``find_many``, ``retrieve``,
+    ``store``)."""
 
     def speaks(self, node: Node) -> bool:
         """Whether ``node`` is configured for this protocol."""
@@ -84,9 +88,12 @@ def available() -> tuple[str, ...]:
     return tuple(_SPEAKERS)
 
 
-def choose(node: Node, protocol: str = "auto", method: str | None = None) -> Speaker:
-    """The protocol a call on ``node`` uses: the one named, or with ``"auto"`` the first
-    that the node is configured for (and that serves ``method``, for a retrieve).
+def choose(
+    node: Node, protocol: str = "auto", method: str | None = None, operation: str = "find"
+) -> Speaker:
+    """The protocol ``operation`` on ``node`` uses: the one named, or with ``"auto"`` the
+    first that the node is configured for, that implements the operation and (for a
+    retrieve) serves ``method``.
 
     Raises :class:`~dicomlab.errors.ConfigError` naming the node when none fits.
     """
@@ -97,21 +104,42 @@ def choose(node: Node, protocol: str = "auto", method: str | None = None) -> Spe
                 f"no protocol {protocol!r} in this dicomlab (it speaks: {', '.join(_SPEAKERS)})",
                 node=node,
             )
-        if not speaker.speaks(node):
-            raise ConfigError(f"{node.name} is not configured for {protocol}", node=node)
-        if method is not None and method not in speaker.retrieve_methods:
-            raise ConfigError(
-                f"{protocol} cannot retrieve with method={method!r} "
-                f"(it offers {', '.join(repr(m) for m in speaker.retrieve_methods)})",
-                node=node,
-            )
+        problem = _unfit(speaker, node, method, operation)
+        if problem is not None:
+            raise ConfigError(problem, node=node)
         return speaker
+    problems = []
     for speaker in _SPEAKERS.values():
-        if speaker.speaks(node) and (method is None or method in speaker.retrieve_methods):
+        problem = _unfit(speaker, node, method, operation)
+        if problem is None:
             return speaker
-    offered = sorted({m for s in _SPEAKERS.values() for m in s.retrieve_methods})
-    what = f" with method={method!r} (methods: {', '.join(offered)})" if method else ""
-    raise ConfigError(f"no protocol of this dicomlab reaches {node.name}{what}", node=node)
+        problems.append(problem)
+    raise ConfigError(
+        f"no protocol of this dicomlab can {operation} on {node.name}: {'; '.join(problems)}",
+        node=node,
+    )
+
+
+def _unfit(speaker: Speaker, node: Node, method: str | None, operation: str) -> str | None:
+    """Why ``speaker`` cannot run ``operation`` on ``node`` (None: it can)."""
+    if not speaker.speaks(node):
+        return f"{node.name} is not configured for {speaker.name}"
+    if operation not in speaker.operations:
+        return f"{speaker.name} has no {operation} in this dicomlab"
+    if method is not None and method not in speaker.retrieve_methods:
+        offered = ", ".join(repr(m) for m in speaker.retrieve_methods)
+        return f"{speaker.name} cannot retrieve with method={method!r} (it offers {offered})"
+    return None
+
+
+def retrieve_method(speaker: Speaker, node: Node, method: str | None) -> str:
+    """The method a retrieve uses: the one asked for, else the node's when the protocol
+    serves it, else the protocol's first."""
+    if method is not None:
+        return method
+    return (
+        node.retrieve if node.retrieve in speaker.retrieve_methods else speaker.retrieve_methods[0]
+    )
 
 
 def values_of(raw: Iterable[Any]) -> list[str]:

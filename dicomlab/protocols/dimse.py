@@ -28,13 +28,14 @@ __all__ = ["DIMSE", "Dimse"]
 
 
 class Dimse:
-    """Every node speaks DIMSE: an AE title, a host and a port are all a node must have."""
+    """DIMSE, for every node with an AE title (a host and a port are all else it needs)."""
 
     name: str = "dimse"
     retrieve_methods: tuple[str, ...] = ("move", "get")
+    operations: frozenset[str] = frozenset({"echo", "find", "find_many", "retrieve", "store"})
 
     def speaks(self, node: Node) -> bool:
-        return True
+        return node.speaks_dimse
 
     def echo(self, call: Call) -> _echo.EchoResult:
         return _echo.echo(call)

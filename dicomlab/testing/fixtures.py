@@ -12,15 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from dicomlab.peers import DcmQRSCP, Orthanc, PeerMissing, StoreSCP, require_binary
+from dicomlab.peers import (
+    DcmQRSCP,
+    Orthanc,
+    PeerMissing,
+    StoreSCP,
+    require_binary,
+    require_file,
+)
 
 __all__ = ["dcmqrscp", "need_peer", "orthanc", "storescp"]
 
 
-def need_peer(binary: str) -> str:
-    """Path of ``binary``; skip the test (fail it under CI=true) when it is missing."""
+def need_peer(binary: str, package: str | None = None) -> str:
+    """Path of ``binary`` (a program's name, or with ``package`` a file's path: a plugin);
+    skip the test (fail it under CI=true) when it is missing."""
     try:
-        return require_binary(binary)
+        return require_binary(binary) if package is None else require_file(binary, package)
     except PeerMissing as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and a real peer is missing: {exc}", pytrace=False)

@@ -1,0 +1,146 @@
+"""WADO-RS retrieve of one item into a LocalPACS: the DICOMweb :class:`Fetcher`.
+
+A study, a series or an instance comes as ``multipart/related; type=application/dicom``
+in the transfer syntax the server holds it in (``transfer-syntax=*``; a server that
+refuses that, 406, is asked again for its default, Explicit VR Little Endian). The
+parts are read one at a time as they stream in (dicomweb-client's ``iter_*``), never
+a whole study in memory, and each goes through the archive as a received C-STORE does:
+checked (:func:`core.indexrow.file_problem`), written to a temporary name and renamed,
+then indexed. The count to expect comes from a QIDO-RS instance search first.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+
+from dicomlab.core.call import Call
+from dicomlab.core.indexrow import HeaderError, file_header, file_problem
+from dicomlab.core.items import Item
+from dicomlab.core.nodes import Node
+from dicomlab.core.query import Query
+from dicomlab.errors import DICOMwebError
+from dicomlab.server.localpacs import LocalPACS
+from dicomlab.transfer.fetch import Cancelled, Refused
+from dicomlab.web import qido
+from dicomlab.web.session import WebClient, client_for, translating
+
+__all__ = ["Wado"]
+
+_AS_STORED = (("application/dicom", "*"),)
+_STATUS_CANNOT_UNDERSTAND = 0xC000
+
+
+def _file_bytes(ds: Dataset) -> bytes:
+    """A received part as the DICOM file it was (preamble, meta, data set)."""
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+class Wado:
+    """The WADO-RS :class:`~dicomlab.transfer.fetch.Fetcher` of one retrieve call."""
+
+    method = "wado"
+
+    def __init__(
+        self, node: Node, into: LocalPACS, method: str, ours: str, cancel: threading.Event
+    ) -> None:
+        self.node, self.into, self.ours, self.cancel = node, into, ours, cancel
+        self._local = threading.local()  # one client (one HTTP session) per worker
+        self._clients: list[WebClient] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        web: WebClient | None = getattr(self._local, "web", None)
+        if web is None:
+            web = self._local.web = client_for(self.node)
+            with self._lock:
+                self._clients.append(web)
+        return web.api
+
+    def plan(self, item: Item) -> int | None:
+        """The item's instance count, from a QIDO-RS instance search."""
+        if item.expected is not None:
+            return item.expected
+        query = Query("image", tuple(item.filters().items()), ())
+        found = qido.find(Call(self.node, self.ours, progress=False), query, warn=False)
+        return len(found) if found.attrs["complete"] else None
+
+    def _parts(self, item: Item, media_types: Any) -> Iterator[Dataset]:
+        client = self._client()
+        if item.sop:
+            yield client.retrieve_instance(
+                item.study, item.series, item.sop, media_types=media_types
+            )
+        elif item.series:
+            yield from client.iter_series(item.study, item.series, media_types=media_types)
+        else:
+            yield from client.iter_study(item.study, media_types=media_types)
+
+    def fetch(self, item: Item, row: dict[str, Any], progress: Callable[[int], None]) -> None:
+        try:
+            self._fetch(item, row, progress, _AS_STORED)
+        except DICOMwebError as exc:
+            if exc.http_status != 406:
+                raise
+            self._fetch(item, row, progress, None)  # the server's default syntax
+
+    def _fetch(
+        self,
+        item: Item,
+        row: dict[str, Any],
+        progress: Callable[[int], None],
+        media_types: Any,
+    ) -> None:
+        stored, refused = 0, []
+        with translating(self.node, "WADO-RS"):
+            for ds in self._parts(item, media_types):
+                if self.cancel.is_set():
+                    raise Cancelled()
+                problem = self._keep(ds)
+                if problem is not None:
+                    refused.append(problem)
+                    continue
+                stored += 1
+                progress(1)
+        row.update(
+            status=0x0000 if not refused else 0xB000,
+            status_text="Success" if not refused else "Warning: some instances refused",
+            completed=stored,
+            failed=len(refused),
+            warning=0,
+        )
+        if refused:
+            row["refused"] = [*(row.get("refused") or []), *refused]
+
+    def _keep(self, ds: Dataset) -> Refused | None:
+        """Check and archive one received instance; why it was refused, if it was."""
+        uid = str(ds.get("SOPInstanceUID", ""))
+        data = _file_bytes(ds)
+        try:
+            header, syntax = file_header(data)
+            problem = file_problem(data, header, syntax)
+            if problem is not None:
+                raise HeaderError(problem)
+        except (HeaderError, ValueError) as exc:
+            return (uid, _STATUS_CANNOT_UNDERSTAND, str(exc))
+        archive = self.into.archive
+        with archive.receiving(str(header.get("StudyInstanceUID") or "")):
+            archive.add(header, syntax, iter([data]), source_ae="WADO-RS")
+        return None
+
+    def gone(self) -> str | None:
+        return None  # parts are written into the archive directly: nothing to stop
+
+    def close(self) -> None:
+        """Close every worker's HTTP session."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for web in clients:
+            web.close()

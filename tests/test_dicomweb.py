@@ -1,0 +1,218 @@
+"""DICOMweb as a client against Orthanc's DICOMweb plugin: the same calls, frames and
+outcome tables as DIMSE (QIDO-RS find, WADO-RS retrieve, the echo probe), and a node
+book that keeps the settings and never a secret."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydicom import dcmread
+
+import dicomlab as dl
+from dicomlab.core.outcomes import RETRIEVE
+from dicomlab.peers import DICOMWEB_PLUGIN, Orthanc
+from dicomlab.testing.fixtures import need_peer
+from dicomlab.web import qido
+
+pytestmark = pytest.mark.peers
+
+TODAY = date.today()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    folder = tmp_path_factory.mktemp("synth")
+    return dl.synth.write_studies(folder, n_studies=6, seed=19, today=TODAY)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory, synthetic: pd.DataFrame) -> Iterator[Orthanc]:
+    need_peer("Orthanc")
+    need_peer(DICOMWEB_PLUGIN, "orthanc-dicomweb")
+    with Orthanc(tmp_path_factory.mktemp("orthanc"), dicomweb=True) as o:
+        o.upload(synthetic.path)
+        yield o
+
+
+@pytest.fixture
+def both(orthanc: Orthanc) -> dl.Node:
+    """Orthanc as one node that speaks DIMSE and DICOMweb."""
+    return orthanc.node.replace(dicomweb=dl.DICOMweb(orthanc.dicomweb_url, timeout=10))
+
+
+def _sorted(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    return df.sort_values(key).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        (dl.Query.studies(), "StudyInstanceUID"),
+        (dl.Query.studies(date="last7days"), "StudyInstanceUID"),
+        (dl.Query.studies(PatientName="*"), "StudyInstanceUID"),
+        (dl.Query.series(Modality="CT"), "SeriesInstanceUID"),
+        (dl.Query.series(), "SeriesInstanceUID"),
+    ],
+    ids=["all-studies", "last7days", "name-wildcard", "ct-series", "all-series"],
+)
+def test_qido_gives_the_rows_c_find_gives(both: dl.Node, query: dl.Query, key: str) -> None:
+    by_dimse = dl.find(both, query, protocol="dimse")
+    by_web = dl.find(both, query, protocol="dicomweb")
+    assert by_web.attrs["protocol"] == "dicomweb" and by_web.attrs["complete"]
+    assert len(by_web) > 0
+    pd.testing.assert_frame_equal(_sorted(by_web, key), _sorted(by_dimse, key))  # values, dtypes
+
+
+def test_qido_instances_and_a_uid_list(both: dl.Node, synthetic: pd.DataFrame) -> None:
+    two = sorted(synthetic.StudyInstanceUID.unique())[:2]
+    q = dl.Query.instances(StudyInstanceUID=two[0])
+    web = _sorted(dl.find(both, q, protocol="dicomweb"), "SOPInstanceUID")
+    dimse = _sorted(dl.find(both, q, protocol="dimse"), "SOPInstanceUID")
+    for col in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber"):
+        pd.testing.assert_series_equal(web[col], dimse[col])
+    listed = dl.find(both, dl.Query.studies(StudyInstanceUID="\\".join(two)), protocol="dicomweb")
+    assert sorted(listed.StudyInstanceUID) == two
+
+
+def test_results_are_paged_until_the_server_has_no_more(
+    both: dl.Node, synthetic: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qido, "PAGE", 4)  # 6 studies, 15+ series: several pages each
+    series = dl.find(both, dl.Query.series(), protocol="dicomweb")
+    assert series.attrs["complete"]
+    assert sorted(series.SeriesInstanceUID) == sorted(synthetic.SeriesInstanceUID.unique())
+
+
+def test_a_dicomweb_only_node_is_queried_and_retrieved_with_the_same_calls(
+    orthanc: Orthanc, synthetic: pd.DataFrame, tmp_path: Path
+) -> None:
+    web = dl.Node("cloud", dicomweb=dl.DICOMweb(orthanc.dicomweb_url))
+    assert web.address == orthanc.dicomweb_url
+    studies = dl.find(web, dl.Query.studies())
+    assert sorted(studies.StudyInstanceUID) == sorted(synthetic.StudyInstanceUID.unique())
+    with dl.LocalPACS(tmp_path / "lp", port=0) as lp:
+        out = dl.retrieve(web, studies, into=lp, progress=False)  # method: wado, the only one
+        assert isinstance(out, pd.DataFrame)
+        assert list(out.columns) == RETRIEVE.names
+        assert out.method.unique().tolist() == ["wado"]
+        assert out.complete.all(), out.error.tolist()
+        assert (out.received_instances == out.expected_instances).all()
+        held = lp.instances()
+        assert len(held) == len(synthetic)
+        sent = {dcmread(p).SOPInstanceUID: dcmread(p).PixelData for p in synthetic.path}
+        for row in held.itertuples():  # byte-identical pixel data
+            assert dcmread(lp.archive.absolute(row.path)).PixelData == sent[row.SOPInstanceUID]
+        again = dl.retrieve(web, studies, into=lp, progress=False)
+        assert isinstance(again, pd.DataFrame) and again.skipped.all()  # resumed: nothing pulled
+        # a series and an instance, by WADO-RS too
+        lp.delete_study(studies.StudyInstanceUID.iloc[0])
+        series = dl.find(web, dl.Query.series(StudyInstanceUID=studies.StudyInstanceUID.iloc[0]))
+        part = dl.retrieve(web, series.head(1), into=lp, progress=False)
+        assert isinstance(part, pd.DataFrame) and part.complete.all(), part.error.tolist()
+        assert part.level.tolist() == ["series"]
+
+
+def test_echo_probes_the_service_and_says_what_is_wrong(orthanc: Orthanc) -> None:
+    ok = dl.echo(dl.Node("w", dicomweb=dl.DICOMweb(orthanc.dicomweb_url)))
+    assert ok.ok and ok.status == 200 and "QIDO-RS" in ok.detail
+    wrong_root = dl.echo(dl.Node("w", dicomweb=dl.DICOMweb(orthanc.url + "/not-dicomweb")))
+    assert not wrong_root.ok and wrong_root.cause == "not-found" and wrong_root.status == 404
+    assert "DICOMweb root URL" in wrong_root.detail
+    refused = dl.echo(dl.Node("w", dicomweb=dl.DICOMweb("http://127.0.0.1:9/dicom-web")))
+    assert not refused.ok and refused.cause == "refused" and refused.latency_s < 5
+
+
+def test_basic_auth_reads_the_secret_from_the_environment(
+    tmp_path: Path, synthetic: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need_peer("Orthanc")
+    need_peer(DICOMWEB_PLUGIN, "orthanc-dicomweb")
+    users = {"AuthenticationEnabled": True, "RegisteredUsers": {"alice": "s3cret"}}
+    with Orthanc(tmp_path / "o", dicomweb=True, config=users) as o:
+        web = dl.DICOMweb(o.dicomweb_url, auth="basic", username="alice", secret_env="DL_PW")
+        node = dl.Node("secure", dicomweb=web)
+        monkeypatch.setenv("DL_PW", "wrong")
+        denied = dl.echo(node)
+        assert not denied.ok and denied.cause == "not-authenticated" and denied.status == 401
+        with pytest.raises(dl.DICOMwebError, match="HTTP 401") as err:
+            dl.find(node, dl.Query.studies())
+        assert err.value.http_status == 401 and "auth" in str(err.value.hint)
+        monkeypatch.setenv("DL_PW", "s3cret")  # read at each request: no new node needed
+        assert dl.echo(node).ok
+        monkeypatch.delenv("DL_PW")
+        with pytest.raises(dl.ConfigError, match="DL_PW"):
+            dl.find(node, dl.Query.studies())
+
+
+class _Forbidding(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_403_is_told_from_401() -> None:
+    """No real peer answers 403 on demand: a scripted one does."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidding)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        result = dl.echo(dl.Node("w", dicomweb=dl.DICOMweb(url)))
+        assert not result.ok and result.cause == "not-allowed" and result.status == 403
+        assert "not allowed" in result.detail
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_the_node_book_keeps_dicomweb_settings_and_no_secret(tmp_path: Path) -> None:
+    web = dl.DICOMweb(
+        "https://pacs.example.org/dicomweb/",
+        auth="bearer",
+        token_file="~/.config/token",
+        ca="/etc/ssl/ca.pem",
+        timeout=12,
+    )
+    book = dl.NodeBook(
+        [dl.Node("cloud", dicomweb=web), dl.Node("both", ae_title="B", dicomweb=web)]
+    )
+    path = tmp_path / "nodes.toml"
+    book.save(path)
+    text = path.read_text()
+    assert "token_file" in text and "Bearer" not in text
+    loaded = dl.NodeBook.load(path)
+    assert loaded["cloud"].dicomweb == web and loaded["cloud"].dicomweb.url.endswith("/dicomweb")
+    assert loaded["both"].ae_title == "B" and loaded["both"].dicomweb == web
+
+
+def test_bad_dicomweb_settings_are_refused_with_the_reason() -> None:
+    with pytest.raises(dl.ValidationError, match="http"):
+        dl.DICOMweb("ftp://pacs/dicomweb")
+    with pytest.raises(dl.ValidationError, match="secret_env"):
+        dl.DICOMweb("http://pacs/dicomweb", auth="basic", username="alice")
+    with pytest.raises(dl.ValidationError, match="AE title"):
+        dl.Node("nothing")  # neither an AE title nor a DICOMweb service
+
+
+def test_a_call_for_what_a_node_does_not_speak_is_refused_before_anything_is_sent(
+    synthetic: pd.DataFrame,
+) -> None:
+    web_only = dl.Node("cloud", dicomweb=dl.DICOMweb("http://127.0.0.1:9/dicom-web"))
+    with pytest.raises(dl.ConfigError, match="cloud is not configured for dimse"):
+        dl.find(web_only, dl.Query.studies(), protocol="dimse")
+    with pytest.raises(dl.ConfigError, match="dicomweb has no store"):
+        dl.store(web_only, synthetic.path.iloc[0], progress=False)
+    dimse_only = dl.Node("pacs", ae_title="PACS", port=9)
+    with pytest.raises(dl.ConfigError, match="pacs is not configured for dicomweb"):
+        dl.retrieve(dimse_only, ["1.2.3"], method="wado", progress=False)
