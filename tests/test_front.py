@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,23 @@ def test_the_default_localpacs_is_started_once_and_again_after_a_stop(
         assert second.archive.root == (tmp_path / "home" / "archive").resolve()
     finally:
         dl.LocalPACS.default(book).stop()
+
+
+def test_a_busy_peer_is_tried_again_after_the_wait_it_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP 429 with Retry-After: 1.5 s, longer than the queue's first back-off (0.5 s)."""
+    monkeypatch.setitem(base._SPEAKERS, "scripted", _ScriptedSpeaker())
+    manifest = dl.synth.write_studies(tmp_path / "src", n_studies=1, seed=5)
+    files = {str(manifest.StudyInstanceUID.iloc[0]): [Path(p) for p in manifest.path]}
+    busy = dl.DICOMwebError("HTTP 429 Too Many Requests", http_status=429, retry_after_s=1.5)
+    assert busy.transient
+    node = _scripted_node("busy", files, [busy])
+    with dl.LocalPACS(tmp_path / "lp", port=0) as lp:
+        t0 = time.monotonic()
+        out = dl.retrieve(node, list(files), into=lp, method="scripted", progress=False)
+        took = time.monotonic() - t0
+    assert isinstance(out, pd.DataFrame)
+    row = out.iloc[0]
+    assert row.attempts == 2 and row.complete and pd.isna(row.error)
+    assert took >= 1.5

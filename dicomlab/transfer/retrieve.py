@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 OUTCOME_COLUMNS = RETRIEVE.names
 """The retrieve outcome table's columns (dtypes: :data:`dicomlab.core.outcomes.RETRIEVE`)."""
 _RETRY_DELAYS_S = (0.5, 1.0, 2.0)
-"""Waits before the second, third and fourth attempt of an item that failed transiently."""
+"""Waits before the second, third and fourth attempt of an item that failed transiently
+(longer when the peer said how long: an HTTP Retry-After, up to :data:`_MAX_RETRY_AFTER_S`)."""
+_MAX_RETRY_AFTER_S = 60.0
 
 Finder = Callable[[Call, Query], pd.DataFrame]
 """Runs a query (for ``what`` given as a :class:`Query`) with the retrieve's protocol."""
@@ -103,6 +105,7 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
     while True:
         row["attempts"] += 1
         row["error"] = note
+        asked: float | None = None  # how long the peer asked us to wait (Retry-After)
         try:
             ctx.fetcher.fetch(item, row, ctx.progress)
             break
@@ -119,8 +122,11 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
                 break
             if not delays:
                 break
-        time.sleep(delays.pop(0))
-        if ctx.cancel.is_set():
+            asked = getattr(exc, "retry_after_s", None)
+        wait = delays.pop(0)
+        if asked is not None:
+            wait = max(wait, min(float(asked), _MAX_RETRY_AFTER_S))
+        if ctx.cancel.wait(wait):  # a cancel ends the wait at once
             row["error"] = "cancelled"
             break
     ctx.into.archive.settle(item.study, ctx.node.timeout)
