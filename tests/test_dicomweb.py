@@ -15,7 +15,7 @@ import pytest
 from pydicom import dcmread
 
 import dicomlab as dl
-from dicomlab.core.outcomes import RETRIEVE
+from dicomlab.core.outcomes import RETRIEVE, STORE
 from dicomlab.peers import DICOMWEB_PLUGIN, Orthanc
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.web import qido
@@ -211,8 +211,49 @@ def test_a_call_for_what_a_node_does_not_speak_is_refused_before_anything_is_sen
     web_only = dl.Node("cloud", dicomweb=dl.DICOMweb("http://127.0.0.1:9/dicom-web"))
     with pytest.raises(dl.ConfigError, match="cloud is not configured for dimse"):
         dl.find(web_only, dl.Query.studies(), protocol="dimse")
-    with pytest.raises(dl.ConfigError, match="dicomweb has no store"):
-        dl.store(web_only, synthetic.path.iloc[0], progress=False)
     dimse_only = dl.Node("pacs", ae_title="PACS", port=9)
     with pytest.raises(dl.ConfigError, match="pacs is not configured for dicomweb"):
         dl.retrieve(dimse_only, ["1.2.3"], method="wado", progress=False)
+
+
+def test_store_over_stow_rs_gives_the_c_store_outcome_table(
+    tmp_path: Path, synthetic: pd.DataFrame
+) -> None:
+    need_peer("Orthanc")
+    need_peer(DICOMWEB_PLUGIN, "orthanc-dicomweb")
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not DICOM")
+    with Orthanc(tmp_path / "o", dicomweb=True) as o:
+        web = dl.Node("cloud", dicomweb=dl.DICOMweb(o.dicomweb_url), max_connections=2)
+        files = [*synthetic.path, str(junk)]
+        out = dl.store(web, files, progress=False)
+        assert isinstance(out, pd.DataFrame) and list(out.columns) == STORE.names
+        sent = out[out.path != str(junk)]
+        assert len(sent) == len(synthetic) and (sent.status == 0).all(), sent.error.tolist()
+        assert out[out.path == str(junk)].error.iloc[0] == "not a DICOM file"
+        assert not out.attrs["complete"]  # the junk file was not sent
+        held = dl.find(web, dl.Query.instances())
+        assert sorted(held.SOPInstanceUID) == sorted(synthetic.SOPInstanceUID)
+
+
+def test_each_instance_gets_the_status_the_stow_response_gives_it() -> None:
+    """The answer parsed per PS3.18 10.5.3 (no real peer fails or warns on demand)."""
+    from pydicom.dataset import Dataset
+
+    from dicomlab.transfer.stow import _acknowledged
+
+    def item(uid: str, **values: int) -> Dataset:
+        ds = Dataset()
+        ds.ReferencedSOPInstanceUID = uid
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+        return ds
+
+    response = Dataset()
+    response.ReferencedSOPSequence = [item("1.1"), item("1.2", WarningReason=0xB000)]
+    response.FailedSOPSequence = [item("1.3", FailureReason=0xA700)]
+    got = _acknowledged(response)
+    assert got["1.1"] == (0x0000, None)
+    assert got["1.2"][0] == 0xB000 and "warning" in str(got["1.2"][1])
+    assert got["1.3"][0] == 0xA700 and "refused" in str(got["1.3"][1])
+    assert "1.4" not in got  # the caller reports it as not acknowledged

@@ -1,10 +1,7 @@
-"""DICOMweb behind the protocol interface: QIDO-RS searches, WADO-RS retrieves and a
-capability probe for ``echo``, for every node with a :class:`~dicomlab.core.dicomweb.DICOMweb`
-service (:mod:`dicomlab.web`, over dicomweb-client).
-
-STOW-RS (``store``) is not in this version: ``dl.store`` on a node that speaks only
-DICOMweb says so (``protocols.base.choose``); a node that also speaks DIMSE stores over
-DIMSE.
+"""DICOMweb behind the protocol interface: QIDO-RS searches, WADO-RS retrieves, STOW-RS
+stores and a capability probe for ``echo``, for every node with a
+:class:`~dicomlab.core.dicomweb.DICOMweb` service (:mod:`dicomlab.web`, over
+dicomweb-client).
 """
 
 from __future__ import annotations
@@ -21,10 +18,11 @@ from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query
 from dicomlab.core.results import ResultBuilder
-from dicomlab.errors import ConfigError, DicomlabError, warn_partial
+from dicomlab.errors import DicomlabError, warn_partial
 from dicomlab.net.echo import EchoResult
 from dicomlab.protocols.base import find_any
 from dicomlab.transfer import retrieve as _retrieve
+from dicomlab.transfer import stow
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.wado import Wado
 from dicomlab.web import probe, qido
@@ -37,7 +35,7 @@ class DicomWeb:
 
     name: str = "dicomweb"
     retrieve_methods: tuple[str, ...] = ("wado",)
-    operations: frozenset[str] = frozenset({"echo", "find", "find_many", "retrieve"})
+    operations: frozenset[str] = frozenset({"echo", "find", "find_many", "retrieve", "store"})
 
     def speaks(self, node: Node) -> bool:
         return node.dicomweb is not None
@@ -112,11 +110,7 @@ class DicomWeb:
     def store(
         self, call: Call, what: Any, max_connections: int | None, wait: bool
     ) -> pd.DataFrame | Job:
-        raise ConfigError(
-            f"storing to {call.node.name} over DICOMweb (STOW-RS) is not in this dicomlab yet",
-            node=call.node,
-            hint="give the node an AE title to store over DIMSE",
-        )
+        return stow.store(call, what, max_connections, wait)
 
 
 DICOMWEB = DicomWeb()

@@ -28,7 +28,7 @@ from dicomlab.net import dimse
 from dicomlab.net.association import open_association
 from dicomlab.transfer.job import Job, run_items
 
-__all__ = ["STORE_COLUMNS", "store"]
+__all__ = ["STORE_COLUMNS", "Source", "source_row", "sources", "store"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,10 @@ _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass(frozen=True, slots=True)
-class _Source:
+class Source:
+    """One instance to send: a file (its header read) or a data set; ``error`` when it
+    cannot be sent (not DICOM, unreadable)."""
+
     path: str | None
     dataset: Dataset | None
     sop_class: str
@@ -52,7 +55,7 @@ class _Source:
         return self.sop_instance or (self.path or "")
 
 
-def _sources(what: Any) -> list[_Source]:
+def sources(what: Any) -> list[Source]:
     """Everything to send, each read once (header only for files)."""
     if isinstance(what, pd.DataFrame):
         if "path" not in what.columns:
@@ -60,7 +63,7 @@ def _sources(what: Any) -> list[_Source]:
         what = list(what["path"])
     if isinstance(what, Dataset | str | os.PathLike):
         what = [what]
-    out: list[_Source] = []
+    out: list[Source] = []
     for entry in what:
         if isinstance(entry, Dataset):
             ts = str(
@@ -68,7 +71,7 @@ def _sources(what: Any) -> list[_Source]:
                 or ExplicitVRLittleEndian
             )
             out.append(
-                _Source(None, entry, str(entry.SOPClassUID), str(entry.SOPInstanceUID), ts, 0)
+                Source(None, entry, str(entry.SOPClassUID), str(entry.SOPInstanceUID), ts, 0)
             )
             continue
         p = Path(entry)
@@ -84,7 +87,7 @@ _HEAD_BYTES = 64 * 1024
 """Bytes read to find a file's header; the whole file only when the header is longer."""
 
 
-def _read_source(path: Path) -> _Source:
+def _read_source(path: Path) -> Source:
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -92,13 +95,13 @@ def _read_source(path: Path) -> _Source:
         whole = len(head) >= size
         fast = prefix_header(head, whole=whole)
         row, ts = fast if fast is not None else file_header(head if whole else path.read_bytes())
-        return _Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
+        return Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
     except (InvalidDicomError, HeaderError, OSError, ValueError) as exc:
         reason = "not a DICOM file" if isinstance(exc, InvalidDicomError) else str(exc)
-        return _Source(str(path), None, "", "", "", 0, error=reason)
+        return Source(str(path), None, "", "", "", 0, error=reason)
 
 
-def _contexts(sources: list[_Source]) -> list[PresentationContext]:
+def _contexts(sources: list[Source]) -> list[PresentationContext]:
     """Two contexts per SOP class: the files' own syntaxes, and uncompressed as a fallback.
 
     Separate contexts let the peer accept each file's own syntax (sent as is, no
@@ -130,14 +133,14 @@ class _Context:
 class _Batch:
     """Sources sent on one association (at most 128 SOP classes)."""
 
-    sources: tuple[_Source, ...]
+    sources: tuple[Source, ...]
 
     @property
     def uid(self) -> str:
         return f"{len(self.sources)} instances"
 
 
-def _payload(src: _Source, accepted: dict[str, set[str]]) -> tuple[Any, str] | str:
+def _payload(src: Source, accepted: dict[str, set[str]]) -> tuple[Any, str] | str:
     """What to send for ``src`` given the accepted contexts, or an error text."""
     syntaxes = accepted.get(src.sop_class)
     if not syntaxes:
@@ -177,7 +180,7 @@ def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
             accepted.setdefault(key[0], set()).add(key[1])
             context_ids.setdefault(key, int(cx.context_id or 0))
         for src in batch.sources:
-            row = _row(ctx.node, src)
+            row = source_row(ctx.node, src)
             if ctx.cancel.is_set():
                 row["error"] = "cancelled"
                 rows.append(row)
@@ -208,7 +211,8 @@ def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(node: Node, src: _Source) -> dict[str, Any]:
+def source_row(node: Node, src: Source) -> dict[str, Any]:
+    """The outcome row of ``src`` before it is sent (whatever the protocol)."""
     row: dict[str, Any] = dict.fromkeys(STORE_COLUMNS)
     row.update(
         node=node.name,
@@ -222,15 +226,15 @@ def _row(node: Node, src: _Source) -> dict[str, Any]:
     return row
 
 
-def _batches(sources: list[_Source], n: int) -> list[_Batch]:
+def _batches(sources: list[Source], n: int) -> list[_Batch]:
     """Split into ``n`` batches of similar size, each under the 128-context limit."""
     n = max(1, min(n, len(sources)))
-    parts: list[list[_Source]] = [[] for _ in range(n)]
+    parts: list[list[Source]] = [[] for _ in range(n)]
     for i, s in enumerate(sources):
         parts[i % n].append(s)
     out = []
     for part in parts:
-        chunk: list[_Source] = []
+        chunk: list[Source] = []
         classes: set[str] = set()
         for s in part:
             if s.sop_class not in classes and len(classes) >= 60:  # 2 contexts each, <= 128
@@ -247,12 +251,12 @@ def store(call: Call, what: Any, max_connections: int | None, wait: bool) -> pd.
     """C-STORE ``what`` to ``call.node`` over at most ``max_connections`` associations;
     one outcome row per file (``dl.store`` says what ``what`` may be)."""
     target, ours, progress = call.node, call.ours, call.progress
-    sources = _sources(what)
-    good = [s for s in sources if s.error is None]
+    found = sources(what)
+    good = [s for s in found if s.error is None]
     bad_rows = []
-    for s in sources:
+    for s in found:
         if s.error is not None:
-            row = _row(target, s)
+            row = source_row(target, s)
             row["error"] = s.error
             bad_rows.append(row)
     batches = _batches(good, max_connections or target.max_connections)
@@ -287,7 +291,7 @@ def store(call: Call, what: Any, max_connections: int | None, wait: bool) -> pd.
                 else "not sent: the association broke on each of 3 attempts"
             )
         for s in remaining:
-            row = _row(target, s)
+            row = source_row(target, s)
             row.update(error=error, attempts=tries)
             rows.append(row)
         return rows
