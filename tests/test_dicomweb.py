@@ -257,3 +257,38 @@ def test_each_instance_gets_the_status_the_stow_response_gives_it() -> None:
     assert got["1.2"][0] == 0xB000 and "warning" in str(got["1.2"][1])
     assert got["1.3"][0] == 0xA700 and "refused" in str(got["1.3"][1])
     assert "1.4" not in got  # the caller reports it as not acknowledged
+
+
+def test_every_request_is_in_the_network_log_without_patient_data(
+    orthanc: Orthanc, synthetic: pd.DataFrame, tmp_path: Path
+) -> None:
+    web = dl.Node("cloud", dicomweb=dl.DICOMweb(orthanc.dicomweb_url))
+    first = dcmread(synthetic.path.iloc[0], stop_before_pixels=True)
+    family = str(first.PatientName).split("^")[0]
+    found = dl.find(web, dl.Query.studies(PatientName=f"{family}*"))  # a value naming a patient
+    assert len(found)
+    with dl.LocalPACS(tmp_path / "lp", port=0) as lp:
+        dl.retrieve(web, found.head(1), into=lp, progress=False)
+    dl.store(web, synthetic.path.iloc[:2], progress=False)
+    dl.log.flush()
+    ops = dl.read_log()
+    web_ops = ops[ops.service.isin(["QIDO-RS", "WADO-RS", "STOW-RS"])]
+    assert {"QIDO-RS", "WADO-RS", "STOW-RS"} <= set(web_ops.service)
+    assert (web_ops.status == 200).all() and (web_ops.status_name == "HTTP 200").all()
+    assert (web_ops.status_category == "success").all()
+    qido_rows = web_ops[web_ops.service == "QIDO-RS"]
+    assert len(found) in set(qido_rows.n_matches)
+    wado = web_ops[web_ops.service == "WADO-RS"].iloc[0]
+    assert wado.n_completed >= 1 and wado.bytes > 0
+    assert wado.study_instance_uid == found.StudyInstanceUID.iloc[0]
+    stow = web_ops[web_ops.service == "STOW-RS"].iloc[0]
+    assert stow.n_completed == 2
+    assert (web_ops.peer_host == "127.0.0.1").all()  # joined with its session's row
+    sessions = dl.log.read_associations()
+    ours = sessions[sessions.association_id.isin(web_ops.association_id)]
+    assert len(ours) and (ours.outcome == "released").all()
+    blob = b"".join(p.read_bytes() for p in Path(str(dl.log.folder())).rglob("*.parquet"))
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate"):
+        for part in str(first.get(keyword, "")).split("^"):
+            if len(part) >= 4:
+                assert part.encode() not in blob, f"{keyword} {part!r} leaked into the log"

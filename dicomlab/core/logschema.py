@@ -4,7 +4,13 @@ Two tables, each a Parquet dataset partitioned by UTC date
 (``<folder>/<table>/date=YYYY-MM-DD/part-*.parquet``):
 
 * ``associations``: one row per association (or failed connection), both roles;
-* ``operations``: one row per DIMSE operation, both roles.
+* ``operations``: one row per DIMSE operation, both roles, and one per DICOMweb
+  request.
+
+Schema version 2 (this one) added the DICOMweb services (``QIDO-RS``, ``WADO-RS``,
+``STOW-RS``) to ``service``; their ``status`` is the HTTP status, their association is
+the HTTP client session (``peer_host``/``peer_port`` of the service), and no column
+changed, so version 1 files read as they are.
 
 Timestamps are timezone-aware UTC (microseconds). No patient identifiers are ever
 logged: UIDs, AE titles, hosts, statuses, counts, bytes and timings only.
@@ -20,19 +26,24 @@ import pyarrow as pa
 
 __all__ = [
     "ASSOCIATIONS",
+    "DICOMWEB_SERVICES",
+    "DIMSE_SERVICES",
     "OPERATIONS",
     "OUTCOMES",
     "ROLES",
     "SCHEMA_VERSION",
     "SERVICES",
     "TABLES",
+    "http_category",
     "to_table",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 ROLES = ("SCU", "SCP")
-SERVICES = ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE")
+DIMSE_SERVICES = ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE")
+DICOMWEB_SERVICES = ("QIDO-RS", "WADO-RS", "STOW-RS")
+SERVICES = (*DIMSE_SERVICES, *DICOMWEB_SERVICES)
 OUTCOMES = ("released", "aborted", "rejected", "failed")
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -113,3 +124,11 @@ def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
             values = [_utc(v) for v in values]
         columns[field.name] = pa.array(values, type=field.type)
     return pa.table(columns, schema=schema)
+
+
+def http_category(status: int) -> str:
+    """An HTTP status as a status category: 2xx success (206 Partial Content a warning:
+    the answer was cut short), anything else failure."""
+    if status == 206:
+        return "warning"
+    return "success" if 200 <= status < 300 else "failure"

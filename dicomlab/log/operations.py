@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from dicomlab.core.header import scan_header
-from dicomlab.core.logschema import SERVICES
+from dicomlab.core.logschema import DIMSE_SERVICES
 from dicomlab.core.status import status_category
 from dicomlab.log import writer as _writer
 from dicomlab.log.record import ATTRIBUTE, Record, now, record_of, text
@@ -68,7 +68,7 @@ def on_dimse(event: Any, sent: bool) -> None:
     message = event.message
     name = type(message).__name__  # e.g. C_STORE_RQ
     service = name.rsplit("_", 1)[0].replace("_", "-")
-    if service not in SERVICES:
+    if service not in DIMSE_SERVICES:
         return
     rec: Record = getattr(event.assoc, ATTRIBUTE)
     cs = message.command_set

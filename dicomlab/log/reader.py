@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from dicomlab.core.logschema import ASSOCIATIONS, OPERATIONS, SERVICES
+from dicomlab.core.logschema import ASSOCIATIONS, DICOMWEB_SERVICES, OPERATIONS, SERVICES
 from dicomlab.core.status import decode_status
 from dicomlab.errors import ValidationError
 from dicomlab.log import writer as _writer
@@ -163,11 +163,22 @@ def read_log(
     if peer is not None:
         out = out[(out.peer_ae == peer) | (out.peer_host == peer)].reset_index(drop=True)
     out["status_name"] = pd.array(
-        [decode_status(int(s)).name if pd.notna(s) else None for s in out["status"]],
+        [
+            _status_name(s, service)
+            for s, service in zip(out["status"], out["service"], strict=True)
+        ],
         dtype=pd.StringDtype(),
     )
     out.attrs["folder"] = str(root)
     return out
+
+
+def _status_name(status: Any, service: str) -> str | None:
+    if pd.isna(status):
+        return None
+    if service in DICOMWEB_SERVICES:
+        return f"HTTP {int(status)}"
+    return decode_status(int(status)).name
 
 
 def association(

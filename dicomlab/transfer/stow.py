@@ -27,7 +27,7 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DICOMwebError
 from dicomlab.transfer.job import Job, run_items
 from dicomlab.transfer.store import Source, source_row, sources
-from dicomlab.web.session import WebClient, client_for, translated
+from dicomlab.web.session import WebClient, client_for
 
 __all__ = ["BATCH", "store"]
 
@@ -81,6 +81,14 @@ def _acknowledged(response: Dataset) -> dict[str, tuple[int, str | None]]:
     return out
 
 
+def _counts(response: Dataset) -> dict[str, int]:
+    """A STOW-RS answer's counts for its log row."""
+    return {
+        "n_completed": len(response.get("ReferencedSOPSequence", []) or []),
+        "n_failed": len(response.get("FailedSOPSequence", []) or []),
+    }
+
+
 def _send(ctx: _Context, batch: list[Source]) -> list[dict[str, Any]]:
     call = ctx.call
     rows = [source_row(call.node, s) for s in batch]
@@ -94,7 +102,7 @@ def _send(ctx: _Context, batch: list[Source]) -> list[dict[str, Any]]:
         web = ctx.client()
         try:
             request = partial(web.api.store_instances, [_dataset(s) for s in batch])
-            response = translated(call.node, "STOW-RS", request)
+            response = web.request("STOW-RS", request, _counts)
             error = None
             break
         except DICOMwebError as exc:

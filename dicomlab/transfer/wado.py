@@ -24,7 +24,8 @@ from dicomlab.core.indexrow import HeaderError, file_header, file_problem
 from dicomlab.core.items import Item
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
-from dicomlab.errors import DICOMwebError
+from dicomlab.errors import DicomlabError, DICOMwebError, ValidationError
+from dicomlab.log.record import now
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.fetch import Cancelled, Refused
 from dicomlab.web import qido
@@ -56,13 +57,13 @@ class Wado:
         self._clients: list[WebClient] = []
         self._lock = threading.Lock()
 
-    def _client(self) -> Any:
+    def _client(self) -> WebClient:
         web: WebClient | None = getattr(self._local, "web", None)
         if web is None:
             web = self._local.web = client_for(self.node)
             with self._lock:
                 self._clients.append(web)
-        return web.api
+        return web
 
     def plan(self, item: Item) -> int | None:
         """The item's instance count, from a QIDO-RS instance search."""
@@ -73,8 +74,10 @@ class Wado:
         return len(found) if found.attrs["complete"] else None
 
     def _parts(self, item: Item, media_types: Any) -> Iterator[Dataset]:
-        client = self._client()
+        client = self._client().api
         if item.sop:
+            if item.series is None:  # WADO-RS names an instance by its series too
+                raise ValidationError(f"instance {item.sop} needs its SeriesInstanceUID")
             yield client.retrieve_instance(
                 item.study, item.series, item.sop, media_types=media_types
             )
@@ -98,17 +101,30 @@ class Wado:
         progress: Callable[[int], None],
         media_types: Any,
     ) -> None:
-        stored, refused = 0, []
-        with translating(self.node, "WADO-RS"):
-            for ds in self._parts(item, media_types):
-                if self.cancel.is_set():
-                    raise Cancelled()
-                problem = self._keep(ds)
-                if problem is not None:
-                    refused.append(problem)
-                    continue
-                stored += 1
-                progress(1)
+        stored, refused, nbytes = 0, [], 0
+        web, started = self._client(), now()
+        try:
+            with translating(self.node, "WADO-RS"):
+                for ds in self._parts(item, media_types):
+                    if self.cancel.is_set():
+                        raise Cancelled()
+                    size, problem = self._keep(ds)
+                    nbytes += size
+                    if problem is not None:
+                        refused.append(problem)
+                        continue
+                    stored += 1
+                    progress(1)
+        except (DicomlabError, Cancelled) as exc:
+            status = exc.http_status if isinstance(exc, DICOMwebError) else web.seen.status
+            error = str(exc) if isinstance(exc, DicomlabError) else "cancelled"
+            counts = {"n_completed": stored, "n_failed": len(refused), "bytes": nbytes}
+            web.log.request(
+                "WADO-RS", status, started, counts=counts, study=item.study, error=error
+            )
+            raise
+        counts = {"n_completed": stored, "n_failed": len(refused), "bytes": nbytes}
+        web.log.request("WADO-RS", web.seen.status, started, counts=counts, study=item.study)
         row.update(
             status=0x0000 if not refused else 0xB000,
             status_text="Success" if not refused else "Warning: some instances refused",
@@ -119,8 +135,9 @@ class Wado:
         if refused:
             row["refused"] = [*(row.get("refused") or []), *refused]
 
-    def _keep(self, ds: Dataset) -> Refused | None:
-        """Check and archive one received instance; why it was refused, if it was."""
+    def _keep(self, ds: Dataset) -> tuple[int, Refused | None]:
+        """Check and archive one received instance: its size, and why it was refused if
+        it was."""
         uid = str(ds.get("SOPInstanceUID", ""))
         data = _file_bytes(ds)
         try:
@@ -129,11 +146,11 @@ class Wado:
             if problem is not None:
                 raise HeaderError(problem)
         except (HeaderError, ValueError) as exc:
-            return (uid, _STATUS_CANNOT_UNDERSTAND, str(exc))
+            return len(data), (uid, _STATUS_CANNOT_UNDERSTAND, str(exc))
         archive = self.into.archive
         with archive.receiving(str(header.get("StudyInstanceUID") or "")):
             archive.add(header, syntax, iter([data]), source_ae="WADO-RS")
-        return None
+        return len(data), None
 
     def gone(self) -> str | None:
         return None  # parts are written into the archive directly: nothing to stop

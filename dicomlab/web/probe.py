@@ -20,7 +20,7 @@ from dicomlab.errors import (
     TLSError,
 )
 from dicomlab.net.echo import Cause, EchoResult
-from dicomlab.web.session import client_for, translated, web_of
+from dicomlab.web.session import client_for, web_of
 
 __all__ = ["echo"]
 
@@ -41,7 +41,11 @@ def echo(call: Call) -> EchoResult:
     seen = web.seen
     t0 = time.perf_counter()
     try:
-        found = translated(node, "QIDO-RS", lambda: web.api.search_for_studies(limit=1))
+        found = web.request(
+            "QIDO-RS",
+            lambda: web.api.search_for_studies(limit=1),
+            lambda got: {"n_matches": len(got)},
+        )
     except DICOMwebError as exc:
         cause = _BY_STATUS.get(exc.http_status or 0, "http-error")
         return EchoResult(False, time.perf_counter() - t0, exc.http_status, str(exc), cause, node)

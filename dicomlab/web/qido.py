@@ -29,7 +29,7 @@ from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
 from dicomlab.errors import DICOMwebError, ValidationError, warn_partial
-from dicomlab.web.session import WebClient, client_for, translated
+from dicomlab.web.session import WebClient, client_for
 
 __all__ = ["PAGE", "find", "qido_params"]
 
@@ -125,7 +125,7 @@ def _read_pages(
             search, search_filters=filters, fields=fields or None, limit=PAGE, offset=offset
         )
         try:
-            page = translated(node, "QIDO-RS", request)
+            page = web.request("QIDO-RS", request, lambda found: {"n_matches": len(found)})
         except DICOMwebError as exc:
             if not len(builder):
                 raise

@@ -32,6 +32,8 @@ from dicomlab.errors import (
     ResolveError,
     TLSError,
 )
+from dicomlab.log.record import now
+from dicomlab.log.web import WebLog
 
 __all__ = ["Seen", "WebClient", "client_for", "translated", "translating", "web_of"]
 
@@ -84,14 +86,41 @@ class Seen:
 
 @dataclass(frozen=True, slots=True)
 class WebClient:
-    """A DICOMweb client of one node, its HTTP session and what its responses said."""
+    """A DICOMweb client of one node: the library's client, its HTTP session, what its
+    responses said and its network log (one session, one associations row)."""
 
+    node: Node
     api: DICOMwebClient
     seen: Seen
     session: requests.Session
+    log: WebLog
+
+    def request(
+        self,
+        service: str,
+        call: Callable[[], T],
+        counts: Callable[[T], dict[str, int]] | None = None,
+        study: str | None = None,
+    ) -> T:
+        """``call()`` (one request), translated into the error tree and logged as one
+        ``service`` operation; ``counts`` gives its row's counts from the result."""
+        started = now()
+        try:
+            with translating(self.node, service):
+                result = call()
+        except DICOMwebError as exc:
+            self.log.request(service, exc.http_status, started, study=study, error=str(exc))
+            raise
+        except DicomlabError as exc:
+            self.log.request(service, None, started, study=study, error=str(exc))
+            raise
+        numbers = counts(result) if counts is not None else None
+        self.log.request(service, self.seen.status, started, counts=numbers, study=study)
+        return result
 
     def close(self) -> None:
         self.session.close()
+        self.log.close()
 
 
 _KEEP_RAW = {"%2A": "*", "%3F": "?", "%2C": ",", "%5E": "^", "%2F": "/", "%3A": ":"}
@@ -129,7 +158,7 @@ def client_for(node: Node) -> WebClient:
     # No retries inside the library (it retried a refused connection for 31 s): the
     # transfer queue retries what is transient, as it does for DIMSE.
     api.set_http_retry_params(retry=False)
-    return WebClient(api, seen, session)
+    return WebClient(node, api, seen, session, WebLog(web.url))
 
 
 _HINTS = {

@@ -1,0 +1,98 @@
+"""The network log's rows for DICOMweb, in the same two tables as DIMSE.
+
+One HTTP client session (one worker's connection pool to one service) is one
+``associations`` row (``peer_host``/``peer_port`` of the service, ``tls`` for https,
+outcome ``released`` when it closes); each request is one ``operations`` row whose
+``service`` is ``QIDO-RS``, ``WADO-RS`` or ``STOW-RS``, ``status`` the HTTP status, and
+``n_matches``/``n_completed``/``bytes`` what it carried. As for DIMSE, nothing patient
+identifying is logged: never a query's values, only UIDs, statuses, counts, bytes and
+timings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from dicomlab.core.logschema import http_category
+from dicomlab.log import writer as _writer
+from dicomlab.log.record import new_row, now
+
+__all__ = ["WebLog"]
+
+_COUNTS = frozenset({"n_matches", "n_completed", "n_failed", "bytes"})
+
+
+class WebLog:
+    """The log of one DICOMweb client session (thread-safe; a no-op when the log is off)."""
+
+    def __init__(self, url: str) -> None:
+        self.where = _writer.folder()
+        parts = urlsplit(url)
+        self.row = new_row("SCU", tls=parts.scheme == "https")
+        self.row.update(
+            peer_host=parts.hostname,
+            peer_port=parts.port or (443 if parts.scheme == "https" else 80),
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def request(
+        self,
+        service: str,
+        status: int | None,
+        started: datetime,
+        *,
+        counts: Mapping[str, int] | None = None,
+        study: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """One request that ``started`` and ended now (``status`` None: no answer);
+        ``counts``: any of ``n_matches``, ``n_completed``, ``n_failed`` and ``bytes``."""
+        if self.where is None:
+            return
+        counts = counts or {}
+        unknown = set(counts) - _COUNTS
+        if unknown:
+            raise ValueError(f"unknown log counts {sorted(unknown)}")
+        nbytes = counts.get("bytes")
+        ended = now()
+        op: dict[str, Any] = {
+            "association_id": self.row["association_id"],
+            "role": "SCU",
+            "service": service,
+            "study_instance_uid": study,
+            "started_at": started,
+            "ended_at": ended,
+            "duration_s": (ended - started).total_seconds(),
+            "status": status,
+            "status_category": http_category(status) if status is not None else None,
+            "n_matches": counts.get("n_matches"),
+            "n_completed": counts.get("n_completed"),
+            "n_failed": counts.get("n_failed"),
+            "bytes": nbytes,
+            "job_id": self.row["job_id"],
+            "error": error,
+        }
+        with self._lock:
+            if self.row.get("established_at") is None and status is not None:
+                self.row["established_at"] = started
+            if service == "STOW-RS":
+                self.row["bytes_sent"] += nbytes or 0
+            else:
+                self.row["bytes_received"] += nbytes or 0
+        _writer.writer().add("operations", op, self.where)
+
+    def close(self) -> None:
+        """The session ended: its associations row (idempotent)."""
+        with self._lock:
+            if self._closed or self.where is None:
+                return
+            self._closed = True
+            row = dict(self.row)
+        row["ended_at"] = now()
+        row["outcome"] = "released" if row.get("established_at") else "failed"
+        _writer.writer().add("associations", row, self.where)
