@@ -126,7 +126,7 @@ class Peer:
     name = "peer"
 
     def __init__(self, workdir: str | os.PathLike[str]) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # the peer runs in it: paths must not be relative
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None

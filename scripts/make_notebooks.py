@@ -311,6 +311,33 @@ TEACHING = [
         "               'name': dl.decode_status(c).name} for c in codes])"
     ),
     new_markdown_cell(
+        "## Results go back to the PACS\n\n"
+        "A researcher's results are DICOM objects too, and they go back with the same "
+        "`dl.store`. Here the student segments a CT series it pulled (a SEG), measures the "
+        "segment in a TID 1500 measurement report (an SR) and bookmarks two images (a Key "
+        "Object Selection, KOS), all built with highdicom; the teacher's PACS files them in "
+        "the study they belong to, as series of their own."
+    ),
+    new_code_cell(
+        "from pydicom import dcmread\n"
+        "\n"
+        "from dicomlab import derived\n"
+        "\n"
+        "ct_study = everything[everything.ModalitiesInStudy.astype(str).str.contains('CT')].head(1)\n"
+        "dl.retrieve(teacher.node, ct_study, into=student, method='get', calling_ae='STUDENT',\n"
+        "            progress=False)\n"
+        "rows = student.instances()\n"
+        "ct = rows[(rows.Modality == 'CT') & (rows.StudyInstanceUID == ct_study.StudyInstanceUID.iloc[0])]\n"
+        "series = [dcmread(p) for p in ct[ct.SeriesInstanceUID == ct.SeriesInstanceUID.iloc[0]].path]\n"
+        "seg = derived.segmentation(series)\n"
+        "report = derived.measurement_report(seg, series)\n"
+        "bookmark = dl.key_objects(ct.head(2), description='teaching: images of interest')\n"
+        "sent_back = dl.store(teacher.node, [seg, report, *bookmark], calling_ae='STUDENT', progress=False)\n"
+        "filed = dl.find(teacher.node, dl.Query.series(StudyInstanceUID=ct_study.StudyInstanceUID.iloc[0]),\n"
+        "                calling_ae='STUDENT')\n"
+        "filed[['Modality', 'SeriesDescription', 'NumberOfSeriesRelatedInstances']]"
+    ),
+    new_markdown_cell(
         "## TLS\n\n"
         "DICOM over TLS (usually port 2762) encrypts the association and lets each side "
         "check the other's certificate. AE titles alone prove nothing (anyone can claim "
@@ -362,7 +389,8 @@ TEACHING = [
         "assert by_get.complete.all() and by_move.status.iloc[0] != 0\n"
         "assert 'STRANGER' in by_move.error.iloc[0]\n"
         "assert [r.ok for r in tls_echoes.values()] == [True, False, False, False]\n"
-        "assert 'client certificate' in tls_echoes['without a client certificate'].detail"
+        "assert 'client certificate' in tls_echoes['without a client certificate'].detail\n"
+        "assert sent_back.attrs['complete'] and {'SEG', 'SR', 'KO'} <= set(filed.Modality)"
     ),
     new_markdown_cell(
         "The App above stays live after *Run All*: click **Search All**, click a study's "

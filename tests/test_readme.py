@@ -29,5 +29,8 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert (tmp_path / "throughput.png").stat().st_size > 5_000
     assert namespace["accepted"].ok  # type: ignore[attr-defined]
     assert "requires a client certificate" in namespace["refused"].detail  # type: ignore[attr-defined]
+    assert bool(namespace["pulled"].complete.all())  # type: ignore[attr-defined]
+    assert namespace["stowed"].attrs["complete"]  # type: ignore[attr-defined]
+    assert namespace["kept"].attrs["complete"]  # type: ignore[attr-defined]
     summary = namespace["ops"]
     assert len(summary) > 0  # type: ignore[arg-type]
