@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_dicomweb,
     bench_echo,
     bench_memory,
     bench_query,
@@ -34,6 +35,8 @@ def main() -> int:
         results.extend(bench_memory.run())
     if not only or "query" in only:
         results.append(bench_query.run())
+    if not only or "dicomweb" in only:
+        results.extend(bench_dicomweb.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -258,7 +258,8 @@ class DimseTimeout(DimseError):
 class DICOMwebError(DicomlabError):
     """A DICOMweb request answered with an HTTP error status (``http_status``: 401 not
     authenticated, 403 not allowed, 404 no such resource or service, 429 and 503 busy,
-    ...); ``transient`` for the statuses worth retrying (408, 429, 502, 503, 504)."""
+    ...), or whose answer broke off (``broken``); ``transient`` for what is worth
+    retrying (a broken answer; 408, 429, 502, 503, 504)."""
 
     def __init__(
         self,
@@ -268,14 +269,16 @@ class DICOMwebError(DicomlabError):
         http_status: int | None = None,
         hint: str | None = None,
         retry_after_s: float | None = None,
+        broken: bool = False,
     ) -> None:
         super().__init__(message, node=node, hint=hint)
         self.http_status = http_status
         self.retry_after_s = retry_after_s
+        self.broken = broken  # the connection broke during the answer
 
     @property
     def transient(self) -> bool:
-        return self.http_status in (408, 429, 502, 503, 504)
+        return self.broken or self.http_status in (408, 429, 502, 503, 504)
 
 
 class PartialResultWarning(UserWarning):

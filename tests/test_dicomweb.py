@@ -5,10 +5,12 @@ book that keeps the settings and never a secret."""
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -292,3 +294,77 @@ def test_every_request_is_in_the_network_log_without_patient_data(
         for part in str(first.get(keyword, "")).split("^"):
             if len(part) >= 4:
                 assert part.encode() not in blob, f"{keyword} {part!r} leaked into the log"
+
+
+class _DyingWado(http.server.BaseHTTPRequestHandler):
+    """A scripted WADO-RS server that dies in the middle of the last part of a study the
+    first ``dies`` times it is asked, then serves it whole (no real peer dies on demand)."""
+
+    files: ClassVar[list[bytes]] = []
+    uids: ClassVar[list[str]] = []
+    calls: ClassVar[int] = 0
+    dies: ClassVar[int] = 4  # every attempt of the first retrieve (1 + 3 retries)
+    protocol_version = "HTTP/1.0"  # the body ends when the connection closes
+
+    def do_GET(self) -> None:
+        if "/instances" in self.path:  # QIDO-RS: what the study holds
+            body = json.dumps(
+                [{"00080018": {"vr": "UI", "Value": [uid]}} for uid in self.uids]
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        type(self).calls += 1
+        self.send_response(200)
+        self.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=B')
+        self.end_headers()
+        head = b"--B\r\nContent-Type: application/dicom\r\n\r\n"
+        for i, data in enumerate(self.files):
+            if self.calls <= self.dies and i == len(self.files) - 1:
+                self.wfile.write(head + data[: len(data) // 2])  # then the server dies
+                return
+            self.wfile.write(head + data + b"\r\n")
+        self.wfile.write(b"--B--\r\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_dying_mid_wado_leaves_only_whole_files_and_the_rerun_completes(
+    tmp_path: Path, synthetic: pd.DataFrame
+) -> None:
+    study = synthetic[synthetic.StudyInstanceUID == synthetic.StudyInstanceUID.iloc[0]]
+    assert len(study) >= 2
+    _DyingWado.files = [Path(p).read_bytes() for p in study.path]
+    _DyingWado.uids = list(study.SOPInstanceUID)
+    _DyingWado.calls = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DyingWado)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        web = dl.Node("dying", dicomweb=dl.DICOMweb(url, timeout=10))
+        uid = str(study.StudyInstanceUID.iloc[0])
+        with dl.LocalPACS(tmp_path / "lp", port=0) as lp:
+            first = dl.retrieve(web, [uid], into=lp, progress=False)
+            assert isinstance(first, pd.DataFrame)
+            row = first.iloc[0]
+            assert row.attempts == 4 and not row.complete  # tried again, each time cut off
+            assert "closed mid-answer" in row.error, row.error
+            assert row.received_instances == len(study) - 1  # the whole parts, each once
+            archive = Path(lp.archive.root)
+            assert not [p for p in archive.rglob("*") if p.name.endswith(".tmp")]
+            sent = {r.SOPInstanceUID: Path(r.path).read_bytes() for r in study.itertuples()}
+            for held in lp.instances().itertuples():  # every file kept is whole, as sent
+                assert lp.archive.absolute(held.path).read_bytes() == sent[held.SOPInstanceUID]
+            again = dl.retrieve(web, [uid], into=lp, progress=False)  # the server recovered
+            assert isinstance(again, pd.DataFrame) and again.complete.all(), again.error.tolist()
+            held = lp.instances()
+            assert sorted(held.SOPInstanceUID) == sorted(study.SOPInstanceUID)  # none twice
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -114,6 +114,34 @@ def _text(raw: bytes, vr: str, encodings: list[str]) -> tuple[str, bool]:
     return text.lstrip(" ") if vr not in _UNTRIMMED else text, ok
 
 
+def _json_text(element: Any, vr: str) -> str | None:
+    """An element of the DICOM JSON model as C-FIND text: values joined by backslashes,
+    a person name's groups by ``=``; an element without a value is empty."""
+    if element is None:
+        return None
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    if not values:
+        return ""
+    if vr == "PN":
+        parts = []
+        for name in values:
+            if not isinstance(name, Mapping):
+                parts.append(str(name))
+                continue
+            groups = [str(name.get(g) or "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
+            while groups and not groups[-1]:
+                groups.pop()
+            parts.append("=".join(groups))
+        return "\\".join(parts)
+    return "\\".join("" if v is None else _json_scalar(v) for v in values)
+
+
+def _json_scalar(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _raw_text(ds: Dataset, tag: int, vr: str, encodings: list[str]) -> tuple[str | None, bool]:
     """The text of an element from its raw bytes where possible (no lossy pydicom decode)."""
     if tag not in ds:
@@ -156,6 +184,15 @@ class ResultBuilder:
             if not ok:
                 self.undecodable.append((row, kw))
             self._cols[kw].append(text)
+        for kw in self.extra:
+            self._cols[kw].append(extra.get(kw))
+
+    def add_json(self, item: Mapping[str, Any], **extra: Any) -> None:
+        """Add one match given in the DICOM JSON model (PS3.18 F.2, a QIDO-RS answer):
+        the same texts :meth:`add` reads from a C-FIND identifier, without building a
+        Dataset."""
+        for kw, tag, vr in self._tags:
+            self._cols[kw].append(_json_text(item.get(f"{tag:08X}"), vr))
         for kw in self.extra:
             self._cols[kw].append(extra.get(kw))
 

@@ -3,21 +3,21 @@
 A study, a series or an instance comes as ``multipart/related; type=application/dicom``
 in the transfer syntax the server holds it in (``transfer-syntax=*``; a server that
 refuses that, 406, is asked again for its default, Explicit VR Little Endian). The
-parts are read one at a time as they stream in (dicomweb-client's ``iter_*``), never
-a whole study in memory, and each goes through the archive as a received C-STORE does:
-checked (:func:`core.indexrow.file_problem`), written to a temporary name and renamed,
-then indexed. The count to expect comes from a QIDO-RS instance search first.
+parts are read one at a time as they stream in (:func:`dicomlab.web.wado.parts`), never
+a whole study in memory, and each file goes through the archive byte for byte, as a
+received C-STORE does: checked (:func:`core.indexrow.file_problem`: it parses to its
+end), written to a temporary name and renamed, then indexed. A part that the answer
+cut off is never kept (its closing boundary never came). The count to expect comes
+from a QIDO-RS instance search first.
 """
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydicom import dcmwrite
-from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from dicomlab.core.call import Call
 from dicomlab.core.indexrow import HeaderError, file_header, file_problem
@@ -29,19 +29,12 @@ from dicomlab.log.record import now
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.fetch import Cancelled, Refused
 from dicomlab.web import qido
-from dicomlab.web.session import WebClient, client_for, translating
+from dicomlab.web.session import WebClient, client_for, translating, web_of
+from dicomlab.web.wado import ACCEPT_AS_STORED, ACCEPT_DEFAULT, parts, wado_url
 
 __all__ = ["Wado"]
 
-_AS_STORED = (("application/dicom", "*"),)
 _STATUS_CANNOT_UNDERSTAND = 0xC000
-
-
-def _file_bytes(ds: Dataset) -> bytes:
-    """A received part as the DICOM file it was (preamble, meta, data set)."""
-    buf = io.BytesIO()
-    dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
 
 
 class Wado:
@@ -73,43 +66,40 @@ class Wado:
         found = qido.find(Call(self.node, self.ours, progress=False), query, warn=False)
         return len(found) if found.attrs["complete"] else None
 
-    def _parts(self, item: Item, media_types: Any) -> Iterator[Dataset]:
-        client = self._client().api
-        if item.sop:
-            if item.series is None:  # WADO-RS names an instance by its series too
-                raise ValidationError(f"instance {item.sop} needs its SeriesInstanceUID")
-            yield client.retrieve_instance(
-                item.study, item.series, item.sop, media_types=media_types
-            )
-        elif item.series:
-            yield from client.iter_series(item.study, item.series, media_types=media_types)
-        else:
-            yield from client.iter_study(item.study, media_types=media_types)
+    def _parts(self, web: WebClient, item: Item, accept: str) -> Iterator[bytes]:
+        """The item's instances as the files the server sent, one at a time."""
+        if item.sop and item.series is None:  # WADO-RS names an instance by its series too
+            raise ValidationError(f"instance {item.sop} needs its SeriesInstanceUID")
+        url = wado_url(web_of(self.node).url, item.study, item.series, item.sop)
+        timeout = web_of(self.node).timeout
+        with web.session.get(url, headers={"Accept": accept}, stream=True, timeout=timeout) as r:
+            r.raise_for_status()
+            yield from parts(r, self.node)
 
     def fetch(self, item: Item, row: dict[str, Any], progress: Callable[[int], None]) -> None:
         try:
-            self._fetch(item, row, progress, _AS_STORED)
+            self._fetch(item, row, progress, ACCEPT_AS_STORED)
         except DICOMwebError as exc:
             if exc.http_status != 406:
                 raise
-            self._fetch(item, row, progress, None)  # the server's default syntax
+            self._fetch(item, row, progress, ACCEPT_DEFAULT)  # the server's default syntax
 
     def _fetch(
         self,
         item: Item,
         row: dict[str, Any],
         progress: Callable[[int], None],
-        media_types: Any,
+        accept: str,
     ) -> None:
         stored, refused, nbytes = 0, [], 0
         web, started = self._client(), now()
         try:
             with translating(self.node, "WADO-RS"):
-                for ds in self._parts(item, media_types):
+                for data in self._parts(web, item, accept):
                     if self.cancel.is_set():
                         raise Cancelled()
-                    size, problem = self._keep(ds)
-                    nbytes += size
+                    problem = self._keep(data)
+                    nbytes += len(data)
                     if problem is not None:
                         refused.append(problem)
                         continue
@@ -124,7 +114,7 @@ class Wado:
             )
             raise
         counts = {"n_completed": stored, "n_failed": len(refused), "bytes": nbytes}
-        web.log.request("WADO-RS", web.seen.status, started, counts=counts, study=item.study)
+        web.log.request("WADO-RS", 200, started, counts=counts, study=item.study)
         row.update(
             status=0x0000 if not refused else 0xB000,
             status_text="Success" if not refused else "Warning: some instances refused",
@@ -135,22 +125,20 @@ class Wado:
         if refused:
             row["refused"] = [*(row.get("refused") or []), *refused]
 
-    def _keep(self, ds: Dataset) -> tuple[int, Refused | None]:
-        """Check and archive one received instance: its size, and why it was refused if
-        it was."""
-        uid = str(ds.get("SOPInstanceUID", ""))
-        data = _file_bytes(ds)
+    def _keep(self, data: bytes) -> Refused | None:
+        """Check and archive one received file, byte for byte; why it was refused, if it
+        was (a data set that does not parse to its end, bad UIDs)."""
         try:
             header, syntax = file_header(data)
             problem = file_problem(data, header, syntax)
             if problem is not None:
                 raise HeaderError(problem)
-        except (HeaderError, ValueError) as exc:
-            return len(data), (uid, _STATUS_CANNOT_UNDERSTAND, str(exc))
+        except (HeaderError, ValueError, InvalidDicomError) as exc:
+            return ("", _STATUS_CANNOT_UNDERSTAND, str(exc))
         archive = self.into.archive
         with archive.receiving(str(header.get("StudyInstanceUID") or "")):
             archive.add(header, syntax, iter([data]), source_ae="WADO-RS")
-        return len(data), None
+        return None
 
     def gone(self) -> str | None:
         return None  # parts are written into the archive directly: nothing to stop

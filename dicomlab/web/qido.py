@@ -131,7 +131,7 @@ def _read_pages(
                 raise
             return False, str(exc)
         for item in page:
-            builder.add(Dataset.from_json(item))
+            builder.add_json(item)
         warning = web.seen.warning
         if web.seen.status == 206 or (warning and "299" in warning):
             return False, f"the server answered part of the result ({warning or 'HTTP 206'})"

@@ -232,5 +232,12 @@ def translating(node: Node, what: str) -> Iterator[None]:
         raise
     except requests.HTTPError as exc:
         raise _http_error(exc, node, what) from None
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+        raise DICOMwebError(
+            f"{what} on {node.address}: the connection broke during the answer",
+            node=node,
+            broken=True,
+            hint="what arrived whole is kept; it will be tried again",
+        ) from None
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise _network_error(exc, node, what) from None
