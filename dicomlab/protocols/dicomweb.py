@@ -15,14 +15,13 @@ import pandas as pd
 
 from dicomlab.core.call import Call
 from dicomlab.core.nodes import Node
-from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query
 from dicomlab.core.results import ResultBuilder
-from dicomlab.errors import DicomlabError, warn_partial
+from dicomlab.errors import DicomlabError
 from dicomlab.net.echo import EchoResult
 from dicomlab.protocols.base import find_any
+from dicomlab.transfer import findmany, stow
 from dicomlab.transfer import retrieve as _retrieve
-from dicomlab.transfer import stow
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.wado import Wado
 from dicomlab.web import probe, qido
@@ -81,25 +80,12 @@ class DicomWeb:
         else:
             empty = ResultBuilder(base.with_filters(**{keyword: ""}).keys, extra=["query_value"])
             out = empty.frame(extra_dtypes={"query_value": "string"})
-        error = f"{len(failed)} of {len(values)} queries failed" if failed else None
-        attrs = FindAttrs(
-            call.node.name,
-            "dicomweb",
-            f"{base.describe()} x {len(values)} {keyword}",
-            0 if not failed else None,
-            not failed,
-            time.perf_counter() - t0,
-            error,
-        )
-        out.attrs.clear()
-        out.attrs.update(attrs.as_attrs(), undecodable=undecodable, failed=failed, keyword=keyword)
-        out.attrs["requested"] = list(values)
-        if failed and warn:
-            value, why = next(iter(failed.items()))
-            warn_partial(
-                f"find_many on {call.node.address}: {error} (first: {value!r}: {why}); "
-                "df.attrs['failed'] lists them, dl.reconcile(df) shows each value's outcome"
-            )
+        out.attrs.clear()  # (concat keeps the first frame's attrs)
+        out.attrs["undecodable"] = undecodable
+        elapsed = time.perf_counter() - t0
+        findmany.conclude_batch(out, call, "dicomweb", base, keyword, values, failed, elapsed)
+        if warn:
+            findmany.warn_batch(out, call)
         return out
 
     def retrieve(self, call: Call, request: _retrieve.Request) -> pd.DataFrame | Job:

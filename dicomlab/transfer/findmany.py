@@ -30,7 +30,7 @@ from dicomlab.net.find import Outcome, fail, find_contexts, model_order, pick_mo
 from dicomlab.transfer.job import run_items
 from dicomlab.transfer.session import Sessions
 
-__all__ = ["find_many", "matched", "reconcile"]
+__all__ = ["conclude_batch", "find_many", "matched", "reconcile", "warn_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -130,31 +130,54 @@ def find_many(
         for value, error in zip(bad.query_value, bad.error, strict=True)
     }
     df = batch.builder.frame(extra_dtypes={"query_value": "string"})
+    conclude_batch(df, call, "dimse", base, keyword, values, failed, time.perf_counter() - t0)
+    if values and len(failed) == len(values) and not len(df):
+        _all_failed(batch, list(values))
+    if warn:
+        warn_batch(df, call)
+    return df
+
+
+def conclude_batch(
+    df: pd.DataFrame,
+    call: Call,
+    protocol: str,
+    base: Query,
+    keyword: str,
+    values: Sequence[str],
+    failed: dict[str, str],
+    elapsed: float,
+) -> None:
+    """What a batch of queries says about itself, whatever the protocol: ``df.attrs``
+    (:class:`FindAttrs` and :data:`~dicomlab.core.outcomes.BATCH_ATTRS`) and a log line
+    when values failed."""
     error = None if not failed else f"{len(failed)} of {len(values)} queries failed"
     attrs = FindAttrs(
-        node.name,
-        "dimse",
+        call.node.name,
+        protocol,
         f"{base.describe()} x {len(values)} {keyword}",
         0 if not failed else None,
         not failed,
-        time.perf_counter() - t0,
+        elapsed,
         error,
     )
     df.attrs.update(attrs.as_attrs(), failed=failed, requested=list(values), keyword=keyword)
     if failed:
         log.warning(
-            "find_many on %s: %d of %d queries failed", node.address, len(failed), len(values)
+            "find_many on %s: %d of %d queries failed", call.node.address, len(failed), len(values)
         )
-    if values and len(failed) == len(values) and not len(df):
-        _all_failed(batch, list(values))
-    if failed and warn:
-        first = next(iter(failed.items()))
-        warn_partial(
-            f"find_many on {node.address}: {len(failed)} of {len(values)} queries failed "
-            f"(first: {first[0]!r}: {first[1]}); df.attrs['failed'] lists them, "
-            "dl.reconcile(df) shows each value's outcome"
-        )
-    return df
+
+
+def warn_batch(df: pd.DataFrame, call: Call) -> None:
+    """Warn (:class:`dl.PartialResultWarning`) when some values of a batch failed."""
+    failed: dict[str, str] = df.attrs["failed"]
+    if not failed:
+        return
+    value, why = next(iter(failed.items()))
+    warn_partial(
+        f"find_many on {call.node.address}: {df.attrs['error']} (first: {value!r}: {why}); "
+        "df.attrs['failed'] lists them, dl.reconcile(df) shows each value's outcome"
+    )
 
 
 def _all_failed(batch: _Batch, values: list[str]) -> NoReturn:

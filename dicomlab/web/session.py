@@ -35,7 +35,7 @@ from dicomlab.errors import (
 from dicomlab.log.record import now
 from dicomlab.log.web import WebLog
 
-__all__ = ["Seen", "WebClient", "client_for", "translated", "translating", "web_of"]
+__all__ = ["Seen", "WebClient", "client_for", "translating", "web_of"]
 
 T = TypeVar("T")
 
@@ -217,15 +217,9 @@ def _network_error(exc: Exception, node: Node, what: str) -> NetworkError:
     return NetworkError(f"{what} on {web.url} failed: {text}", node=node)
 
 
-def translated(node: Node, what: str, call: Callable[[], T]) -> T:
-    """``call()``, with whatever requests raises turned into the one error tree."""
-    with translating(node, what):
-        return call()
-
-
 @contextmanager
 def translating(node: Node, what: str) -> Iterator[None]:
-    """The same as :func:`translated`, around a block (an iteration over a response)."""
+    """Whatever requests raises in the block turned into the one error tree."""
     try:
         yield
     except DicomlabError:
