@@ -87,7 +87,8 @@ def find(
     A filter holding several values (a list or a DataFrame column) fans out into
     one query per value (see :func:`find_many`).
 
-    ``protocol``: ``"auto"`` (the first the node is configured for), or ``"dimse"``.
+    ``protocol``: ``"auto"`` (the first the node is configured for; DICOMweb for a
+    ``fuzzy`` query when the node has it), ``"dimse"`` or ``"dicomweb"``.
 
     ``df.attrs``: ``node`` (name), ``query`` (description), ``status`` (final
     DIMSE status or None), ``complete`` (False when the peer stopped early,
@@ -118,7 +119,13 @@ def find(
     if not isinstance(query, Query):
         raise ValidationError(f"expected a dl.Query, got {query!r}")
     call = _call(node, calling_ae, book, progress=False)
-    return find_any(choose(call.node, protocol), call, query, today, warn)
+    return find_any(choose(call.node, _for(query, protocol)), call, query, today, warn)
+
+
+def _for(query: Query, protocol: ProtocolName) -> ProtocolName:
+    """``protocol``, or DICOMweb for a fuzzy query on ``"auto"`` (only QIDO-RS offers
+    fuzzy matching)."""
+    return "dicomweb" if protocol == "auto" and query.fuzzy else protocol
 
 
 def find_many(
@@ -152,7 +159,7 @@ def find_many(
     ((keyword, raw),) = values.items()
     base.with_filters(**{keyword: ""})  # validates the keyword before anything is sent
     call = _call(node, calling_ae, book, progress)
-    speaker = choose(call.node, protocol, operation="find_many")
+    speaker = choose(call.node, _for(base, protocol), operation="find_many")
     return speaker.find_many(call, base, keyword, values_of(raw), today, warn)
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import re
 from collections.abc import Iterable
@@ -244,8 +245,13 @@ class Query:
     return_keys: tuple[str, ...] = ()
     date: DateSpec = None
     model: QueryModel | None = None
+    fuzzy: bool = False
+    """Ask for fuzzy matching of person names (QIDO-RS ``fuzzymatching=true``, where the
+    server supports it; a DIMSE query refuses it)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fuzzy, bool):
+            raise ValidationError(f"fuzzy={self.fuzzy!r} must be True or False")
         if self.level not in LEVELS:
             raise ValidationError(f"query level {self.level!r} is not one of {list(LEVELS)}")
         if self.model not in (None, "study", "patient"):
@@ -298,8 +304,9 @@ class Query:
         return_keys: Iterable[str],
         model: QueryModel | None,
         filters: dict[str, Any],
+        fuzzy: bool = False,
     ) -> Query:
-        return cls(level, tuple(filters.items()), tuple(return_keys), date, model)
+        return cls(level, tuple(filters.items()), tuple(return_keys), date, model, fuzzy)
 
     @classmethod
     def patients(
@@ -315,10 +322,11 @@ class Query:
         date: DateSpec = None,
         return_keys: Iterable[str] = (),
         model: QueryModel | None = None,
+        fuzzy: bool = False,
         **filters: Any,
     ) -> Query:
         """Study-level query; ``date`` is a preset or range on StudyDate."""
-        return cls._make("study", date, return_keys, model, filters)
+        return cls._make("study", date, return_keys, model, filters, fuzzy)
 
     @classmethod
     def series(
@@ -327,10 +335,11 @@ class Query:
         date: DateSpec = None,
         return_keys: Iterable[str] = (),
         model: QueryModel | None = None,
+        fuzzy: bool = False,
         **filters: Any,
     ) -> Query:
         """Series-level query (give StudyInstanceUID: a value, a list or a DataFrame column)."""
-        return cls._make("series", date, return_keys, model, filters)
+        return cls._make("series", date, return_keys, model, filters, fuzzy)
 
     @classmethod
     def instances(
@@ -339,10 +348,11 @@ class Query:
         date: DateSpec = None,
         return_keys: Iterable[str] = (),
         model: QueryModel | None = None,
+        fuzzy: bool = False,
         **filters: Any,
     ) -> Query:
         """Image-level query."""
-        return cls._make("image", date, return_keys, model, filters)
+        return cls._make("image", date, return_keys, model, filters, fuzzy)
 
     # -- derived ------------------------------------------------------------------
     @property
@@ -358,7 +368,13 @@ class Query:
         """A copy with filters added or replaced."""
         merged = dict(self.filters)
         merged.update(filters)
-        return Query(self.level, tuple(merged.items()), self.return_keys, self.date, self.model)
+        return dataclasses.replace(self, filters=tuple(merged.items()))
+
+    def without(self, keyword: str) -> Query:
+        """A copy without the filter on ``keyword``."""
+        return dataclasses.replace(
+            self, filters=tuple((k, v) for k, v in self.filters if k != keyword)
+        )
 
     def fan_out(self) -> tuple[str, list[Any]] | None:
         """``(keyword, values)`` of the one filter holding several values, if any."""
@@ -376,6 +392,8 @@ class Query:
         parts += [f"{k}=[{len(list(v))} values]" for k, v in self.filters if _is_many(v)]
         if self.date is not None:
             parts.insert(0, f"date={self.date!r}")
+        if self.fuzzy:
+            parts.append("fuzzy")
         return f"{self.level}({', '.join(parts)})"
 
 

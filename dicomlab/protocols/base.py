@@ -156,11 +156,5 @@ def find_any(
     if many is None:
         return speaker.find(call, query, today, warn)
     keyword, values = many
-    rest = Query(
-        query.level,
-        tuple((k, v) for k, v in query.filters if k != keyword),
-        query.return_keys,
-        query.date,
-        query.model,
-    )
+    rest = query.without(keyword)
     return speaker.find_many(call.quiet(), rest, keyword, values_of(values), today, warn)

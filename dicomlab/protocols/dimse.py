@@ -16,6 +16,7 @@ import pandas as pd
 from dicomlab.core.call import Call
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
+from dicomlab.errors import ValidationError
 from dicomlab.net import echo as _echo
 from dicomlab.net import find as _find
 from dicomlab.protocols.base import find_any
@@ -41,6 +42,7 @@ class Dimse:
         return _echo.echo(call)
 
     def find(self, call: Call, query: Query, today: date | None, warn: bool) -> pd.DataFrame:
+        _literal(query, call)
         return _find.find(call, query, today, warn)
 
     def find_many(
@@ -52,6 +54,7 @@ class Dimse:
         today: date | None,
         warn: bool,
     ) -> pd.DataFrame:
+        _literal(base, call)
         return findmany.find_many(call, base, keyword, values, today, warn)
 
     def retrieve(self, call: Call, request: _retrieve.Request) -> pd.DataFrame | Job:
@@ -63,6 +66,17 @@ class Dimse:
         self, call: Call, what: Any, max_connections: int | None, wait: bool
     ) -> pd.DataFrame | Job:
         return _store.store(call, what, max_connections, wait)
+
+
+def _literal(query: Query, call: Call) -> None:
+    """C-FIND matches literally here (fuzzy person-name matching would need an extended
+    negotiation few archives offer)."""
+    if query.fuzzy:
+        raise ValidationError(
+            "fuzzy matching is a QIDO-RS option: use a node with a DICOMweb service "
+            "and protocol='dicomweb'",
+            node=call.node,
+        )
 
 
 DIMSE = Dimse()

@@ -1,9 +1,12 @@
-"""Batch C-FIND: one query per value of one keyword, on the transfer queue.
+"""Batch queries: one query per value of one keyword, on the transfer queue, over
+C-FIND or QIDO-RS.
 
 The values are a :class:`~dicomlab.transfer.job.Job`'s items: at most
-``max_connections`` workers, one progress bar, and each worker's association kept
-from value to value (:class:`~dicomlab.transfer.session.Sessions`; after any failure it
-is aborted, never reused, and the next value opens a new one), as for a retrieve.
+``max_connections`` workers, one progress bar. Over DIMSE each worker's association is
+kept from value to value (:class:`~dicomlab.transfer.session.Sessions`; after any
+failure it is aborted, never reused, and the next value opens a new one), as for a
+retrieve; over QIDO-RS each worker keeps its HTTP session (an :class:`Asker` is what
+differs).
 The matches of every value go into one DataFrame with a ``query_value`` column; the
 job's rows (one per value, :data:`~dicomlab.core.outcomes.QUERIES`) are what
 ``dl.reconcile`` shows.
@@ -16,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import pandas as pd
 
@@ -30,7 +33,7 @@ from dicomlab.net.find import Outcome, fail, find_contexts, model_order, pick_mo
 from dicomlab.transfer.job import run_items
 from dicomlab.transfer.session import Sessions
 
-__all__ = ["conclude_batch", "find_many", "matched", "reconcile", "warn_batch"]
+__all__ = ["Asker", "conclude_batch", "find_many", "matched", "reconcile", "warn_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -40,50 +43,106 @@ def matched(n: int) -> str:
     return "none" if n == 0 else "matched" if n == 1 else "several"
 
 
-class _Batch:
-    """What the workers of one find_many share."""
+class Asker(Protocol):
+    """One protocol's side of a batch: how one value is asked (each worker thread calls
+    ``ask``; DIMSE: :class:`_Dimse`; QIDO-RS: :class:`dicomlab.web.qido.Batch`)."""
+
+    protocol: str
+    service: str
+
+    def ask(self, value: str, into: ResultBuilder) -> str | None:
+        """Put ``value``'s matches into ``into``; the error of a partial answer (None:
+        complete). Raises DicomlabError when nothing could be asked."""
+        ...
+
+    def failed(self) -> None:
+        """After a value that did not end well (DIMSE: drop this worker's association)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def fail_all(self, first: str, error: str | None, n: int) -> NoReturn:
+        """Raise for a batch whose every value failed without raising (``first``'s
+        ``error``)."""
+        ...
+
+
+class _Dimse:
+    """C-FIND per value, each worker's association kept from value to value."""
+
+    protocol = "dimse"
+    service = "C-FIND"
 
     def __init__(
         self, node: Node, base: Query, keyword: str, ours: str, today: date | None
     ) -> None:
         self.node, self.base, self.keyword, self.ours, self.today = node, base, keyword, ours, today
         probe = base.with_filters(**{keyword: ""})
-        self.keys = probe.keys
         self.order = model_order(node, probe)
         self.contexts = find_contexts(node, probe)
-        self.builder = ResultBuilder(self.keys, extra=["query_value"])
         self.sessions = Sessions()
-        self.cancel = threading.Event()
-        self.progress: Callable[[int], None] = lambda n: None
-        self.lock = threading.Lock()
         self.outcomes: dict[str, Outcome] = {}
+
+    def ask(self, value: str, into: ResultBuilder) -> str | None:
+        assoc = self.sessions.open(self.node, self.contexts, calling_ae=self.ours)
+        model = pick_model(assoc, self.order, self.node)
+        identifier = to_identifier(
+            self.base.with_filters(**{self.keyword: value}),
+            today=self.today,
+            charset=self.node.charset,
+        )
+        outcome = run_find(assoc, model, identifier, into, self.node, query_value=value)
+        self.outcomes[value] = outcome
+        return outcome.error
+
+    def failed(self) -> None:
+        self.sessions.discard()  # never reused after an operation that did not end well
+
+    def close(self) -> None:
+        self.sessions.close_all()
+
+    def fail_all(self, first: str, error: str | None, n: int) -> NoReturn:
+        out = self.outcomes[first]
+        attrs = {
+            "status": out.status,
+            "error": f"all {n} queries failed; the first ({first!r}): {out.error}",
+            "error_comment": out.comment,
+            "timed_out": out.timed_out,
+            "peer_ended": out.peer_ended,
+        }
+        fail(attrs, self.node, self.ours, "C-FIND", batch=f" (all {n} queries failed)")
+
+
+class _Batch:
+    """What the workers of one find_many share."""
+
+    def __init__(self, asker: Asker, keys: Sequence[str]) -> None:
+        self.asker = asker
+        self.keys = keys
+        self.builder = ResultBuilder(keys, extra=["query_value"])
+        self.progress: Callable[[int], None] = lambda n: None
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.errors: dict[str, str] = {}
         self.raised: dict[str, DicomlabError] = {}
 
     def query(self, value: str) -> dict[str, Any]:
-        """One value's C-FIND on this worker's association; its QUERIES row."""
+        """One value's query; its QUERIES row."""
         local = ResultBuilder(self.keys, extra=["query_value"])
         error: str | None = None
         try:
-            assoc = self.sessions.open(self.node, self.contexts, calling_ae=self.ours)
-            model = pick_model(assoc, self.order, self.node)
-            identifier = to_identifier(
-                self.base.with_filters(**{self.keyword: value}),
-                today=self.today,
-                charset=self.node.charset,
-            )
-            outcome = run_find(assoc, model, identifier, local, self.node, query_value=value)
-            error = outcome.error
-            with self.lock:
-                self.outcomes[value] = outcome
+            error = self.asker.ask(value, local)
         except DicomlabError as exc:
             error = str(exc)
             with self.lock:
                 self.raised[value] = exc
         except BaseException:
-            self.sessions.discard()
+            self.asker.failed()
             raise
         if error is not None:
-            self.sessions.discard()  # never reused after an operation that did not end well
+            self.asker.failed()
+            with self.lock:
+                self.errors[value] = error
         with self.lock:
             self.builder.extend(local)
         self.progress(1)
@@ -100,11 +159,15 @@ def find_many(
     values: Sequence[str],
     today: date | None = None,
     warn: bool = True,
+    asker: Asker | None = None,
 ) -> pd.DataFrame:
     """``base`` once per value of ``keyword`` over at most ``node.max_connections``
-    associations (``dl.find_many`` says what the result holds)."""
-    node, ours, progress = call.node, call.ours, call.progress
-    batch = _Batch(node, base, keyword, ours, today)
+    connections (``dl.find_many`` says what the result holds); C-FIND unless another
+    protocol's ``asker`` is given."""
+    node, progress = call.node, call.progress
+    if asker is None:
+        asker = _Dimse(node, base, keyword, call.ours, today)
+    batch = _Batch(asker, base.with_filters(**{keyword: ""}).keys)
 
     def make_context(advance: Callable[[int], None]) -> _Batch:
         batch.progress = advance
@@ -118,10 +181,10 @@ def find_many(
         QUERIES,
         workers=node.max_connections,
         total=len(values),
-        desc=f"C-FIND {node.name}",
+        desc=f"{asker.service} {node.name}",
         unit="query",
         progress=progress,
-        on_finish=batch.sessions.close_all,
+        on_finish=asker.close,
     )
     rows = job.result(on_interrupt="raise")
     bad = rows[~rows.outcome.isin(["matched", "none", "several"])]  # failed, or never ran
@@ -130,9 +193,13 @@ def find_many(
         for value, error in zip(bad.query_value, bad.error, strict=True)
     }
     df = batch.builder.frame(extra_dtypes={"query_value": "string"})
-    conclude_batch(df, call, "dimse", base, keyword, values, failed, time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    conclude_batch(df, call, asker.protocol, base, keyword, values, failed, elapsed)
     if values and len(failed) == len(values) and not len(df):
-        _all_failed(batch, list(values))
+        first = values[0]
+        if first in batch.raised:
+            raise batch.raised[first]  # every query failed and nothing came: never empty
+        asker.fail_all(first, batch.errors.get(first), len(values))
     if warn:
         warn_batch(df, call)
     return df
@@ -178,23 +245,6 @@ def warn_batch(df: pd.DataFrame, call: Call) -> None:
         f"find_many on {call.node.address}: {df.attrs['error']} (first: {value!r}: {why}); "
         "df.attrs['failed'] lists them, dl.reconcile(df) shows each value's outcome"
     )
-
-
-def _all_failed(batch: _Batch, values: list[str]) -> NoReturn:
-    """Every query of a batch failed and nothing came: raise as ``dl.find`` does (the
-    first value's error), never an empty frame."""
-    first = values[0]
-    if first in batch.raised:
-        raise batch.raised[first]
-    out = batch.outcomes[first]
-    attrs = {
-        "status": out.status,
-        "error": f"all {len(values)} queries failed; the first ({first!r}): {out.error}",
-        "error_comment": out.comment,
-        "timed_out": out.timed_out,
-        "peer_ended": out.peer_ended,
-    }
-    fail(attrs, batch.node, batch.ours, "C-FIND", batch=f" (all {len(values)} queries failed)")
 
 
 def reconcile(df: pd.DataFrame) -> pd.DataFrame:

@@ -4,39 +4,59 @@ DataFrame a C-FIND gives.
 The query becomes the same identifier a C-FIND sends (:func:`core.query.to_identifier`:
 presets, ranges, wildcards, UID lists), and that identifier becomes QIDO-RS parameters
 (PS3.18 8.3.4): each filter a ``keyword=value`` (a list of UIDs comma-separated), each
-other key an ``includefield``. The answers are read into the C-FIND path's
-:class:`~dicomlab.core.results.ResultBuilder`, so the columns and dtypes are the same.
-Results are paged (``limit``/``offset``) until the server has no more; a server that
-answers 206 Partial Content, or stops short of a page it promised, gives a partial
-result that says so.
+other key an ``includefield``; ``Query(fuzzy=True)`` adds ``fuzzymatching=true``. The
+answers are read into the C-FIND path's :class:`~dicomlab.core.results.ResultBuilder`,
+so the columns and dtypes are the same.
+
+Paging (:func:`search`): ``limit``/``offset`` pages of :data:`PAGE` matches, asked for
+until a page is empty, as dicomweb-client's ``get_remaining`` does, with two
+economies and three guards:
+
+* a page shorter than asked, of fewer than :data:`SMALLEST_CAP` matches, is the last
+  one (no archive caps a page that small, so a small answer costs one request);
+* a server that refuses our page size (HTTP 400 on the first page: Azure's DICOM
+  service allows at most 200) is asked again with no ``limit``, at its own page size;
+* HTTP 206 or a ``Warning: 299`` of "additional results" (PS3.18 8.3.4.3) means more
+  may follow: paging goes on;
+* a server that answers the same page again (it ignores ``offset``) ends the search
+  with ``complete=False``, as does a failure after some matches came.
+
+A server that truncates silently and does not page (Orthanc's ``LimitFindResults``
+over DICOMweb) cannot be told from a complete answer; over DIMSE Orthanc says so.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 from pydicom.dataset import Dataset
 
 from dicomlab.core.call import Call
-from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
-from dicomlab.errors import DICOMwebError, ValidationError, warn_partial
+from dicomlab.errors import DicomlabError, DICOMwebError, ValidationError, warn_partial
 from dicomlab.web.session import WebClient, client_for
 
-__all__ = ["PAGE", "find", "qido_params"]
+__all__ = ["PAGE", "SMALLEST_CAP", "Batch", "Pages", "find", "qido_params", "search"]
 
 log = logging.getLogger(__name__)
 
-PAGE = 1000
-"""Matches asked for per request (the server may give fewer: then it says so, or not)."""
+PAGE = 5000
+"""Matches asked for per request (Google's Healthcare API allows 5,000 studies a page;
+a server that allows fewer is asked at its own size)."""
+
+SMALLEST_CAP = 100
+"""A page shorter than asked with at least this many matches may be a server's cap
+(Google's and Azure's default page is 100): the next page is asked for."""
 
 _SKIP = ("QueryRetrieveLevel", "SpecificCharacterSet")
 
@@ -62,29 +82,113 @@ def qido_params(identifier: Dataset) -> tuple[dict[str, str], list[str]]:
     return filters, fields
 
 
-def find(call: Call, query: Query, today: date | None = None, warn: bool = True) -> pd.DataFrame:
-    """QIDO-RS search of ``query`` on ``call.node``: one typed row per match; raises or
-    warns as ``dl.find`` says."""
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """How one paged search went."""
+
+    complete: bool
+    error: str | None
+    warnings: tuple[str, ...]
+    requests: int
+
+
+def _check(query: Query, call: Call) -> None:
     if not isinstance(query, Query):
         raise ValidationError(f"expected a dl.Query, got {query!r}")
-    node = call.node
     if query.level == "patient":
         raise ValidationError(
             "QIDO-RS has no patient level: query studies (their rows carry the patient)",
-            node=node,
+            node=call.node,
         )
-    identifier = to_identifier(query, today=today, charset=node.charset)
-    filters, fields = qido_params(identifier)
-    web = client_for(node)
-    searches: dict[str, Callable[..., Any]] = {
+
+
+def _params(call: Call, query: Query, today: date | None) -> dict[str, Any]:
+    """dicomweb-client's search arguments for ``query`` (all but ``limit``/``offset``)."""
+    filters, fields = qido_params(to_identifier(query, today=today, charset=call.node.charset))
+    return {
+        "search_filters": filters,
+        "fields": fields or None,
+        "fuzzymatching": True if query.fuzzy else None,
+    }
+
+
+def _searcher(web: WebClient, level: str) -> Callable[..., list[dict[str, Any]]]:
+    searches: dict[str, Callable[..., list[dict[str, Any]]]] = {
         "study": web.api.search_for_studies,
         "series": web.api.search_for_series,
         "image": web.api.search_for_instances,
     }
+    return searches[level]
+
+
+def search(
+    web: WebClient,
+    level: str,
+    params: dict[str, Any],
+    builder: ResultBuilder,
+    **extra: Any,
+) -> Pages:
+    """Every page of one search at ``level`` (``params`` from :func:`_params`) into
+    ``builder``, ``extra`` columns on each row. A failure before any match raises;
+    after some, the rows so far are kept."""
+    run = _searcher(web, level)
+    offset, requests = 0, 0
+    limit: int | None = PAGE
+    warnings: list[str] = []
+    first_of_last: Any = None
+    start = len(builder)
+    while True:
+        requests += 1
+        try:
+            page = web.request(
+                "QIDO-RS",
+                partial(run, **params, limit=limit, offset=offset),
+                lambda found: {"n_matches": len(found)},
+            )
+        except DICOMwebError as exc:
+            if exc.http_status == 400 and offset == 0 and limit is not None:
+                log.info(
+                    "%s refused limit=%d: asking at its own page size", web.node.address, limit
+                )
+                limit = None
+                continue
+            if len(builder) == start:
+                raise
+            return Pages(False, str(exc), tuple(warnings), requests)
+        warning = web.seen.warning
+        if warning and warning not in warnings:
+            warnings.append(warning)
+        if not page:
+            return Pages(True, None, tuple(warnings), requests)
+        if page[0] == first_of_last:
+            return Pages(
+                False,
+                f"the server answered the same page again at offset {offset} (it does not "
+                "page): the result may be cut short",
+                tuple(warnings),
+                requests,
+            )
+        first_of_last = page[0]
+        for item in page:
+            builder.add_json(item, **extra)
+        more = web.seen.status == 206 or bool(warning and "additional" in warning.lower())
+        n = len(page)
+        if not (more or limit is None or n >= limit or n >= SMALLEST_CAP):
+            return Pages(True, None, tuple(warnings), requests)
+        offset += n
+
+
+def find(call: Call, query: Query, today: date | None = None, warn: bool = True) -> pd.DataFrame:
+    """QIDO-RS search of ``query`` on ``call.node``: one typed row per match; raises or
+    warns as ``dl.find`` says."""
+    _check(query, call)
+    node = call.node
+    params = _params(call, query, today)
     builder = ResultBuilder(query.keys)
     t0 = time.perf_counter()
+    web = client_for(node)
     try:
-        complete, error = _read_pages(node, web, searches[query.level], filters, fields, builder)
+        pages = search(web, query.level, params, builder)
     finally:
         web.close()
     df = builder.frame()
@@ -92,49 +196,69 @@ def find(call: Call, query: Query, today: date | None = None, warn: bool = True)
         node.name,
         "dicomweb",
         query.describe(),
-        0 if complete else None,
-        complete,
+        0 if pages.complete else None,
+        pages.complete,
         time.perf_counter() - t0,
-        error,
+        pages.error,
     )
-    df.attrs.update(attrs.as_attrs())
-    if not complete:
-        log.warning("QIDO-RS %s on %s incomplete: %s", query.describe(), node.address, error)
+    df.attrs.update(attrs.as_attrs(), server_warnings=list(pages.warnings))
+    if not pages.complete:
+        log.warning("QIDO-RS %s on %s incomplete: %s", query.describe(), node.address, pages.error)
         if warn:
             warn_partial(
-                f"QIDO-RS on {node.address}: partial result, {len(df)} rows, then {error} "
-                "(df.attrs['complete'] is False)"
+                f"QIDO-RS on {node.address}: partial result, {len(df)} rows, then "
+                f"{pages.error} (df.attrs['complete'] is False)"
             )
     return df
 
 
-def _read_pages(
-    node: Node,
-    web: WebClient,
-    search: Callable[..., Any],
-    filters: dict[str, str],
-    fields: list[str],
-    builder: ResultBuilder,
-) -> tuple[bool, str | None]:
-    """Every page of one search into ``builder``; whether it is complete, and why not.
+class Batch:
+    """The QIDO-RS side of ``find_many`` (:class:`dicomlab.transfer.findmany.Asker`):
+    one search per value, each worker thread on its own HTTP session."""
 
-    A failure before any match raises; after some, the rows so far are kept."""
-    offset = 0
-    while True:
-        request = partial(
-            search, search_filters=filters, fields=fields or None, limit=PAGE, offset=offset
+    protocol = "dicomweb"
+    service = "QIDO-RS"
+
+    def __init__(self, call: Call, base: Query, keyword: str, today: date | None) -> None:
+        _check(base, call)
+        self.call, self.base, self.keyword, self.today = call, base, keyword, today
+        self._local = threading.local()
+        self._clients: list[WebClient] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> WebClient:
+        web: WebClient | None = getattr(self._local, "web", None)
+        if web is None:
+            web = client_for(self.call.node)
+            self._local.web = web
+            with self._lock:
+                self._clients.append(web)
+        return web
+
+    def ask(self, value: str, into: ResultBuilder) -> str | None:
+        query = self.base.with_filters(**{self.keyword: value})
+        pages = search(
+            self._client(),
+            query.level,
+            _params(self.call, query, self.today),
+            into,
+            query_value=value,
         )
-        try:
-            page = web.request("QIDO-RS", request, lambda found: {"n_matches": len(found)})
-        except DICOMwebError as exc:
-            if not len(builder):
-                raise
-            return False, str(exc)
-        for item in page:
-            builder.add_json(item)
-        warning = web.seen.warning
-        if web.seen.status == 206 or (warning and "299" in warning):
-            return False, f"the server answered part of the result ({warning or 'HTTP 206'})"
-        if len(page) < PAGE:
-            return True, None
-        offset += len(page)
+        return pages.error
+
+    def failed(self) -> None:
+        """(An HTTP session is reused after a failed request: requests drops a broken
+        connection from its pool itself.)"""
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for web in clients:
+            web.close()
+
+    def fail_all(self, first: str, error: str | None, n: int) -> NoReturn:
+        raise DicomlabError(
+            f"all {n} QIDO-RS queries on {self.call.node.address} failed; the first "
+            f"({first!r}): {error}",
+            node=self.call.node,
+        )
