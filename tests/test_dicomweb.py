@@ -20,6 +20,8 @@ import dicomlab as dl
 from dicomlab.core.outcomes import RETRIEVE, STORE
 from dicomlab.peers import DICOMWEB_PLUGIN, Orthanc
 from dicomlab.testing.fixtures import need_peer
+from dicomlab.testing.tlsproxy import TLSProxy
+from dicomlab.tls import make_demo_certificates
 from dicomlab.web import qido
 
 pytestmark = pytest.mark.peers
@@ -368,3 +370,127 @@ def test_a_server_dying_mid_wado_leaves_only_whole_files_and_the_rerun_completes
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_https_with_a_client_certificate_gives_the_same_rows_and_says_what_failed(
+    orthanc: Orthanc,
+    tmp_path: Path,
+    synthetic: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Orthanc behind TLS that requires a client certificate signed by our CA (Debian's
+    Orthanc 1.10.1 crashes serving HTTPS itself: see dicomlab.testing.tlsproxy)."""
+    certs = make_demo_certificates(tmp_path / "certs")
+    # conda and many images set this; requests would let it override the node's ca=
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    with TLSProxy(
+        orthanc.http_port, certs.server_cert, certs.server_key, certs.ca, require_client_cert=True
+    ) as proxy:
+        url = proxy.url("/dicom-web")
+        good = dl.DICOMweb(url, ca=certs.ca, cert=certs.client_cert, key=certs.client_key)
+        node = dl.Node("secure", dicomweb=good)
+        assert dl.echo(node).ok
+        over_tls = dl.find(node, dl.Query.studies())
+        plain = dl.find(orthanc.node, dl.Query.studies())
+        pd.testing.assert_frame_equal(
+            _sorted(over_tls, "StudyInstanceUID"), _sorted(plain, "StudyInstanceUID")
+        )
+        study = synthetic.StudyInstanceUID.iloc[0]
+        out = dl.retrieve(node, [study], into=tmp_path / "out", method="wado", progress=False)
+        assert isinstance(out, pd.DataFrame) and out.complete.all()
+
+        no_cert = dl.echo(dl.Node("secure", dicomweb=dl.DICOMweb(url, ca=certs.ca)))
+        assert not no_cert.ok and no_cert.cause == "tls"
+        untrusted = dl.Node("secure", dicomweb=dl.DICOMweb(url))
+        with pytest.raises(dl.TLSError, match="not trusted") as err:
+            dl.find(untrusted, dl.Query.studies())
+        assert url in str(err.value) and "ca=" in str(err.value.hint)
+    with pytest.raises(dl.TLSError, match="client certificate"), TLSProxy(
+        orthanc.http_port,
+        certs.server_cert,
+        certs.server_key,
+        certs.ca,
+        require_client_cert=True,
+    ) as proxy:
+        dl.find(
+            dl.Node("s", dicomweb=dl.DICOMweb(proxy.url("/dicom-web"), ca=certs.ca)),
+            dl.Query.studies(),
+        )
+
+
+class _BearerOnly(http.server.BaseHTTPRequestHandler):
+    """Answers QIDO-RS only to the current bearer token (Orthanc has no bearer auth)."""
+
+    token: ClassVar[str] = ""
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        got = self.headers.get("Authorization", "")
+        type(self).seen.append(got)
+        ok = got == f"Bearer {self.token}"
+        body = b"[]" if ok else b""
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_bearer_token_function_is_asked_at_each_request_and_never_saved(
+    tmp_path: Path,
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BearerOnly)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    issued: list[str] = []
+
+    def refresh() -> str:  # as a cloud store's client refreshes an expiring token
+        issued.append(f"tok-{len(issued)}")
+        _BearerOnly.token = issued[-1]
+        return issued[-1]
+
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        node = dl.Node("cloud", dicomweb=dl.DICOMweb(url, auth="bearer", token=refresh))
+        assert dl.echo(node).ok and dl.echo(node).ok
+        assert len(issued) == 2 and _BearerOnly.seen[-2:] == ["Bearer tok-0", "Bearer tok-1"]
+        stale = dl.Node("cloud", dicomweb=dl.DICOMweb(url, auth="bearer", token=lambda: "old"))
+        with pytest.raises(dl.DICOMwebError, match="HTTP 401"):
+            dl.find(stale, dl.Query.studies())
+        with pytest.raises(dl.ConfigError, match="token function failed"):
+            dl.find(
+                dl.Node("c", dicomweb=dl.DICOMweb(url, auth="bearer", token=lambda: 1 / 0)),
+                dl.Query.studies(),
+            )
+        with pytest.raises(dl.ConfigError, match="cannot be saved"):
+            dl.NodeBook([node]).save(tmp_path / "nodes.toml")
+        assert not (tmp_path / "nodes.toml").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_the_node_book_keeps_the_client_certificate_paths(tmp_path: Path) -> None:
+    web = dl.DICOMweb("https://pacs.example.org/dicomweb", cert="/etc/c.pem", key="/etc/c.key")
+    book = dl.NodeBook([dl.Node("tls", dicomweb=web)])
+    book.save(tmp_path / "nodes.toml")
+    assert dl.NodeBook.load(tmp_path / "nodes.toml")["tls"].dicomweb == web
+    with pytest.raises(dl.ValidationError, match="cert="):
+        dl.DICOMweb("https://pacs.example.org/dicomweb", key="/etc/c.key")
+
+
+def test_a_full_person_name_matches_over_qido_as_over_c_find(both: dl.Node) -> None:
+    """``^`` reaches Orthanc 1.10 unescaped (its plugin does not decode %5E)."""
+    name = str(dl.find(both, dl.Query.studies(), protocol="dimse").PatientName.iloc[0])
+    assert "^" in name
+    query = dl.Query.studies(PatientName=name)
+    over_web = dl.find(both, query, protocol="dicomweb")
+    assert len(over_web) >= 1
+    pd.testing.assert_frame_equal(
+        _sorted(over_web, "StudyInstanceUID"),
+        _sorted(dl.find(both, query, protocol="dimse"), "StudyInstanceUID"),
+    )

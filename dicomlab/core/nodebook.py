@@ -9,6 +9,7 @@ does) and writes through a temporary file and a rename.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -44,7 +45,7 @@ _NODE_KEYS = {
     "dicomweb",
 }
 _TLS_KEYS = {"ca", "cert", "key", "verify", "server_hostname", "require_client_cert"}
-_DICOMWEB_KEYS = {"url", "auth", "username", "secret_env", "token_file", "verify", "ca", "timeout"}
+_DICOMWEB_KEYS = {f.name for f in dataclasses.fields(DICOMweb)} - {"token"}  # (not saved)
 _LOCAL_KEYS = {"ae_title", "port", "host"}
 _TOP_KEYS = {"version", "default", "local", "nodes"}
 

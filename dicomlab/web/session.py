@@ -10,6 +10,7 @@ its ``Warning`` header.
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 from dicomweb_client.api import DICOMwebClient
 
 from dicomlab.core.dicomweb import DICOMweb
@@ -127,24 +129,63 @@ _KEEP_RAW = {"%2A": "*", "%3F": "?", "%2C": ",", "%5E": "^", "%2F": "/", "%3A": 
 """Characters DICOM matching uses that a query string may carry as they are."""
 
 
-class _Session(requests.Session):
-    """A session that leaves DICOM's matching characters unescaped in query strings.
+def _raw_query(target: str) -> str:
+    """``target`` with DICOM's matching characters unescaped in its query (pure)."""
+    head, sep, query = target.partition("?")
+    if not sep:
+        return target
+    for escaped, raw in _KEEP_RAW.items():
+        query = query.replace(escaped, raw).replace(escaped.lower(), raw)
+    return f"{head}?{query}"
 
-    requests percent-encodes ``*``, ``?``, ``,`` and ``^``; Orthanc 1.10's DICOMweb
-    plugin (1.7, Debian bookworm) does not decode them, so ``PatientName=D%2A``
-    matched nothing where ``PatientName=D*`` matches. Servers that decode accept them
-    raw as well (``*``, ``?``, ``,``, ``/`` and ``:`` are legal in a query, RFC 3986).
+
+class _RawQueryHTTP(urllib3.HTTPConnectionPool):
+    """Sends the request target with DICOM's matching characters as they are.
+
+    requests and urllib3 percent-encode ``*``, ``?``, ``,`` and ``^`` (urllib3 does
+    it last, just before sending); Orthanc 1.10's DICOMweb plugin (1.7, Debian
+    bookworm) does not decode them, so ``PatientName=DOE%5EJ*`` matched nothing where
+    ``DOE^J*`` matches. Browsers, and so viewers such as OHIF, send them raw too.
     """
 
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        prepared = super().prepare_request(request)
-        url = prepared.url or ""
-        head, sep, query = url.partition("?")
-        if sep:
-            for escaped, raw in _KEEP_RAW.items():
-                query = query.replace(escaped, raw).replace(escaped.lower(), raw)
-            prepared.url = f"{head}?{query}"
-        return prepared
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
+        return super()._make_request(conn, method, _raw_query(url), *args, **kw)
+
+
+class _RawQueryHTTPS(urllib3.HTTPSConnectionPool):
+    __doc__ = _RawQueryHTTP.__doc__
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
+        return super()._make_request(conn, method, _raw_query(url), *args, **kw)
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _RawQueryHTTP, "https": _RawQueryHTTPS}
+
+
+class _Session(requests.Session):
+    """A session that sends DICOM's matching characters unescaped (:class:`_RawQueryHTTP`)
+    and keeps the node's TLS verification whatever the environment says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for prefix in ("http://", "https://"):
+            self.mount(prefix, _Adapter())
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        """The environment's settings (proxies...), but the node's TLS verification:
+        requests lets ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` override a session's
+        CA file (requests issue 3829), and conda and many images set them."""
+        settings: dict[str, Any] = super().merge_environment_settings(
+            url, proxies, stream, verify, cert
+        )
+        if self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
 
 
 def client_for(node: Node) -> WebClient:
@@ -153,6 +194,7 @@ def client_for(node: Node) -> WebClient:
     session = _Session()
     session.auth = _Auth(web) if web.auth != "none" else None
     session.verify = web.ca if (web.verify and web.ca) else web.verify
+    session.cert = web.client_cert
     seen = Seen()
     api = DICOMwebClient(web.url, session=session, callback=seen, timeout=web.timeout)
     # No retries inside the library (it retried a refused connection for 31 s): the
@@ -192,19 +234,58 @@ def _http_error(exc: requests.HTTPError, node: Node, what: str) -> DICOMwebError
     )
 
 
-def _network_error(exc: Exception, node: Node, what: str) -> NetworkError:
+_SSL_CODE = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^()']+?)\s*(?:\(_ssl|'|\)|$)")
+_SSL_TEXT = re.compile(r"SSL\w*Error\(\d+, '([^()']+?)\s*(?:\(_ssl|')")
+
+
+def _tls_problem(text: str, web: DICOMweb) -> tuple[str, str]:
+    """What went wrong in a TLS handshake, in words, and what to change (pure)."""
+    found, bare = _SSL_CODE.search(text), _SSL_TEXT.search(text)
+    reason = found.group(2) if found else bare.group(1) if bare else text
+    if found and found.group(1) == "CERTIFICATE_VERIFY_FAILED":
+        if "hostname" in reason or "IP address mismatch" in reason:
+            return (
+                f"the server's certificate is not for {web.host!r} ({reason})",
+                "connect by a name the certificate lists, or have it reissued",
+            )
+        if "expired" in reason:
+            return f"the server's certificate has expired ({reason})", "renew it on the server"
+        return (
+            f"the server's certificate is not trusted ({reason})",
+            "give ca= the CA file that signed it (verify=False only for a test server)",
+        )
+    if "EOF" in text or "reset" in text.lower() or "CERTIFICATE_REQUIRED" in text:
+        return (
+            f"the server ended the handshake ({reason})",
+            "it may require a client certificate: give cert= and key="
+            if web.cert is None
+            else "it refused our client certificate (cert=): is it signed by a CA it trusts?",
+        )
+    return reason, "check verify=, ca=, cert= and key= of the node's DICOMweb settings"
+
+
+def _network_error(exc: Exception, node: Node, what: str) -> NetworkError | DICOMwebError:
     web = web_of(node)
     text = str(exc)
     if isinstance(exc, requests.exceptions.SSLError) or isinstance(
         getattr(exc, "__context__", None), ssl.SSLError
     ):
-        return TLSError(
-            f"TLS with {web.url} failed: {text}",
+        why, hint = _tls_problem(text, web)
+        return TLSError(f"TLS with {web.url} failed: {why}", node=node, hint=hint)
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return DICOMwebError(
+            f"{what} on {web.url}: no answer within {web.timeout:g} s",
             node=node,
-            hint="check verify= and ca= of the node's DICOMweb settings",
+            broken=True,
+            hint=f"the server is slow or stuck: raise the node's DICOMweb timeout= (now "
+            f"{web.timeout:g} s), or try again later",
         )
     if isinstance(exc, requests.exceptions.Timeout):
-        return ConnectTimeout(f"{web.url} did not answer within {web.timeout:g} s", node=node)
+        return ConnectTimeout(
+            f"could not connect to {web.url} within {web.timeout:g} s",
+            node=node,
+            hint="is the host reachable from here (a firewall, a VPN)? is the URL right?",
+        )
     lowered = text.lower()
     if "name or service not known" in lowered or "nodename nor servname" in lowered:
         return ResolveError(f"the host {web.host!r} of {web.url} does not resolve", node=node)
