@@ -405,13 +405,16 @@ def test_https_with_a_client_certificate_gives_the_same_rows_and_says_what_faile
         with pytest.raises(dl.TLSError, match="not trusted") as err:
             dl.find(untrusted, dl.Query.studies())
         assert url in str(err.value) and "ca=" in str(err.value.hint)
-    with pytest.raises(dl.TLSError, match="client certificate"), TLSProxy(
-        orthanc.http_port,
-        certs.server_cert,
-        certs.server_key,
-        certs.ca,
-        require_client_cert=True,
-    ) as proxy:
+    with (
+        pytest.raises(dl.TLSError, match="client certificate"),
+        TLSProxy(
+            orthanc.http_port,
+            certs.server_cert,
+            certs.server_key,
+            certs.ca,
+            require_client_cert=True,
+        ) as proxy,
+    ):
         dl.find(
             dl.Node("s", dicomweb=dl.DICOMweb(proxy.url("/dicom-web"), ca=certs.ca)),
             dl.Query.studies(),
