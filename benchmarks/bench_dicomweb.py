@@ -7,6 +7,10 @@
   (``dl.retrieve(..., method="wado")``) vs dicomweb-client ``iter_study`` writing each
   instance to a file (target >= 2x, from concurrency), and vs our C-GET from the same
   Orthanc (target >= 0.8x).
+* STOW-RS: 1,000 CT instances of 512x512 (``DICOMLAB_BENCH_STOW_N``) into a fresh
+  Orthanc each run (``dl.store`` on a DICOMweb node, batches of 20 over
+  ``max_connections``) vs ``dl.store`` over DIMSE into the same fresh Orthanc, and vs
+  dicomweb-client ``store_instances`` (the same batches of 20, one at a time).
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from dicomweb_client.api import DICOMwebClient
-from pydicom import dcmwrite
+from pydicom import dcmread, dcmwrite
 
 import dicomlab as dl
 from benchmarks.bench_query import _studies
@@ -136,7 +141,73 @@ def _wado(n: int) -> list[dict[str, Any]]:
     ]
 
 
+def _stow(n: int) -> list[dict[str, Any]]:
+    data = dataset("ct", n, 512)
+    files = sorted(data.glob("*.dcm"))
+
+    def into_fresh_orthanc(send: Callable[[Orthanc], None]) -> float:
+        with (
+            tempfile.TemporaryDirectory(dir=data.parent) as tmp,
+            Orthanc(Path(tmp) / "o", dicomweb=True) as o,
+        ):
+            t0 = time.perf_counter()
+            send(o)
+            s = time.perf_counter() - t0
+            held = len(o.rest("GET", "/instances"))
+            assert held == n, held
+        return s
+
+    def stow(o: Orthanc) -> None:
+        web = dl.Node("bench", dicomweb=dl.DICOMweb(o.dicomweb_url, timeout=120))
+        out = dl.store(web, files, progress=False)
+        assert isinstance(out, pd.DataFrame) and (out.status == 0).all()
+
+    def dimse(o: Orthanc) -> None:
+        out = dl.store(o.node.replace(timeout=120), files, progress=False)
+        assert isinstance(out, pd.DataFrame) and (out.status == 0).all()
+
+    def client(o: Orthanc) -> None:
+        api = DICOMwebClient(o.dicomweb_url)
+        for i in range(0, n, 20):
+            api.store_instances([dcmread(f) for f in files[i : i + 20]])
+
+    m = interleaved(
+        {
+            "stow": lambda: into_fresh_orthanc(stow),
+            "dimse": lambda: into_fresh_orthanc(dimse),
+            "client": lambda: into_fresh_orthanc(client),
+        }
+    )
+    (ours, ours_runs), (cstore, cstore_runs), (theirs, theirs_runs) = (
+        m["stow"],
+        m["dimse"],
+        m["client"],
+    )
+    return [
+        {
+            "name": f"stow: {n} CT 512x512 into Orthanc (vs our C-STORE)",
+            "unit": "instances/s (higher is better; ratio = STOW-RS / dl.store over DIMSE "
+            "into the same fresh Orthanc)",
+            "dicomlab": n / ours,
+            "dcmtk": n / cstore,
+            "ratio": cstore / ours,
+            "runs_dicomlab_s": ours_runs,
+            "runs_peer_s": cstore_runs,
+        },
+        {
+            "name": f"stow: {n} CT 512x512 into Orthanc (vs dicomweb-client)",
+            "unit": "instances/s (higher is better; ratio = dicomlab / dicomweb-client "
+            "store_instances in batches of 20)",
+            "dicomlab": n / ours,
+            "dcmtk": n / theirs,
+            "ratio": theirs / ours,
+            "runs_peer_s": theirs_runs,
+        },
+    ]
+
+
 def run() -> list[dict[str, Any]]:
     n_studies = int(os.environ.get("DICOMLAB_BENCH_STUDIES", "5000"))
     n_wado = int(os.environ.get("DICOMLAB_BENCH_WADO_N", "300"))
-    return [_qido(n_studies), *_wado(n_wado)]
+    n_stow = int(os.environ.get("DICOMLAB_BENCH_STOW_N", "1000"))
+    return [_qido(n_studies), *_wado(n_wado), *_stow(n_stow)]

@@ -28,10 +28,9 @@ def dataset(name: str, n_instances: int, image_size: int) -> Path:
     if marker.exists():
         return folder
     per_series = 100
-    n_studies = max(1, n_instances // per_series)
     written = 0
-    for ds in dl.synth.generate(
-        n_studies * 2,
+    for ds in dl.synth.generate(  # (a study holds up to per_series: ask for enough of them)
+        n_instances,
         seed=99,
         today=date(2026, 1, 1),
         image_size=image_size,
@@ -45,6 +44,8 @@ def dataset(name: str, n_instances: int, image_size: int) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(path, enforce_file_format=True)
         written += 1
+    if written != n_instances:
+        raise RuntimeError(f"{folder}: {written} instances made, {n_instances} wanted")
     marker.write_text(str(written))
     return folder
 

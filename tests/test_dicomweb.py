@@ -238,6 +238,9 @@ def test_store_over_stow_rs_gives_the_c_store_outcome_table(
         assert not out.attrs["complete"]  # the junk file was not sent
         held = dl.find(web, dl.Query.instances())
         assert sorted(held.SOPInstanceUID) == sorted(synthetic.SOPInstanceUID)
+        first = synthetic.iloc[0]  # sent as the file's bytes, not parsed and re-encoded
+        (found,) = o.rest("POST", "/tools/lookup", raw=str(first.SOPInstanceUID).encode())
+        assert o.rest("GET", f"/instances/{found['ID']}/file") == Path(first.path).read_bytes()
 
 
 def test_each_instance_gets_the_status_the_stow_response_gives_it() -> None:

@@ -1,24 +1,27 @@
 """STOW-RS: ``dl.store`` to a node's DICOMweb service, with the C-STORE outcome table.
 
-The instances go in batches (one ``multipart/related`` POST each, :data:`BATCH` at a
-time) over at most ``max_connections`` HTTP sessions on the transfer queue. Each row's
-status comes from the server's answer (PS3.18 10.5.3): an instance in the Referenced
-SOP Sequence is stored (0x0000, or 0xB000 when it carries a Warning Reason), one in
-the Failed SOP Sequence failed with its Failure Reason, and one in neither was not
-acknowledged. A transient HTTP failure (429, 503, ...) is tried again, waiting as long
-as the server asked (``Retry-After``).
+The instances go as the bytes of their files (:mod:`dicomlab.web.stow`), in batches
+(one ``multipart/related`` POST each, :data:`BATCH` at a time) over at most
+``max_connections`` HTTP sessions on the transfer queue. Each row's status comes from
+the server's answer (PS3.18 10.5.3): an instance in the Referenced SOP Sequence is
+stored (0x0000, or 0xB000 when it carries a Warning Reason), one in the Failed SOP
+Sequence failed with its Failure Reason, and one in neither was not acknowledged. A
+transient HTTP failure (429, 503, ...) is tried again, waiting as long as the server
+asked (``Retry-After``).
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydicom import dcmread
+from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
 from dicomlab.core.call import Call
@@ -27,7 +30,8 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DICOMwebError
 from dicomlab.transfer.job import Job, run_items
 from dicomlab.transfer.store import Source, source_row, sources
-from dicomlab.web.session import WebClient, client_for
+from dicomlab.web import stow
+from dicomlab.web.session import Clients
 
 __all__ = ["BATCH", "store"]
 
@@ -41,27 +45,16 @@ class _Context:
     def __init__(self, call: Call, progress: Callable[[int], None]) -> None:
         self.call, self.progress = call, progress
         self.cancel = threading.Event()
-        self._local = threading.local()
-        self._clients: list[WebClient] = []
-        self._lock = threading.Lock()
-
-    def client(self) -> WebClient:
-        web: WebClient | None = getattr(self._local, "web", None)
-        if web is None:
-            web = self._local.web = client_for(self.call.node)
-            with self._lock:
-                self._clients.append(web)
-        return web
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for web in clients:
-            web.close()
+        self.clients = Clients(call.node)
 
 
-def _dataset(src: Source) -> Dataset:
-    return src.dataset if src.dataset is not None else dcmread(str(src.path))
+def _bytes(src: Source) -> bytes:
+    """What is sent for ``src``: its file's bytes as they are, or a data set encoded."""
+    if src.dataset is None:
+        return Path(str(src.path)).read_bytes()
+    buffer = io.BytesIO()
+    dcmwrite(buffer, src.dataset, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _acknowledged(response: Dataset) -> dict[str, tuple[int, str | None]]:
@@ -99,9 +92,9 @@ def _send(ctx: _Context, batch: list[Source]) -> list[dict[str, Any]]:
     for attempt in range(1, _TRIES + 1):
         for row in rows:
             row["attempts"] = attempt
-        web = ctx.client()
+        web = ctx.clients.get()
         try:
-            request = partial(web.api.store_instances, [_dataset(s) for s in batch])
+            request = partial(stow.post, web, [_bytes(s) for s in batch])
             response = web.request("STOW-RS", request, _counts)
             error = None
             break
@@ -148,7 +141,7 @@ def store(call: Call, what: Any, max_connections: int | None, wait: bool) -> pd.
 
     def finish() -> None:
         for ctx in contexts:
-            ctx.close()
+            ctx.clients.close()
 
     job = run_items(
         batches,

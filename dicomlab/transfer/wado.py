@@ -29,7 +29,7 @@ from dicomlab.log.record import now
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.fetch import Cancelled, Refused
 from dicomlab.web import qido
-from dicomlab.web.session import WebClient, client_for, translating, web_of
+from dicomlab.web.session import Clients, WebClient, translating, web_of
 from dicomlab.web.wado import ACCEPT_AS_STORED, ACCEPT_DEFAULT, parts, wado_url
 
 __all__ = ["Wado"]
@@ -46,17 +46,7 @@ class Wado:
         self, node: Node, into: LocalPACS, method: str, ours: str, cancel: threading.Event
     ) -> None:
         self.node, self.into, self.ours, self.cancel = node, into, ours, cancel
-        self._local = threading.local()  # one client (one HTTP session) per worker
-        self._clients: list[WebClient] = []
-        self._lock = threading.Lock()
-
-    def _client(self) -> WebClient:
-        web: WebClient | None = getattr(self._local, "web", None)
-        if web is None:
-            web = self._local.web = client_for(self.node)
-            with self._lock:
-                self._clients.append(web)
-        return web
+        self.clients = Clients(node)  # one client (one HTTP session) per worker
 
     def plan(self, item: Item) -> int | None:
         """The item's instance count, from a QIDO-RS instance search."""
@@ -92,7 +82,7 @@ class Wado:
         accept: str,
     ) -> None:
         stored, refused, nbytes = 0, [], 0
-        web, started = self._client(), now()
+        web, started = self.clients.get(), now()
         try:
             with translating(self.node, "WADO-RS"):
                 for data in self._parts(web, item, accept):
@@ -145,7 +135,4 @@ class Wado:
 
     def close(self) -> None:
         """Close every worker's HTTP session."""
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for web in clients:
-            web.close()
+        self.clients.close()

@@ -28,7 +28,6 @@ over DICOMweb) cannot be told from a complete answer; over DIMSE Orthanc says so
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query, to_identifier
 from dicomlab.core.results import ResultBuilder
 from dicomlab.errors import DicomlabError, DICOMwebError, ValidationError, warn_partial
-from dicomlab.web.session import WebClient, client_for
+from dicomlab.web.session import Clients, WebClient, client_for
 
 __all__ = ["PAGE", "SMALLEST_CAP", "Batch", "Pages", "find", "qido_params", "search"]
 
@@ -222,23 +221,12 @@ class Batch:
     def __init__(self, call: Call, base: Query, keyword: str, today: date | None) -> None:
         _check(base, call)
         self.call, self.base, self.keyword, self.today = call, base, keyword, today
-        self._local = threading.local()
-        self._clients: list[WebClient] = []
-        self._lock = threading.Lock()
-
-    def _client(self) -> WebClient:
-        web: WebClient | None = getattr(self._local, "web", None)
-        if web is None:
-            web = client_for(self.call.node)
-            self._local.web = web
-            with self._lock:
-                self._clients.append(web)
-        return web
+        self.clients = Clients(call.node)
 
     def ask(self, value: str, into: ResultBuilder) -> str | None:
         query = self.base.with_filters(**{self.keyword: value})
         pages = search(
-            self._client(),
+            self.clients.get(),
             query.level,
             _params(self.call, query, self.today),
             into,
@@ -251,10 +239,7 @@ class Batch:
         connection from its pool itself.)"""
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for web in clients:
-            web.close()
+        self.clients.close()
 
     def fail_all(self, first: str, error: str | None, n: int) -> NoReturn:
         raise DicomlabError(

@@ -37,7 +37,7 @@ from dicomlab.errors import (
 from dicomlab.log.record import now
 from dicomlab.log.web import WebLog
 
-__all__ = ["Seen", "WebClient", "client_for", "translating", "web_of"]
+__all__ = ["Clients", "Seen", "WebClient", "client_for", "translating", "web_of"]
 
 T = TypeVar("T")
 
@@ -201,6 +201,33 @@ def client_for(node: Node) -> WebClient:
     # transfer queue retries what is transient, as it does for DIMSE.
     api.set_http_retry_params(retry=False)
     return WebClient(node, api, seen, session, WebLog(web.url))
+
+
+class Clients:
+    """One :class:`WebClient` per thread for one node (a requests session is not to be
+    shared between threads), as the workers of a transfer need them; :meth:`close`
+    closes them all."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._local = threading.local()
+        self._clients: list[WebClient] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> WebClient:
+        """This thread's client (made on first use)."""
+        web: WebClient | None = getattr(self._local, "web", None)
+        if web is None:
+            web = self._local.web = client_for(self.node)
+            with self._lock:
+                self._clients.append(web)
+        return web
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for web in clients:
+            web.close()
 
 
 _HINTS = {
