@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
+import ipywidgets as w
 import pandas as pd
 import pytest
 
@@ -291,3 +292,221 @@ def test_the_network_report_loads_on_open(world: tuple, tmp_path: Path) -> None:
         assert "nothing in the network log" in empty.message.value, empty.message.value
     finally:
         empty.close()
+
+
+def _web_form(panel: dl.widgets.NodePanel, **values: object) -> None:
+    """Fill the DICOMweb part of ``panel``'s form (``url=``, ``auth=``, ``username=``...)."""
+    for key, value in values.items():
+        panel.fields[f"web_{key}"].value = value
+
+
+def test_node_panel_saves_a_dicomweb_only_node_but_never_its_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DL_TEST_WEB_PASSWORD", "hunter2-the-password")
+    path = tmp_path / "nodes.toml"
+    panel = dl.widgets.NodePanel(dl.NodeBook(path=path))
+    try:
+        assert not any(isinstance(f, w.Password) for f in panel.fields.values())  # no secret
+        assert panel.web.note.value and "environment variable" in panel.web.note.value
+        panel.name.value, panel.timeout.value = "web", 12
+        assert panel.ae_title.value == ""  # a DICOMweb-only node: no AE title
+        _web_form(
+            panel,
+            url="https://pacs.example.org:8443/dicom-web/",
+            auth="basic",
+            username="reader",
+            secret_env="DL_TEST_WEB_PASSWORD",
+            ca="/etc/pki/ca.pem",
+            cert="/home/me/client.pem",
+            key="/home/me/client.key",
+            verify=False,
+        )
+        node = panel.save()
+        assert node is not None, panel.message.value
+        assert "saved web (https://pacs.example.org:8443/dicom-web)" in panel.message.value
+        assert "not set" not in panel.message.value  # (the variable is set here)
+        panel.nodes.value = "(new node)"
+        panel.name.value = "tok"
+        _web_form(panel, url="http://127.0.0.1:8042/dicom-web", auth="bearer", token_file="~/t")
+        assert panel.save() is not None, panel.message.value
+
+        loaded = dl.NodeBook.load(path)
+        web = loaded["web"]
+        assert not web.speaks_dimse and web.ae_title == ""
+        assert web.dicomweb == dl.DICOMweb(
+            "https://pacs.example.org:8443/dicom-web",
+            auth="basic",
+            username="reader",
+            secret_env="DL_TEST_WEB_PASSWORD",
+            verify=False,
+            ca="/etc/pki/ca.pem",
+            timeout=12.0,
+            cert="/home/me/client.pem",
+            key="/home/me/client.key",
+        )
+        assert web.dicomweb.secret() == "hunter2-the-password"  # read from the variable
+        assert loaded["tok"].dicomweb == dl.DICOMweb(
+            "http://127.0.0.1:8042/dicom-web", auth="bearer", token_file="~/t"
+        )
+        text = path.read_text()
+        assert "[nodes.web.dicomweb]" in text and 'secret_env = "DL_TEST_WEB_PASSWORD"' in text
+        assert 'username = "reader"' in text and "verify = false" in text
+        assert 'token_file = "~/t"' in text
+        assert "hunter2" not in text  # the variable's name only, never its value
+    finally:
+        panel.close()
+
+
+def test_node_panel_marks_each_wrong_dicomweb_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DL_TEST_UNSET_VARIABLE", raising=False)
+    panel = dl.widgets.NodePanel(dl.NodeBook(path=tmp_path / "nodes.toml"))
+    try:
+        panel.name.value = "web"
+        _web_form(panel, url="http://127.0.0.1:8042/dicom-web", auth="basic")
+        assert panel.save() is None
+        assert set(panel.problems()) == {"web_username", "web_secret_env"}
+        for key in ("web_username", "web_secret_env"):
+            assert "dl-invalid" in panel.fields[key]._dom_classes, key
+            assert "basic auth needs username=" in panel.field_errors[key].value, key
+        assert "dl-invalid" not in panel.fields["web_url"]._dom_classes
+        assert "2 fields to fix: web_username, web_secret_env" in panel.message.value
+
+        _web_form(panel, secret_env="DL_TEST_PW")  # the user alone is missing now
+        assert panel.save() is None
+        assert set(panel.problems()) == {"web_username"}
+        assert "dl-invalid" not in panel.fields["web_secret_env"]._dom_classes
+
+        _web_form(panel, username="u", secret_env="my secret pw!")  # the secret, not a name
+        assert set(panel.problems()) == {"web_secret_env"}
+        assert "not an environment variable name" in panel.problems()["web_secret_env"]
+
+        _web_form(panel, url="ftp://nowhere", auth="bearer", secret_env="", key="k.pem")
+        assert panel.save() is None
+        found = panel.problems()
+        assert set(found) == {"web_url", "web_token_file", "web_secret_env", "web_cert"}
+        assert "must be http(s)://" in found["web_url"]
+        assert "bearer auth needs" in found["web_token_file"]
+        assert "give cert= too" in found["web_cert"]
+
+        _web_form(panel, url="http://127.0.0.1:8042/dicom-web", token_file="t", cert="c.pem")
+        assert panel.problems() == {}
+        _web_form(panel, secret_env="DL_TEST_UNSET_VARIABLE")
+        assert panel.save() is not None, panel.message.value
+        assert "DL_TEST_UNSET_VARIABLE is not set here" in panel.message.value  # a warning
+        assert not any("dl-invalid" in f._dom_classes for f in panel.fields.values())
+    finally:
+        panel.close()
+
+
+def test_node_panel_needs_an_ae_title_or_a_dicomweb_url(tmp_path: Path) -> None:
+    panel = dl.widgets.NodePanel(dl.NodeBook(path=tmp_path / "nodes.toml"))
+    try:
+        panel.name.value = "nothing"
+        assert panel.save() is None
+        assert set(panel.problems()) == {"ae_title"}
+        assert "dl-invalid" in panel.fields["ae_title"]._dom_classes
+        assert "DICOMweb URL" in panel.field_errors["ae_title"].value
+        with pytest.raises(dl.ValidationError):
+            panel.form_node()
+        _web_form(panel, url="http://127.0.0.1:8042/dicom-web")
+        assert panel.problems() == {}
+        assert panel.form_node().dicomweb == dl.DICOMweb("http://127.0.0.1:8042/dicom-web")
+        _web_form(panel, url="")
+        panel.ae_title.value = "PACS"  # DIMSE only: no dicomweb
+        assert panel.problems() == {} and panel.form_node().dicomweb is None
+    finally:
+        panel.close()
+
+
+def test_selecting_a_node_fills_the_dicomweb_fields(tmp_path: Path) -> None:
+    book = dl.NodeBook(path=tmp_path / "nodes.toml")
+    web = dl.DICOMweb(
+        "https://pacs.example.org/dicom-web",
+        auth="bearer",
+        secret_env="PACS_TOKEN",
+        token_file="/run/token",
+        verify=False,
+        ca="ca.pem",
+        cert="c.pem",
+        key="k.pem",
+    )
+    book.add(dl.Node("both", ae_title="BOTH", dicomweb=web))
+    book.add(dl.Node("dimse", ae_title="DIMSE"))
+    panel = dl.widgets.NodePanel(book)
+    blank = {
+        "url": "",
+        "auth": "none",
+        "username": None,
+        "secret_env": None,
+        "token_file": None,
+        "verify": True,
+        "ca": None,
+        "cert": None,
+        "key": None,
+    }
+    try:
+        panel.nodes.value = "both"
+        assert panel.web.url.value == "https://pacs.example.org/dicom-web"
+        assert (panel.web.auth.value, panel.web.secret_env.value) == ("bearer", "PACS_TOKEN")
+        assert (panel.web.token_file.value, panel.web.verify.value) == ("/run/token", False)
+        assert (panel.web.ca.value, panel.web.cert.value, panel.web.key.value) == (
+            "ca.pem",
+            "c.pem",
+            "k.pem",
+        )
+        assert panel.form_node() == book["both"]  # the form describes the node as saved
+        panel.nodes.value = "dimse"
+        assert panel.web.given() == blank and panel.web.username.value == ""
+        assert panel.form_node() == book["dimse"]
+        panel.nodes.value = "both"
+        panel.nodes.value = "(new node)"
+        assert panel.web.given() == blank
+    finally:
+        panel.close()
+
+
+def test_echo_of_a_dicomweb_only_node_where_nothing_listens(tmp_path: Path) -> None:
+    port = free_port()  # bound, its port taken, closed: nothing listens there now
+    book = dl.NodeBook(path=tmp_path / "nodes.toml")
+    url = f"http://127.0.0.1:{port}/dicom-web"
+    book.add(dl.Node("gone", dicomweb=dl.DICOMweb(url), timeout=5))
+    panel = dl.widgets.NodePanel(book)
+    try:
+        panel.nodes.value = "gone"
+        panel.echo_button.click()
+        panel.wait()
+        result = panel.echo_results["gone"]
+        assert not result.ok and result.cause == "refused", result
+        assert result.node.dicomweb is not None and result.node.dicomweb.url == url
+        assert "offline: refused" in panel.echo_status.value
+        assert str(port) in panel.message.value
+    finally:
+        panel.close()
+
+
+def test_echo_says_when_the_secret_variable_is_not_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DL_TEST_UNSET_VARIABLE", raising=False)
+    book = dl.NodeBook(path=tmp_path / "nodes.toml")
+    web = dl.DICOMweb(
+        f"http://127.0.0.1:{free_port()}/dicom-web",
+        auth="basic",
+        username="u",
+        secret_env="DL_TEST_UNSET_VARIABLE",
+    )
+    book.add(dl.Node("nosecret", dicomweb=web))
+    panel = dl.widgets.NodePanel(book)
+    try:
+        panel.nodes.value = "nosecret"
+        panel.echo_button.click()
+        panel.wait()
+        assert isinstance(panel.error, dl.ConfigError)
+        assert "not checked" in panel.echo_status.value  # not left at "…"
+        assert "DL_TEST_UNSET_VARIABLE" in panel.echo_status.value
+        assert "nosecret" not in panel.echo_results
+    finally:
+        panel.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import os
 from typing import Any
 
 import ipywidgets as w
 
 import dicomlab as dl
 from dicomlab.widgets.base import Panel, explain, plural, style
+from dicomlab.widgets.webform import DICOMwebForm
 
 __all__ = ["NodePanel"]
 
@@ -57,6 +59,7 @@ class NodePanel(Panel):
         self.tls_ca = w.Text(description="TLS CA", placeholder="ca.pem (empty: no TLS)")
         self.tls_cert = w.Text(description="TLS cert", placeholder="client cert.pem")
         self.tls_key = w.Text(description="TLS key", placeholder="client key.pem")
+        self.web = DICOMwebForm()
         self.save_button = w.Button(description="Save", button_style="primary").add_class(
             "dl-node-save"
         )
@@ -88,6 +91,7 @@ class NodePanel(Panel):
             "tls_ca": self.tls_ca,
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
+            **self.web.fields,
         }
         # An error line beside each field: every problem at once, where it is.
         self.field_errors = {k: w.HTML("").add_class("dl-field-error") for k in self.fields}
@@ -95,6 +99,7 @@ class NodePanel(Panel):
             [
                 style(),
                 *(w.HBox([field, self.field_errors[k]]) for k, field in self.fields.items()),
+                self.web.note,
                 w.HBox([self.save_button, self.delete_button, self.default_button]),
                 w.HBox([self.echo_button, self.echo_status]),
             ]
@@ -119,6 +124,7 @@ class NodePanel(Panel):
         if name in (None, _NEW):
             for key, value in _DEFAULTS.items():
                 self.fields[key].value = value
+            self.web.load(None)
             self.echo_status.value = ""
             return
         node = self.book[name]
@@ -131,6 +137,7 @@ class NodePanel(Panel):
         self.tls_ca.value = (tls.ca or "") if tls else ""
         self.tls_cert.value = (tls.cert or "") if tls else ""
         self.tls_key.value = (tls.key or "") if tls else ""
+        self.web.load(node)
         self.echo_status.value = _echo_html(self.echo_results.get(name))
 
     # -- actions -------------------------------------------------------------------
@@ -153,11 +160,15 @@ class NodePanel(Panel):
             timeout=float(self.timeout.value),
             charset=self.charset.value.strip() or None,
             tls=tls,
+            dicomweb=self.web.build(float(self.timeout.value)),
         )
 
     def problems(self) -> dict[str, str]:
         """Every field the form has wrong, with why (empty when the form is a valid node)."""
-        base = dl.Node("form", ae_title="FORM")
+        has_web = bool(self.web.url.value.strip())  # then no AE title is needed
+        base = dl.Node(
+            "form", ae_title="FORM", dicomweb=dl.DICOMweb("http://form") if has_web else None
+        )
         values: dict[str, Any] = {
             "name": self.name.value.strip(),
             "ae_title": self.ae_title.value,
@@ -174,10 +185,17 @@ class NodePanel(Panel):
                 base.replace(**{key: value})  # each field on its own, through dl.Node
             except dl.ValidationError as exc:
                 found[key] = str(exc)
+        if "ae_title" in found and not has_web and not values["ae_title"].strip():
+            found["ae_title"] += " (give an AE title for DIMSE, a DICOMweb URL, or both)"
+        for key, why in self.web.problems(float(self.timeout.value)).items():
+            found.setdefault(key, why)
         if not found:
             try:
                 self.form_node()
             except dl.ValidationError as exc:  # TLS files, or fields checked together
+                if str(exc).startswith("DICOMweb"):
+                    found.update(dict.fromkeys(self.web.where(exc), str(exc)))
+                    return found
                 key = getattr(exc, "field", None) or "tls_ca"
                 found["tls_" + key if key in ("ca", "cert", "key") else key] = str(exc)
         return found
@@ -206,12 +224,16 @@ class NodePanel(Panel):
                 self.book.rename(old, node.name)
             self.book.add(node, replace=node.name in self.book)
             self.book.save()
-        except (dl.ValidationError, dl.NodeBookError, KeyError) as exc:
+        except (dl.ConfigError, KeyError) as exc:  # ConfigError: also a token function
             field = getattr(exc, "field", None)
             self.say(f"{field + ': ' if field else ''}{explain(exc)}", "error")
             return None
         self._refresh(node.name)
-        self.say(f"saved {node.name} ({node.address})", "ok")
+        env = node.dicomweb.secret_env if node.dicomweb else None
+        if env and env not in os.environ:
+            self.say(f"saved {node.name} ({node.address}); {env} is not set here", "warn")
+        else:
+            self.say(f"saved {node.name} ({node.address})", "ok")
         return node
 
     def delete(self) -> None:
@@ -236,7 +258,8 @@ class NodePanel(Panel):
         self.say(f"{name} is the default node", "ok")
 
     def echo(self) -> None:
-        """C-ECHO the node in the form (in the background); shows online/offline and why."""
+        """C-ECHO the node in the form (a DICOMweb-only node: the QIDO-RS capability probe),
+        in the background; shows online/offline and why."""
         try:
             node = self.form_node()
         except dl.ValidationError as exc:
@@ -249,10 +272,16 @@ class NodePanel(Panel):
             self.echo_status.value = _echo_html(result)
             self.say(result.detail, "ok" if result.ok else "error")
 
+        def failed(exc: BaseException) -> None:  # e.g. the secret's variable is not set
+            self.echo_status.value = (
+                f"<span style='color:#b42318'>● not checked: {html.escape(str(exc))}</span>"
+            )
+
         self.run(
             f"echo {node.address}",
             lambda: dl.echo(node, calling_ae=self.book.local.ae_title),
             done,
+            failed,
         )
 
     def save_identity(self) -> None:
