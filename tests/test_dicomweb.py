@@ -124,7 +124,17 @@ def test_a_dicomweb_only_node_is_queried_and_retrieved_with_the_same_calls(
 
 def test_echo_probes_the_service_and_says_what_is_wrong(orthanc: Orthanc) -> None:
     ok = dl.echo(dl.Node("w", dicomweb=dl.DICOMweb(orthanc.dicomweb_url)))
-    assert ok.ok and ok.status == 200 and "QIDO-RS" in ok.detail
+    assert ok.ok and ok.status == 200
+    said = dict(ok.services)
+    assert said == {
+        "QIDO-RS": "answers, limit honoured",
+        "WADO-RS": "answers",
+        "STOW-RS": "answers",
+    }, said
+    assert all(name in ok.detail for name in said)
+    held = len(orthanc.rest("GET", "/instances"))
+    assert dl.echo(dl.Node("w", dicomweb=dl.DICOMweb(orthanc.dicomweb_url))).ok
+    assert len(orthanc.rest("GET", "/instances")) == held  # the probe stores nothing
     wrong_root = dl.echo(dl.Node("w", dicomweb=dl.DICOMweb(orthanc.url + "/not-dicomweb")))
     assert not wrong_root.ok and wrong_root.cause == "not-found" and wrong_root.status == 404
     assert "DICOMweb root URL" in wrong_root.detail
@@ -441,6 +451,8 @@ class _BearerOnly(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    do_POST = do_GET
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -461,8 +473,9 @@ def test_a_bearer_token_function_is_asked_at_each_request_and_never_saved(
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
         node = dl.Node("cloud", dicomweb=dl.DICOMweb(url, auth="bearer", token=refresh))
-        assert dl.echo(node).ok and dl.echo(node).ok
-        assert len(issued) == 2 and _BearerOnly.seen[-2:] == ["Bearer tok-0", "Bearer tok-1"]
+        _BearerOnly.seen.clear()
+        assert dl.echo(node).ok and dl.echo(node).ok  # (a QIDO-RS and a STOW-RS request each)
+        assert len(issued) == 4 and _BearerOnly.seen == [f"Bearer {t}" for t in issued]
         stale = dl.Node("cloud", dicomweb=dl.DICOMweb(url, auth="bearer", token=lambda: "old"))
         with pytest.raises(dl.DICOMwebError, match="HTTP 401"):
             dl.find(stale, dl.Query.studies())

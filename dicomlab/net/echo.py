@@ -81,6 +81,9 @@ class EchoResult:
         ``not-allowed`` (403), ``not-found`` (404) and ``http-error``.
     node
         The node that was echoed.
+    services
+        Over DICOMweb, what each service answered: ``(("QIDO-RS", "answers"),
+        ("WADO-RS", "answers"), ("STOW-RS", "not offered (HTTP 405)"), ...)``.
     """
 
     ok: bool
@@ -89,6 +92,7 @@ class EchoResult:
     detail: str
     cause: Cause
     node: Node
+    services: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         state = "Online" if self.ok else "Offline"

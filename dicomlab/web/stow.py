@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 
+from dicomlab.errors import DICOMwebError
 from dicomlab.web.session import WebClient, web_of
 
 __all__ = ["multipart", "post"]
@@ -49,4 +50,15 @@ def post(web: WebClient, files: list[bytes], study: str | None = None) -> Datase
     response.raise_for_status()
     if not response.content:
         return Dataset()
-    return Dataset.from_json(response.json())
+    try:
+        answer = response.json()
+        if not isinstance(answer, dict):
+            raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+        return Dataset.from_json(answer)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DICOMwebError(
+            f"STOW-RS on {web.node.address}: the answer is not a DICOM JSON data set ({exc})",
+            node=web.node,
+            http_status=response.status_code,
+            hint="the server may have stored the instances: look them up before sending again",
+        ) from None
