@@ -17,12 +17,15 @@ from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
 from dicomlab.core.query import Query
 from dicomlab.core.status import decode_status
+from dicomlab.deid import Deidentifier
 from dicomlab.errors import (
     AssociationAborted,
     AssociationRejected,
+    BurnedInAnnotationWarning,
     ConfigError,
     ConnectionRefused,
     ConnectTimeout,
+    DeidentificationError,
     DicomlabError,
     DICOMwebError,
     DimseError,
@@ -53,11 +56,14 @@ __all__ = [
     "TLS",
     "AssociationAborted",
     "AssociationRejected",
+    "BurnedInAnnotationWarning",
     "ConfigError",
     "ConnectTimeout",
     "ConnectionRefused",
     "DICOMweb",
     "DICOMwebError",
+    "DeidentificationError",
+    "Deidentifier",
     "DicomlabError",
     "DimseError",
     "DimseTimeout",

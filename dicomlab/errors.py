@@ -21,10 +21,16 @@ there is one) and a hint saying what to try next::
     │   ├── OperationRefused        the peer refused it (not authorised, out of resources, unknown
     │   │                           destination) or we refused what it sent
     │   └── DimseTimeout            no response within the node's timeout
-    └── DICOMwebError               a DICOMweb request answered with an HTTP error (``http_status``)
+    ├── DICOMwebError               a DICOMweb request answered with an HTTP error (``http_status``)
+    └── DeidentificationError       de-identification refused an instance (identifying text
+                                    survived, a data set it cannot rewrite) or a key that does
+                                    not open a pseudonym map
 
     PartialResultWarning (a UserWarning, not an error): rows came, then a failure or a cap;
     the rows are returned, ``df.attrs`` says so, and the notebook shows the warning.
+    BurnedInAnnotationWarning (a UserWarning): de-identified images that may carry text in
+    their pixels (BurnedInAnnotation YES, or a modality that often does), which header
+    de-identification does not remove.
 
 Network errors are raised by operations (find, retrieve, store); ``dl.echo``
 never raises for them and reports the same diagnosis as data instead. A query that
@@ -46,10 +52,12 @@ if TYPE_CHECKING:
 __all__ = [
     "AssociationAborted",
     "AssociationRejected",
+    "BurnedInAnnotationWarning",
     "ConfigError",
     "ConnectTimeout",
     "ConnectionRefused",
     "DICOMwebError",
+    "DeidentificationError",
     "DicomlabError",
     "DimseError",
     "DimseTimeout",
@@ -253,6 +261,16 @@ class DimseTimeout(DimseError):
         cls, service: str, node: Node, why: str = "timed out; the association was aborted"
     ) -> DimseTimeout:
         return cls(cls.sentence(service, node, why), node=node)
+
+
+class DeidentificationError(DicomlabError):
+    """De-identification refused an instance, or a key does not open a pseudonym map.
+
+    The message names attributes, never their values (which may identify a patient)."""
+
+
+class BurnedInAnnotationWarning(UserWarning):
+    """De-identified images may show identifying text in their pixels."""
 
 
 class DICOMwebError(DicomlabError):

@@ -22,6 +22,7 @@ from dicomlab.core.call import Call
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
+from dicomlab.deid import Deidentifier
 from dicomlab.errors import ValidationError
 from dicomlab.net.association import calling_ae_title, resolve_node
 from dicomlab.net.echo import EchoResult
@@ -176,6 +177,7 @@ def retrieve(
     calling_ae: str | None = None,
     book: NodeBook | None = None,
     protocol: ProtocolName = "auto",
+    deidentify: Deidentifier | None = None,
 ) -> pd.DataFrame | Job:
     """Retrieve ``what`` from ``node`` into a LocalPACS; one outcome row per item.
 
@@ -196,8 +198,12 @@ def retrieve(
         ``False`` returns a :class:`Job` at once (``.progress``, ``.cancel()``,
         ``.done()``, ``.result()``).
     protocol
-        ``"auto"`` (the first the node is configured for that offers ``method``) or
-        ``"dimse"``.
+        ``"auto"`` (the first the node is configured for that offers ``method``),
+        ``"dimse"`` or ``"dicomweb"``.
+    deidentify
+        A :class:`dl.Deidentifier`: what arrives is de-identified in memory before
+        anything is written (no identified byte reaches the archive's disk); the
+        outcome table, the index and the network log hold the new UIDs only.
 
     Items already complete in the archive are skipped, so running the same cell
     twice transfers nothing. A study the peer reports as done but of which fewer
@@ -206,7 +212,10 @@ def retrieve(
     call = _call(node, calling_ae, book, progress)
     speaker = choose(call.node, protocol, method, "retrieve")
     how = retrieve_method(speaker, call.node, method)
-    return speaker.retrieve(call, Request(what, into, how, level, max_connections, wait))
+    if deidentify is not None and not isinstance(deidentify, Deidentifier):
+        raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
+    request = Request(what, into, how, level, max_connections, wait, deidentify)
+    return speaker.retrieve(call, request)
 
 
 def store(

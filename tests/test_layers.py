@@ -21,14 +21,15 @@ ALLOWED: dict[str, set[str]] = {
     "tls": {"core", "errors"},
     "net": {"core", "errors", "log"},
     "web": {"core", "errors", "log", "net"},
-    "server": {"core", "errors", "log", "net"},
-    "transfer": {"core", "errors", "log", "net", "server", "web"},
+    "server": {"core", "errors", "log", "net", "deid"},
+    "transfer": {"core", "errors", "log", "net", "server", "web", "deid"},
     "peers": {"core"},
     "plot": set(),  # DataFrames in, Axes out
     "synth": {"derived"},
     "derived": set(),  # highdicom objects from data sets
+    "deid": {"core", "errors"},  # PS3.15 de-identification of data sets
     "protocols": {"core", "errors", "log", "net", "server", "transfer", "web"},
-    "front": {"core", "errors", "net", "server", "transfer", "protocols"},
+    "front": {"core", "errors", "net", "server", "transfer", "protocols", "deid"},
     "widgets": {"(public)"},
     "cli": {"(public)", "core", "errors", "net", "server", "tls", "demo", "log", "front"},
     "demo": {"(public)", "core", "errors", "log", "net", "server", "front", "peers"},

@@ -154,6 +154,27 @@ STORE = OutcomeSchema(
     ),
 )
 
+DEIDENTIFIED = OutcomeSchema(
+    "deidentified",
+    (
+        ("source", "string"),  # the file read (None for a data set or received bytes)
+        ("path", "string"),  # the de-identified file written (None: not written)
+        ("PatientID", "string"),  # the pseudonym
+        *_UIDS,  # the new UIDs
+        ("Modality", "string"),
+        ("removed", "Int64"),  # attributes removed (X), private ones included
+        ("emptied", "Int64"),  # Z
+        ("replaced", "Int64"),  # D: dummies, pseudonyms
+        ("remapped", "Int64"),  # U: new UIDs
+        ("cleaned", "Int64"),  # C: dates shifted, descriptors scrubbed
+        ("kept", "Int64"),  # K, and attributes the table does not list
+        ("private_removed", "Int64"),
+        ("burned_in_risk", "string"),  # "yes", "possible" or "no" (see Deidentifier)
+        ("status", "string"),  # "ok" or "failed"
+        ("error", "string"),
+    ),
+)
+
 QUERIES = OutcomeSchema(
     "queries",
     (

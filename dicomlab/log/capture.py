@@ -23,6 +23,7 @@ from dicomlab.log.record import (
     ATTRIBUTE,
     Record,
     current_job,
+    current_redaction,
     job_context,
     new_row,
     now,
@@ -51,7 +52,7 @@ def attach(assoc: Any, role: str, tls: bool = False) -> None:
     where = _writer.folder()
     if where is None or getattr(assoc, ATTRIBUTE, None) is not None:
         return
-    setattr(assoc, ATTRIBUTE, Record(where, new_row(role, tls)))
+    setattr(assoc, ATTRIBUTE, Record(where, new_row(role, tls), redact=current_redaction()))
     for event, handler in _HANDLERS:
         assoc.bind(event, handler)
 

@@ -141,6 +141,9 @@ def _start_op(
     nbytes: int | None,
     study: str | None = None,
 ) -> None:
+    if rec.redact is not None:
+        sop_instance = rec.redact(sop_instance) if sop_instance else sop_instance
+        study = rec.redact(study) if study else study
     rec.ops[(role, message_id)] = {
         "association_id": rec.row["association_id"],
         "role": role,

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Record", "current_job", "job_context", "new_row", "now", "record_of", "text"]
+__all__ = [
+    "Record",
+    "current_job",
+    "current_redaction",
+    "job_context",
+    "new_row",
+    "now",
+    "record_of",
+    "redacting",
+    "text",
+]
 
 ATTRIBUTE = "_dicomlab_log"
 """The association attribute holding its :class:`Record`."""
@@ -40,6 +50,27 @@ def job_context(job_id: str | None) -> Iterator[None]:
         _LOCAL.job_id = before
 
 
+Redaction = Callable[[str], str]
+
+
+def current_redaction() -> Redaction | None:
+    """How the calling thread's log rows rewrite UIDs (a de-identifying transfer's new
+    UIDs), if they do."""
+    return getattr(_LOCAL, "redact", None)
+
+
+@contextmanager
+def redacting(redact: Redaction | None) -> Iterator[None]:
+    """Associations opened and requests made by this thread inside the block log the
+    UIDs ``redact`` gives (the de-identified ones), never the originals."""
+    before = current_redaction()
+    _LOCAL.redact = redact
+    try:
+        yield
+    finally:
+        _LOCAL.redact = before
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -53,6 +84,8 @@ class Record:
     ops: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     syntaxes: dict[int, str] = field(default_factory=dict)
     done: bool = False
+    redact: Redaction | None = None
+    """Rewrites the UIDs of this association's operation rows (see :func:`redacting`)."""
 
 
 def new_row(role: str, tls: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from dicomlab.core.logschema import http_category
 from dicomlab.log import writer as _writer
-from dicomlab.log.record import new_row, now
+from dicomlab.log.record import current_redaction, new_row, now
 
 __all__ = ["WebLog"]
 
@@ -60,6 +60,9 @@ class WebLog:
             raise ValueError(f"unknown log counts {sorted(unknown)}")
         nbytes = counts.get("bytes")
         ended = now()
+        redact = current_redaction()
+        if redact is not None and study:
+            study = redact(study)
         op: dict[str, Any] = {
             "association_id": self.row["association_id"],
             "role": "SCU",

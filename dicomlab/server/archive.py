@@ -10,6 +10,11 @@ A crash leaves at worst a ``.tmp`` file, which is removed at the next start.
 
 Duplicates: the same SOP Instance UID received again keeps the first copy,
 answers success and is counted (``stats["duplicates"]``).
+
+De-identification: with a :class:`~dicomlab.deid.Deidentifier`, every instance is
+rewritten in memory before anything is written, so no identified byte reaches the
+disk and the index holds only pseudonyms and new UIDs; one it refuses raises
+:class:`~dicomlab.errors.DeidentificationError` with nothing written.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import pandas as pd
 from pydicom.errors import InvalidDicomError
 
 from dicomlab.core.indexrow import COLUMNS, HeaderError, file_header, file_problem, is_valid_uid
+from dicomlab.deid import Deidentifier
+from dicomlab.errors import ValidationError
 from dicomlab.server.index import Index
 
 __all__ = ["Archive", "safe_component"]
@@ -51,8 +58,16 @@ def safe_component(value: str, uid: bool = True) -> str:
 class Archive:
     """Files plus index under ``root``. Thread-safe."""
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        deidentify: Deidentifier | None = None,
+    ) -> None:
         self.root = Path(root).resolve()
+        self.deidentify = deidentify
+        self._deid_studies: dict[str, Deidentifier] = {}  # a de-identifying retrieve's
         self.files = self.root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
@@ -130,8 +145,15 @@ class Archive:
         """Write and index one instance. Returns ``"stored"`` or ``"duplicate"``.
 
         ``chunks`` yields the complete DICOM file (preamble, meta, data set).
-        Raises ``OSError`` (disk full...) with nothing written or indexed.
+        Raises ``OSError`` (disk full...) with nothing written or indexed, and
+        DeidentificationError when the archive de-identifies and refuses the instance.
         """
+        deid = self.deidentify or self._deid_studies.get(str(row.get("StudyInstanceUID") or ""))
+        if deid is not None:
+            data = b"".join(bytes(c) for c in chunks)
+            rewritten, _ = deid.encoded(data)
+            row, transfer_syntax = file_header(rewritten)
+            chunks = (rewritten,)
         uid = row["SOPInstanceUID"]
         with self._lock:
             if uid in self._inflight or self.index.contains(uid):
@@ -159,6 +181,35 @@ class Archive:
             with self._lock:
                 self._inflight.discard(uid)
             self._received(str(row.get("StudyInstanceUID") or ""))
+
+    @contextmanager
+    def deidentifying(self, studies: Iterable[str], deid: Deidentifier) -> Iterator[None]:
+        """Instances of ``studies`` (source UIDs) that arrive inside the block are
+        de-identified by ``deid`` (a de-identifying retrieve into an archive that does
+        not de-identify everything)."""
+        wanted = [str(s) for s in studies]
+        with self._lock:
+            clash = [s for s in wanted if self._deid_studies.get(s, deid) is not deid]
+            if clash:
+                raise ValidationError(
+                    "another retrieve is de-identifying the same study with another "
+                    "Deidentifier: wait for it to end"
+                )
+            for study in wanted:
+                self._deid_studies[study] = deid
+        try:
+            yield
+        finally:
+            with self._lock:
+                for study in wanted:
+                    self._deid_studies.pop(study, None)
+
+    def log_uid(self, uid: str) -> str:
+        """A UID as this archive's network log may show it: the new UID when everything is
+        de-identified, none while a de-identifying retrieve runs, else the UID."""
+        if self.deidentify is not None:
+            return self.deidentify.new_uid(uid)
+        return "" if self._deid_studies else uid
 
     @contextmanager
     def receiving(self, study: str) -> Iterator[None]:

@@ -29,6 +29,7 @@ from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row, read_header
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.structure import instance_problem
+from dicomlab.errors import DeidentificationError
 from dicomlab.net.trust import is_own_connection
 from dicomlab.server.archive import Archive
 
@@ -178,6 +179,10 @@ def handle_store(
     try:
         with archive.receiving(str(row.get("StudyInstanceUID") or "")):
             archive.add(row, ts, (meta, body), source_ae=calling)
+    except DeidentificationError as exc:
+        log.warning("C-STORE from %s refused by de-identification: %s", calling, exc)
+        archive.stats["failed"] += 1
+        return _refusal(STATUS_CANNOT_UNDERSTAND, f"not de-identified: {exc}")
     except OSError as exc:
         log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
         archive.stats["failed"] += 1

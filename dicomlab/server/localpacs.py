@@ -29,7 +29,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicomlab.core.models import QR_UIDS
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, Node
+from dicomlab.deid import Deidentifier
 from dicomlab.errors import ValidationError
+from dicomlab.log.record import record_of
 from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
 from dicomlab.server.gate import PendingLimits
@@ -89,6 +91,11 @@ class LocalPACS(ServerThread):
 
     idle_timeout
         Seconds an association may stay silent both ways before it is aborted.
+    deidentify
+        A :class:`dl.Deidentifier`: everything received (C-STORE, C-GET and C-MOVE
+        into it, WADO-RS, imports) is de-identified in memory before anything is
+        written; the index and the network log hold only pseudonyms and new UIDs. An
+        instance it refuses is answered with a failure status, nothing written.
 
     Connections that this Python process opens itself (``dl.store(local.node, ...)``,
     ``dl.find``, ``dl.retrieve``, a QueryPanel) may use every service with no
@@ -133,7 +140,10 @@ class LocalPACS(ServerThread):
         tls_port: int | None = None,
         pending: PendingLimits | None = None,
         idle_timeout: float = 60.0,
+        deidentify: Deidentifier | None = None,
     ) -> None:
+        if deidentify is not None and not isinstance(deidentify, Deidentifier):
+            raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
         super().__init__(
             ae_title,
             host,
@@ -145,7 +155,8 @@ class LocalPACS(ServerThread):
         )
         if not 1 <= max_associations <= 1000:
             raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
-        self.archive = Archive(root, fsync=fsync)
+        self.archive = Archive(root, fsync=fsync, deidentify=deidentify)
+        self.deidentify = deidentify
         self.book = book
         self.policy = handlers.Policy(book, _services(allow_unknown))
         self.max_associations = max_associations
@@ -197,6 +208,9 @@ class LocalPACS(ServerThread):
     def _on_established(self, event: Any) -> None:
         with self._count_lock:
             self.counters["associations"] += 1
+        rec = record_of(event.assoc)
+        if rec is not None:
+            rec.redact = self.archive.log_uid  # de-identified: never a source UID in the log
 
     def _on_rejected(self, event: Any) -> None:
         with self._count_lock:

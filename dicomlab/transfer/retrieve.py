@@ -8,6 +8,7 @@ retrieve is the same for every protocol and is here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -26,7 +27,9 @@ from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import RETRIEVE
 from dicomlab.core.query import Query
 from dicomlab.core.status import decode_status
+from dicomlab.deid import Deidentifier
 from dicomlab.errors import AssociationRejected, DicomlabError, ValidationError
+from dicomlab.log.record import redacting
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.fetch import Cancelled, Fetcher, FetcherFactory
 from dicomlab.transfer.job import Job, run_items
@@ -56,10 +59,20 @@ class _Context:
         node: Node,
         progress: Callable[[int], None],
         cancel: threading.Event,
+        deid: Deidentifier | None = None,
     ) -> None:
         self.fetcher, self.into, self.node, self.progress = fetcher, into, node, progress
         self.method = fetcher.method
         self.cancel = cancel
+        self.deid = deid
+
+    def held(self, item: Item) -> tuple[int, int]:
+        """Instances and bytes of ``item`` in the archive (by its new UIDs when the
+        retrieve de-identifies)."""
+        filters = item.filters()
+        if self.deid is not None:
+            filters = {k: self.deid.new_uid(v) for k, v in filters.items()}
+        return self.into.archive.index.count_matching(filters)
 
 
 def _subops(n: int) -> str:
@@ -68,7 +81,29 @@ def _subops(n: int) -> str:
 
 def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
     """One item: skipped when the archive has it all, else fetched (retried while the
-    error is transient), then judged against what the archive holds."""
+    error is transient), then judged against what the archive holds. A de-identifying
+    retrieve logs and reports the new UIDs only."""
+    if ctx.deid is None:
+        return _retrieve(ctx, item)
+    with redacting(ctx.deid.new_uid):
+        row = _retrieve(ctx, item)
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if row.get(key):
+            row[key] = ctx.deid.new_uid(str(row[key]))
+    row["error"] = _without(row.get("error"), item, ctx.deid)
+    return row
+
+
+def _without(error: Any, item: Item, deid: Deidentifier) -> Any:
+    """An error text with the item's source UIDs replaced by the new ones."""
+    if not isinstance(error, str):
+        return error
+    for uid in item.filters().values():
+        error = error.replace(uid, deid.new_uid(uid))
+    return error
+
+
+def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(OUTCOME_COLUMNS)
     row.update(
         node=ctx.node.name,
@@ -81,7 +116,7 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
         attempts=0,
     )
     t0 = time.perf_counter()
-    have0, bytes0 = ctx.into.archive.index.count_matching(item.filters())
+    have0, bytes0 = ctx.held(item)
     try:
         expected = ctx.fetcher.plan(item)
     except DicomlabError as exc:
@@ -130,7 +165,7 @@ def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
             row["error"] = "cancelled"
             break
     ctx.into.archive.settle(item.study, ctx.node.timeout)
-    have, size = ctx.into.archive.index.count_matching(item.filters())
+    have, size = ctx.held(item)
     duration = time.perf_counter() - t0
     row.update(
         received_instances=have,
@@ -225,6 +260,7 @@ class Request:
     level: str | None = None
     max_connections: int | None = None
     wait: bool = True
+    deidentify: Deidentifier | None = None
 
 
 def run_retrieve(
@@ -251,6 +287,17 @@ def run_retrieve(
         if owned is not None:
             owned.stop()
         raise
+    deid = request.deidentify
+    marking = contextlib.ExitStack()
+    if deid is not None and local.deidentify is not deid:
+        if local.deidentify is not None:
+            if owned is not None:
+                owned.stop()
+            raise ValidationError(
+                f"{local!r} de-identifies with another Deidentifier: give it this one, "
+                "or leave deidentify= out"
+            )
+        marking.enter_context(local.archive.deidentifying({i.study for i in items}, deid))
     if method == "move":
         local.policy.trusted_senders.add(target.ae_title)
     contexts: list[_Context] = []
@@ -258,12 +305,15 @@ def run_retrieve(
     def make_context(ctx_progress: Callable[[int], None]) -> _Context:
         cancel = threading.Event()
         fetcher = fetchers(target, local, method, ours, cancel)
-        contexts.append(_Context(fetcher, local, target, ctx_progress, cancel))
+        contexts.append(_Context(fetcher, local, target, ctx_progress, cancel, deid))
         return contexts[-1]
 
     def finish() -> None:
         for c in contexts:
             c.fetcher.close()
+        marking.close()
+        if deid is not None:
+            deid.flush()
         if method == "move":
             local.policy.trusted_senders.discard(target.ae_title)
         if owned is not None:

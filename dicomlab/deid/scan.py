@@ -1,0 +1,78 @@
+"""The residual check: does any text of the source patient survive de-identification?
+
+Every text value (nested sequences and private attributes included) is searched for
+the patient's name parts, IDs and birth date, and so are the encoded bytes of the
+output, so that nothing survives in a value pydicom would not show as text. What is
+reported are attribute keywords, never the values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from pydicom.dataset import Dataset
+
+from dicomlab.deid.rewrite import Identity
+
+__all__ = ["burned_in_risk", "residual"]
+
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT", "UI"}
+)
+_OFTEN_BURNED_IN = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC"})
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _texts(ds: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
+    for elem in ds:
+        name = elem.keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
+        where = f"{path}{name}"
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or []):
+                yield from _texts(item, f"{where}[{i}].")
+        elif elem.VR in _TEXT_VRS or elem.tag.is_private:
+            value = elem.value
+            if isinstance(value, bytes):
+                yield where, value.decode("latin-1", "replace")
+            elif value is not None:
+                yield where, str(value)
+
+
+def residual(ds: Dataset, identity: Identity, encoded: bytes | None = None) -> list[str]:
+    """Where a text of ``identity`` is still found: attribute paths, and ``"(bytes)"``
+    when the encoded file holds one that no text value shows."""
+    if not identity.texts:
+        return []
+    alternatives = "|".join(re.escape(t) for t in identity.texts)
+    pattern = re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+    found = [where for where, text in _texts(ds) if pattern.search(text)]
+    if not found and encoded is not None:
+        for text in identity.texts:
+            for encoding in ("utf-8", "latin-1"):
+                try:
+                    needle = text.encode(encoding)
+                except UnicodeEncodeError:
+                    continue
+                if re.search(
+                    rb"(?<![0-9A-Za-z])" + re.escape(needle) + rb"(?![0-9A-Za-z])",
+                    encoded,
+                    re.IGNORECASE,
+                ):
+                    return ["(bytes)"]
+    return found
+
+
+def burned_in_risk(ds: Dataset) -> str:
+    """``"yes"`` (BurnedInAnnotation YES), ``"possible"`` (not said NO, and a modality or
+    a secondary capture that often carries text in its pixels) or ``"no"``."""
+    said = str(ds.get("BurnedInAnnotation", "") or "").upper()
+    if said == "YES":
+        return "yes"
+    if said == "NO":
+        return "no"
+    modality = str(ds.get("Modality", "") or "").upper()
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if modality in _OFTEN_BURNED_IN or sop_class.startswith(_SECONDARY_CAPTURE):
+        return "possible"
+    return "no"
