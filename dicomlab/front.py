@@ -38,6 +38,7 @@ from dicomlab.protocols.base import (
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
+from dicomlab.transfer.outbox import deidentified_store
 from dicomlab.transfer.retrieve import Request
 
 __all__ = ["echo", "find", "find_many", "reconcile", "retrieve", "store"]
@@ -228,6 +229,7 @@ def store(
     calling_ae: str | None = None,
     book: NodeBook | None = None,
     protocol: ProtocolName = "auto",
+    deidentify: Deidentifier | None = None,
 ) -> pd.DataFrame | Job:
     """Send DICOM files (folders recursively), datasets, or ``local.instances()`` rows.
 
@@ -235,9 +237,27 @@ def store(
     is sent in its own transfer syntax when the peer accepts it, else converted
     to an accepted uncompressed syntax where possible, else refused with a clear
     error. Files are spread over ``max_connections`` connections.
+
+    ``deidentify`` (a :class:`dl.Deidentifier`): what is sent is de-identified first
+    (files into a private temporary folder, removed after); the table names the source
+    files and holds the new UIDs, and a file de-identification refuses is not sent.
+    It needs ``wait=True``.
     """
     call = _call(node, calling_ae, book, progress)
-    return choose(call.node, protocol, operation="store").store(call, what, max_connections, wait)
+    speaker = choose(call.node, protocol, operation="store")
+    if deidentify is None:
+        return speaker.store(call, what, max_connections, wait)
+    if not isinstance(deidentify, Deidentifier):
+        raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
+    if not wait:
+        raise ValidationError("store(deidentify=...) needs wait=True")
+
+    def send(ready: list[Any]) -> pd.DataFrame:
+        out = speaker.store(call, ready, max_connections, True)
+        assert isinstance(out, pd.DataFrame)
+        return out
+
+    return deidentified_store(call.node, what, deidentify, send)
 
 
 def _call(

@@ -323,12 +323,16 @@ def _encode(ds: Dataset) -> bytes:
 
 
 def _files(what: Files) -> list[Path]:
-    if isinstance(what, str | os.PathLike):
-        root = Path(what)
+    """The files of ``what``: a file, a folder (searched recursively) or a list of them."""
+    entries = [what] if isinstance(what, str | os.PathLike) else list(what)
+    out: list[Path] = []
+    for entry in entries:
+        root = Path(entry)
         if root.is_dir():
-            return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return [root]
-    return [Path(p) for p in what]
+            out += sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            out.append(root)
+    return out
 
 
 def _safe(text: str) -> str:
