@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_deid,
     bench_dicomweb,
     bench_echo,
     bench_memory,
@@ -37,6 +38,8 @@ def main() -> int:
         results.append(bench_query.run())
     if not only or "dicomweb" in only:
         results.extend(bench_dicomweb.run())
+    if not only or "deid" in only:
+        results.extend(bench_deid.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -88,18 +88,21 @@ def storescu(port: int, folder: Path, called: str) -> float:
     return time.perf_counter() - t0
 
 
-def storescu_into_storescp(work: Path, data: Path) -> float:
-    """Seconds for storescu -> a fresh storescp under ``work`` (the dcmtk baseline)."""
-    with StoreSCP(work / "scp") as scp:
+def storescu_into_storescp(work: Path, data: Path, extra: tuple[str, ...] = ()) -> float:
+    """Seconds for storescu -> a fresh storescp under ``work`` (the dcmtk baseline;
+    ``extra`` options such as ``+B``, bit-preserving)."""
+    with StoreSCP(work / "scp", extra=extra) as scp:
         s = storescu(scp.port, data, scp.ae_title)
     shutil.rmtree(work / "scp")
     return s
 
 
-def storescu_into_localpacs(work: Path, data: Path, total: int, fsync: bool) -> float:
+def storescu_into_localpacs(
+    work: Path, data: Path, total: int, fsync: bool, deidentify: dl.Deidentifier | None = None
+) -> float:
     """Seconds for storescu -> a fresh LocalPACS under ``work`` (checked: nothing lost)."""
     root = work / "local"
-    with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=fsync) as lp:
+    with dl.LocalPACS(root, port=0, allow_unknown="all", fsync=fsync, deidentify=deidentify) as lp:
         s = storescu(lp.port, data, lp.ae_title)
         assert len(lp.instances()) == total, "LocalPACS lost instances"
     shutil.rmtree(root)

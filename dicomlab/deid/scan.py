@@ -22,6 +22,7 @@ _TEXT_VRS = frozenset(
 )
 _OFTEN_BURNED_IN = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC"})
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+_PIXEL_DATA = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in little endian
 
 
 def _texts(ds: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
@@ -41,26 +42,36 @@ def _texts(ds: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
 
 def residual(ds: Dataset, identity: Identity, encoded: bytes | None = None) -> list[str]:
     """Where a text of ``identity`` is still found: attribute paths, and ``"(bytes)"``
-    when the encoded file holds one that no text value shows."""
+    when the encoded file (up to its pixel data) holds one that no text value shows."""
     if not identity.texts:
         return []
     alternatives = "|".join(re.escape(t) for t in identity.texts)
     pattern = re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
     found = [where for where, text in _texts(ds) if pattern.search(text)]
-    if not found and encoded is not None:
-        for text in identity.texts:
-            for encoding in ("utf-8", "latin-1"):
-                try:
-                    needle = text.encode(encoding)
-                except UnicodeEncodeError:
-                    continue
-                if re.search(
-                    rb"(?<![0-9A-Za-z])" + re.escape(needle) + rb"(?![0-9A-Za-z])",
-                    encoded,
-                    re.IGNORECASE,
-                ):
-                    return ["(bytes)"]
+    if not found and encoded is not None and _in_bytes(identity, _before_pixels(encoded)):
+        return ["(bytes)"]
     return found
+
+
+def _before_pixels(encoded: bytes) -> bytes:
+    """The encoded file up to its Pixel Data (the rest is the image, not text)."""
+    at = encoded.rfind(_PIXEL_DATA)
+    return encoded if at < 0 else encoded[:at]
+
+
+def _in_bytes(identity: Identity, data: bytes) -> bool:
+    for encoding in ("utf-8", "latin-1"):
+        needles = []
+        for text in identity.texts:
+            try:
+                needles.append(re.escape(text.encode(encoding)))
+            except UnicodeEncodeError:
+                continue
+        if needles:
+            pattern = rb"(?<![0-9A-Za-z])(?:" + b"|".join(needles) + rb")(?![0-9A-Za-z])"
+            if re.search(pattern, data, re.IGNORECASE):
+                return True
+    return False
 
 
 def burned_in_risk(ds: Dataset) -> str:
