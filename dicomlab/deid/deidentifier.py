@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 Files = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 _NUMBERS = ("removed", "emptied", "replaced", "remapped", "cleaned", "kept", "private_removed")
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_PIXEL_DATA_LE = b"\xe0\x7f\x10\x00"
 _ALIASES = {"retain_longitudinal": "retain_longitudinal_modified_dates"}
 
 
@@ -153,13 +155,23 @@ class Deidentifier:
         return out, row
 
     def encoded(self, data: bytes, source: str | None = None) -> tuple[bytes, dict[str, Any]]:
-        """A whole DICOM file's bytes de-identified (the same transfer syntax)."""
+        """A whole DICOM file's bytes de-identified (the same transfer syntax).
+
+        Only the header is parsed and written again: the pixel data (and what follows
+        it) is copied as it came, unless the data set is deflated."""
+        fp = io.BytesIO(data)
         try:
-            ds = dcmread(io.BytesIO(data))
+            ds = dcmread(fp, stop_before_pixels=True)
         except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
             raise DeidentificationError(f"not a DICOM file that can be rewritten: {exc}") from None
-        _, row, encoded = self._one(ds, source, None)
-        return encoded, row
+        at = fp.tell()
+        syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
+        tail = data[at:]
+        if tail and (syntax == _DEFLATED or not tail.startswith(_PIXEL_DATA_LE)):
+            ds = dcmread(io.BytesIO(data))  # the pixel data is not where it can be kept
+            tail = b""
+        _, row, head = self._one(ds, source, None)
+        return head + tail, row
 
     def _one(
         self, ds: Dataset, source: str | None, path: str | None

@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -125,6 +127,17 @@ class Plan:
     pseudonym_of: Callable[[str], str]
     keep_private: frozenset[tuple[str, int]] = frozenset()
     method: str = ""
+    _actions: dict[int, str | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def action(self, tag: int) -> str | None:
+        """The action on a standard attribute under this plan's options (``None``: not in
+        the table); looked up once per tag."""
+        try:
+            return self._actions[tag]
+        except KeyError:
+            rule = self.table.rule(tag)
+            found = self._actions[tag] = None if rule is None else rule.action(self.options)
+            return found
 
 
 def rewrite(ds: Dataset, plan: Plan) -> tuple[Dataset, Outcome, Identity]:
@@ -164,30 +177,57 @@ def _scrubber(identity: Identity) -> Callable[[str], str]:
     """Replaces every identifying text of the patient inside a free text (pure)."""
     if not identity.texts:
         return lambda text: text
-    pattern = re.compile("|".join(re.escape(t) for t in identity.texts), re.IGNORECASE)
+    pattern = _pattern(identity.texts)
     return lambda text: pattern.sub("XXXX", text)
+
+
+@lru_cache(maxsize=256)
+def _pattern(texts: tuple[str, ...]) -> re.Pattern[str]:
+    """One patient's texts as one case-blind pattern (compiled once per patient)."""
+    return re.compile("|".join(re.escape(t) for t in texts), re.IGNORECASE)
 
 
 def _walk(
     ds: Dataset, plan: Plan, out: Outcome, shift: int | None, scrub: Callable[[str], str]
 ) -> None:
-    creators = _private_creators(ds)
-    for elem in list(ds):
-        tag: BaseTag = elem.tag
+    # Elements are looked at by tag, and decoded only where an action needs their value:
+    # pydicom keeps the others raw, and writes them back as they came.
+    tags: list[BaseTag] = list(ds.keys())
+    creators = _private_creators(ds, tags)
+    for tag in tags:
         if tag.group == 0x0002 or int(tag) in _MARKERS:
             continue
         if tag.is_private:
-            _private(ds, elem, plan, out, creators)
+            _private(ds, tag, plan, out, creators)
             continue
-        rule = plan.table.rule(int(tag))
-        if rule is None:  # not in the table: kept, its sequences cleaned
+        action = plan.action(int(tag))
+        if action is None:  # not in the table: kept, its sequences cleaned
             out.counts["kept"] += 1
-            if elem.VR == "SQ":
-                _items(elem, plan, out, shift, scrub)
+            if _vr(ds, tag) == "SQ":
+                _items(ds[tag], plan, out, shift, scrub)
             continue
         if int(tag) in (_PATIENT_ID, _PATIENT_NAME):
             continue  # the pseudonym, set after
-        _act(ds, elem, rule.action(plan.options), plan, out, shift, scrub)
+        if action == "X":
+            del ds[tag]
+            out.counts["removed"] += 1
+            continue
+        if action == "K" and _vr(ds, tag) != "SQ":
+            out.counts["kept"] += 1
+            continue
+        _act(ds, ds[tag], action, plan, out, shift, scrub)
+
+
+def _vr(ds: Dataset, tag: BaseTag) -> str:
+    """An element's VR without decoding its value (implicit VR: the dictionary's)."""
+    raw = ds.get_item(tag)
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return str(vr)
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
 
 
 def _items(
@@ -294,24 +334,22 @@ def _dummy(vr: str) -> object:
     return "ANONYMIZED"
 
 
-def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
+def _private_creators(ds: Dataset, tags: list[BaseTag]) -> dict[tuple[int, int], str]:
     """(group, block) -> private creator of the private blocks of ``ds``."""
     found: dict[tuple[int, int], str] = {}
-    for elem in ds:
-        tag = elem.tag
+    for tag in tags:
         if tag.is_private and 0x0010 <= tag.element <= 0x00FF:
-            found[(tag.group, tag.element)] = str(elem.value)
+            found[(tag.group, tag.element)] = str(ds[tag].value).strip()
     return found
 
 
 def _private(
     ds: Dataset,
-    elem: DataElement,
+    tag: BaseTag,
     plan: Plan,
     out: Outcome,
     creators: dict[tuple[int, int], str],
 ) -> None:
-    tag = elem.tag
     if 0x0010 <= tag.element <= 0x00FF:  # a creator: kept while any of its block is
         block = (tag.group, tag.element)
         keeps = any(c == creators.get(block) for c, _ in plan.keep_private)

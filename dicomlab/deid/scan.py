@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from pydicom.dataset import Dataset
 
@@ -45,12 +46,41 @@ def residual(ds: Dataset, identity: Identity, encoded: bytes | None = None) -> l
     when the encoded file (up to its pixel data) holds one that no text value shows."""
     if not identity.texts:
         return []
-    alternatives = "|".join(re.escape(t) for t in identity.texts)
-    pattern = re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
-    found = [where for where, text in _texts(ds) if pattern.search(text)]
+    if encoded is not None and _bytes_tell(ds) and all(t.isascii() for t in identity.texts):
+        # The encoded header holds every text as bytes in ASCII, Latin-1 or UTF-8, and the
+        # patient's texts are ASCII (case-blind in bytes): when none is there, none is
+        # anywhere, and no value needs decoding to say so.
+        if not _in_bytes(identity, _before_pixels(encoded)):
+            return []
+        found = _where(ds, identity)
+        return found or ["(bytes)"]
+    found = _where(ds, identity)
     if not found and encoded is not None and _in_bytes(identity, _before_pixels(encoded)):
         return ["(bytes)"]
     return found
+
+
+def _where(ds: Dataset, identity: Identity) -> list[str]:
+    pattern = _words(identity.texts)
+    return [where for where, text in _texts(ds) if pattern.search(text)]
+
+
+_BYTE_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
+
+
+def _bytes_tell(ds: Dataset) -> bool:
+    """Whether the data set's texts are in bytes the byte search reads (ASCII, Latin-1
+    or UTF-8); in another character set each value is decoded and searched."""
+    charset = ds.get("SpecificCharacterSet", "") or ""
+    terms = [charset] if isinstance(charset, str) else list(charset)
+    return all(str(t).strip() in _BYTE_CHARSETS for t in terms)
+
+
+@lru_cache(maxsize=256)
+def _words(texts: tuple[str, ...]) -> re.Pattern[str]:
+    """The texts as whole words, case-blind (compiled once per patient)."""
+    alternatives = "|".join(re.escape(t) for t in texts)
+    return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
 
 
 def _before_pixels(encoded: bytes) -> bytes:
