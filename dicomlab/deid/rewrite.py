@@ -129,6 +129,11 @@ class Plan:
     method: str = ""
     _actions: dict[int, str | None] = field(default_factory=dict, compare=False, repr=False)
 
+    def content_action(self, scheme: str, code: str) -> str | None:
+        """The action on a content item of this concept name (Table E.3.4-1)."""
+        rule = self.table.content.get((scheme, code))
+        return None if rule is None else rule.action(self.options)
+
     def action(self, tag: int) -> str | None:
         """The action on a standard attribute under this plan's options (``None``: not in
         the table); looked up once per tag."""
@@ -233,8 +238,47 @@ def _vr(ds: Dataset, tag: BaseTag) -> str:
 def _items(
     elem: DataElement, plan: Plan, out: Outcome, shift: int | None, scrub: Callable[[str], str]
 ) -> None:
+    kept = []
     for item in elem.value or []:
-        _walk(item, plan, out, shift, scrub)
+        if _content(item, plan, out, shift, scrub):
+            _walk(item, plan, out, shift, scrub)
+            kept.append(item)
+    if len(kept) != len(elem.value or []):
+        elem.value = Sequence(kept)
+
+
+_CONTENT_VALUE = {
+    "TEXT": "TextValue",
+    "PNAME": "PersonName",
+    "DATE": "Date",
+    "TIME": "Time",
+    "DATETIME": "DateTime",
+    "UIDREF": "UID",
+}
+"""Where a content item of each value type holds its value (PS3.3 C.17.3)."""
+
+
+def _content(
+    item: Dataset, plan: Plan, out: Outcome, shift: int | None, scrub: Callable[[str], str]
+) -> bool:
+    """An SR content item whose concept name is in Table E.3.4-1 gets that row's action
+    on its value; False when the item is to be removed (X)."""
+    if "ValueType" not in item or not item.get("ConceptNameCodeSequence"):
+        return True
+    concept = item.ConceptNameCodeSequence[0]
+    action = plan.content_action(
+        str(concept.get("CodingSchemeDesignator", "")), str(concept.get("CodeValue", ""))
+    )
+    if action is None or action == "K":
+        return True
+    if action == "X":
+        out.counts["removed"] += 1
+        return False
+    keyword = _CONTENT_VALUE.get(str(item.ValueType))
+    if keyword is None or keyword not in item:
+        return True  # references and codes: their UIDs are remapped as anywhere else
+    _act(item, item[keyword], action, plan, out, shift, scrub)
+    return True
 
 
 def _act(

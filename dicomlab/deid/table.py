@@ -90,6 +90,15 @@ class Table:
         self.by_tag: dict[int, Rule] = {}
         self.patterns: list[tuple[re.Pattern[str], Rule]] = []
         self.private: Rule | None = None
+        self.content: dict[tuple[str, str], Rule] = {}
+        """Table E.3.4-1: content items by (scheme, code) of their concept name."""
+        for item in doc.get("content_items", []):
+            self.content[(str(item["scheme"]), str(item["code"]))] = Rule(
+                f"{item['scheme']}:{item['code']}",
+                str(item["meaning"]),
+                str(item["basic"]),
+                tuple(sorted((str(k), str(v)) for k, v in (item.get("options") or {}).items())),
+            )
         for row in doc["rules"]:
             rule = Rule(
                 str(row["tag"]),
