@@ -1,4 +1,5 @@
-"""The ``dicomlab`` command: ``demo``, ``echo``, ``nodes``, ``synth``."""
+"""The ``dicomlab`` command: ``demo``, ``echo``, ``find``, ``retrieve``, ``store``,
+``deidentify``, ``serve``, ``nodes``, ``synth``, ``certs``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pandas as pd
 from dicomlab import __version__
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import TLS, Node
-from dicomlab.errors import DicomlabError, PartialResultWarning, ValidationError
+from dicomlab.errors import (
+    BurnedInAnnotationWarning,
+    DicomlabError,
+    PartialResultWarning,
+    ValidationError,
+)
 
 __all__ = ["main"]
 
@@ -118,6 +124,29 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     )
     _out(f"wrote {len(df)} instances of {df.StudyInstanceUID.nunique()} studies to {args.folder}")
     return 0
+
+
+def _cmd_deidentify(args: argparse.Namespace) -> int:
+    import os
+
+    from dicomlab.deid import Deidentifier
+
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        raise ValidationError(
+            f"the environment variable {args.secret_env} (the de-identification secret) is not set"
+        )
+    deid = Deidentifier(secret, args.option, map_dir=args.map_dir)
+    df = deid.apply(args.source, args.out)
+    failed = df[df.status != "ok"]
+    for row in failed.itertuples():
+        print(f"refused {row.source}: {row.error}", file=sys.stderr)
+    risky = int(df.burned_in_risk.isin(["yes", "possible"]).sum())
+    _out(
+        f"de-identified {len(df) - len(failed)} of {len(df)} files into {args.out}"
+        + (f"; {risky} may show text burned into their pixels" if risky else "")
+    )
+    return 0 if failed.empty else 3
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
@@ -261,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_synth)
 
+    x = sub.add_parser("deidentify", help="de-identify files by PS3.15 (Basic Profile + options)")
+    x.add_argument("source", help="a file or a folder (searched recursively)")
+    x.add_argument("out", help="folder for the de-identified files")
+    x.add_argument(
+        "--secret-env",
+        default="DICOMLAB_DEID_SECRET",
+        help="environment variable holding the secret (default DICOMLAB_DEID_SECRET)",
+    )
+    x.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        help="a PS3.15 option, e.g. retain_longitudinal, clean_descriptors (repeatable)",
+    )
+    x.add_argument("--map-dir", default=None, help="folder of the pseudonym map")
+    x.set_defaults(func=_cmd_deidentify)
+
     v = sub.add_parser("serve", help="run a LocalPACS in the foreground")
     v.add_argument("--root", required=True, help="archive folder")
     v.add_argument("--port", type=int, default=11112)
@@ -331,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             # A partial result is printed as INCOMPLETE and exits 3: no Python warning text too.
             warnings.simplefilter("ignore", PartialResultWarning)
+            warnings.simplefilter("ignore", BurnedInAnnotationWarning)  # said in the summary
             return int(args.func(args))
     except DicomlabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -164,3 +164,21 @@ def test_certs_then_serve_with_tls_and_ctrl_c(tmp_path: Path) -> None:
         stop_process(proc)
     assert proc.returncode == 0, err
     assert f"TLS on {tls_port}" in out and "stopped" in out
+
+
+def test_deidentify_command_reads_the_secret_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = dl.synth.write_studies(tmp_path / "src", n_studies=2, seed=8, modalities=("CT",))
+    out = tmp_path / "out"
+    argv = ["deidentify", str(tmp_path / "src"), str(out), "--option", "retain_longitudinal"]
+    monkeypatch.delenv("DICOMLAB_DEID_SECRET", raising=False)
+    assert main(argv) == 1
+    assert "DICOMLAB_DEID_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("DICOMLAB_DEID_SECRET", "a-secret-for-the-cli-test")
+    assert main([*argv, "--map-dir", str(tmp_path / "map")]) == 0
+    assert f"de-identified {len(manifest)} of {len(manifest)} files" in capsys.readouterr().out
+    written = sorted(out.rglob("*.dcm"))
+    assert len(written) == len(manifest)
+    blob = b"".join(p.read_bytes() for p in written)
+    assert not any(pid.encode() in blob for pid in manifest.PatientID.unique())
