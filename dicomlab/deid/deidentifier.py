@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydicom import dcmread, dcmwrite
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicomlab.core.nodebook import home
 from dicomlab.core.outcomes import DEIDENTIFIED
 from dicomlab.deid import scan
+from dicomlab.deid.encode import encode as _encode
 from dicomlab.deid.mapping import MapStore
 from dicomlab.deid.rewrite import Keys, Outcome, Plan, describe, rewrite
 from dicomlab.deid.table import OPTIONS, table
@@ -326,12 +327,6 @@ def _pseudonym_table(table_: pd.DataFrame | Mapping[str, str] | None) -> dict[st
     if len(set(pairs.values())) != len(pairs):
         raise ValidationError("the pseudonym table gives two patients the same pseudonym")
     return pairs
-
-
-def _encode(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _files(what: Files) -> list[Path]:
