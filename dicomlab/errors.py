@@ -266,7 +266,19 @@ class DimseTimeout(DimseError):
 class DeidentificationError(DicomlabError):
     """De-identification refused an instance, or a key does not open a pseudonym map.
 
-    The message names attributes, never their values (which may identify a patient)."""
+    The message names attributes, never their values (which may identify a patient);
+    ``attributes`` lists those where identifying text survived."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attributes: tuple[str, ...] = (),
+        node: Node | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, node=node, hint=hint)
+        self.attributes = attributes
 
 
 class BurnedInAnnotationWarning(UserWarning):

@@ -102,6 +102,13 @@ class Deidentifier:
                 )
             if name not in chosen:
                 chosen.append(name)
+        keep_private = list(keep_private)
+        if "retain_safe_private" in chosen and not keep_private:
+            raise ValidationError(
+                "retain_safe_private needs keep_private=: the standard's list of safe "
+                "private attributes (Table E.3.10-1) is not shipped, so name the ones to keep",
+                hint='e.g. keep_private=[("SIEMENS CSA HEADER", 0x10)]',
+            )
         dates = {"retain_longitudinal_full_dates", "retain_longitudinal_modified_dates"}
         if dates <= set(chosen):
             raise ValidationError("retain dates either in full or modified, not both")
@@ -185,6 +192,7 @@ class Deidentifier:
             raise DeidentificationError(
                 "identifying text of the patient survived in "
                 f"{', '.join(left[:5])}: the instance was refused",
+                attributes=tuple(left),
                 hint="add clean_descriptors, or remove the attribute before sending",
             )
         self._remember(outcome)

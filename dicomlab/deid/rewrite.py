@@ -25,6 +25,7 @@ from functools import lru_cache
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
@@ -95,8 +96,9 @@ class Identity:
 
 
 def _many(value: object) -> bool:
-    """A multi-valued element's value (a list, or pydicom's MultiValue)."""
-    return not isinstance(value, str | bytes) and hasattr(value, "__iter__")
+    """A multi-valued element's value (a list, or pydicom's MultiValue; a PersonName,
+    though iterable, is one value)."""
+    return isinstance(value, list | tuple | MultiValue)
 
 
 def _values(value: object) -> list[object]:

@@ -182,7 +182,8 @@ def handle_store(
     except DeidentificationError as exc:
         log.warning("C-STORE from %s refused by de-identification: %s", calling, exc)
         archive.stats["failed"] += 1
-        return _refusal(STATUS_CANNOT_UNDERSTAND, f"not de-identified: {exc}")
+        where = ", ".join(exc.attributes) or "the data set could not be rewritten"
+        return _refusal(STATUS_CANNOT_UNDERSTAND, f"not de-identified: {where}")
     except OSError as exc:
         log.error("C-STORE from %s: cannot write %s: %s", calling, row["SOPInstanceUID"], exc)
         archive.stats["failed"] += 1

@@ -203,6 +203,7 @@ class LocalPACS(ServerThread):
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_RELEASED, self._on_released),
         ]
 
     def _on_established(self, event: Any) -> None:
@@ -219,6 +220,25 @@ class LocalPACS(ServerThread):
     def _on_aborted(self, event: Any) -> None:
         with self._count_lock:
             self.counters["aborted"] += 1
+        self._flush_map()
+
+    def _on_released(self, event: Any) -> None:
+        self._flush_map()
+
+    def _flush_map(self) -> None:
+        """Write the pseudonym map's new entries (after each association, and at stop):
+        what was stored can always be re-identified by the secret's holder."""
+        if self.deidentify is not None:
+            try:
+                self.deidentify.flush()
+            except OSError as exc:
+                log.error("cannot write the pseudonym map %s: %s", self.deidentify.map.folder, exc)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            super().stop(timeout)
+        finally:
+            self._flush_map()
 
     @property
     def node(self) -> Node:
