@@ -40,11 +40,12 @@ from dicomlab.errors import (
     TLSError,
     ValidationError,
 )
-from dicomlab.front import echo, find, find_many, reconcile, retrieve, store
+from dicomlab.front import check_move, echo, find, find_many, reconcile, retrieve, store
 from dicomlab.log.reader import read_log
 from dicomlab.net.echo import EchoResult
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.localpacs import LocalPACS
+from dicomlab.transfer.checkmove import MoveCheck
 from dicomlab.transfer.job import Job
 
 if _TYPE_CHECKING:
@@ -71,6 +72,7 @@ __all__ = [
     "Job",
     "LocalIdentity",
     "LocalPACS",
+    "MoveCheck",
     "NetworkError",
     "NoAcceptedContext",
     "Node",
@@ -85,6 +87,7 @@ __all__ = [
     "TLSError",
     "ValidationError",
     "__version__",
+    "check_move",
     "decode_status",
     "echo",
     "find",

@@ -36,6 +36,8 @@ from dicomlab.protocols.base import (
     values_of,
 )
 from dicomlab.server.localpacs import LocalPACS
+from dicomlab.transfer.checkmove import MoveCheck
+from dicomlab.transfer.checkmove import check_move as _check_move
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.outbox import deidentified_store
@@ -217,6 +219,26 @@ def retrieve(
         raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
     request = Request(what, into, how, level, max_connections, wait, deidentify)
     return speaker.retrieve(call, request)
+
+
+def check_move(
+    node: Node | str,
+    *,
+    into: LocalPACS | None = None,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+) -> MoveCheck:
+    """Can ``node`` C-MOVE to us? It is asked to move one small instance it holds (one
+    the LocalPACS lacks) to ``into`` (default: the kernel's LocalPACS); the answer says
+    what to register where when it cannot (:class:`MoveCheck`: ``ok``, ``cause``,
+    ``detail``, ``seen_from``). Never raises for what the PACS does; the instance stays
+    in the LocalPACS."""
+    call = _call(node, calling_ae, book, progress=False)
+    choose(call.node, "dimse", "move", "retrieve")
+    local = into if into is not None else LocalPACS.default(call.book)
+    if not local.running:
+        raise ValidationError(f"{local!r} is not running: call start() first")
+    return _check_move(call, local)
 
 
 def store(

@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "protocols": {"core", "errors", "log", "net", "server", "transfer", "web"},
     "front": {"core", "errors", "net", "server", "transfer", "protocols", "deid"},
     "widgets": {"(public)"},
-    "cli": {"(public)", "core", "errors", "net", "server", "tls", "demo", "log", "front"},
+    "cli": {"(public)", "core", "errors", "net", "server", "tls", "demo", "log", "front", "deid"},
     "demo": {"(public)", "core", "errors", "log", "net", "server", "front", "peers"},
 }
 """Layer -> the layers of ours it may import ("(public)": ``dicomlab`` itself)."""

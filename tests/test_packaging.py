@@ -57,6 +57,7 @@ def test_exported_members() -> None:
         "protocols",
         "derived",
         "web",
+        "deid",
     }
     lazy = {"widgets", "key_objects"}  # imported on first use (ipywidgets only then)
     assert exported - {"__version__"} - lazy <= public

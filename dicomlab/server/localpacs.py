@@ -18,7 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,6 +62,15 @@ def _services(allow: Iterable[str] | str) -> frozenset[str]:
 _MAX_PDU = 131072
 """The PDU size LocalPACS offers: dcmtk's largest (its senders cap at 128 KB and treat
 "no limit" as 16 KB); eight times fewer PDUs per instance than the usual 16 KB."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A peer that associated with a LocalPACS."""
+
+    at: float  # time.time()
+    ae_title: str
+    address: str
 
 
 class LocalPACS(ServerThread):
@@ -161,6 +173,7 @@ class LocalPACS(ServerThread):
         self.policy = handlers.Policy(book, _services(allow_unknown))
         self.max_associations = max_associations
         self.counters = {"associations": 0, "rejected": 0, "aborted": 0}
+        self._callers: deque[Caller] = deque(maxlen=64)
         self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -207,8 +220,11 @@ class LocalPACS(ServerThread):
         ]
 
     def _on_established(self, event: Any) -> None:
+        requestor = event.assoc.requestor
+        caller = Caller(time.time(), str(requestor.ae_title).strip(), str(requestor.address or ""))
         with self._count_lock:
             self.counters["associations"] += 1
+            self._callers.append(caller)
         rec = record_of(event.assoc)
         if rec is not None:
             rec.redact = self.archive.log_uid  # de-identified: never a source UID in the log
@@ -239,6 +255,12 @@ class LocalPACS(ServerThread):
             super().stop(timeout)
         finally:
             self._flush_map()
+
+    def callers(self, since: float = 0.0) -> list[Caller]:
+        """The peers that associated with this LocalPACS (the last 64), from ``since``
+        (a ``time.time()``) on: who they said they were and where they came from."""
+        with self._count_lock:
+            return [c for c in self._callers if c.at >= since]
 
     @property
     def node(self) -> Node:
