@@ -14,6 +14,7 @@ import io
 import json
 import re
 import subprocess
+import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import SecondaryCaptureImageStorage
+from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 import dicomlab as dl
 from dicomlab.deid import table as deid_table
@@ -969,3 +970,98 @@ def test_a_deidentifying_localpacs_refuses_what_would_still_identify(
     assert _file_leaks(root, _identity([str(bad)])) == {}
     # the sender learns which attribute to remove (names only, never values)
     assert "ContentDescription" in error, error
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["retain_longitudinal", "clean_descriptors"], ["retain_uids", "clean_structured_content"]],
+)
+def test_the_byte_rewriter_gives_what_pydicom_gives(
+    source: tuple[Path, pd.DataFrame], tmp_path: Path, options: list[str]
+) -> None:
+    """A file's bytes de-identified (the fast path of every transfer) equal the same
+    file read by pydicom, de-identified as a data set and written by pydicom; so do the
+    outcome rows. Every modality of the synthetic set, SEG, SR and KOS included."""
+    _, manifest = source
+    fast = dl.Deidentifier(SECRET, options, map_dir=tmp_path / "fast")
+    slow = dl.Deidentifier(SECRET, options, map_dir=tmp_path / "slow")
+    for path in manifest.path:
+        data = Path(path).read_bytes()
+        out, row = fast.encoded(data)
+        ds, slow_row = slow.dataset(dcmread(io.BytesIO(data)))
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        assert out == buffer.getvalue(), (path, row["Modality"])
+        assert row == slow_row
+
+
+def test_a_file_in_pieces_is_de_identified_as_the_whole_file(
+    source: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    """What a C-STORE receiver hands over (a file in pieces, split anywhere, a header
+    longer than the first 64 KiB included) gives the bytes the whole file gives."""
+    _, manifest = source
+    whole = dl.Deidentifier(SECRET, ["retain_longitudinal"], map_dir=tmp_path / "a")
+    parts = dl.Deidentifier(SECRET, ["retain_longitudinal"], map_dir=tmp_path / "b")
+    ds = _ct(manifest)
+    ds.ImageComments = "x" * 70_000  # pushes the pixel data past the first 64 KiB
+    long_header = _bytes(ds)
+    files = [Path(p).read_bytes() for p in manifest.path[:12]] + [long_header]
+    for data in files:
+        expected, row = whole.encoded(data)
+        for cuts in ([], [132], [7, 300, 1000], [len(data) // 2], [65_000, 65_600]):
+            edges = [0, *[c for c in cuts if c < len(data)], len(data)]
+            pieces = [memoryview(data)[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+            out, got = parts.encoded_parts(pieces)
+            assert b"".join(out) == expected
+            assert got == row
+
+
+def test_the_byte_rewriter_reads_implicit_vr_as_pydicom_does(
+    source: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Implicit VR Little Endian (the default transfer syntax, VRs from the dictionary):
+    the byte rewriter and pydicom give the same file, sequences included."""
+    _, manifest = source
+    fast = dl.Deidentifier(SECRET, ["clean_descriptors"], map_dir=tmp_path / "fast")
+    slow = dl.Deidentifier(SECRET, ["clean_descriptors"], map_dir=tmp_path / "slow")
+    for modality in ("CT", "SEG", "SR", "KO"):
+        ds = dcmread(manifest[manifest.Modality == modality].path.iloc[0])
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        data = _bytes(ds)
+        out, row = fast.encoded(data)
+        assert dcmread(io.BytesIO(out)).file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+        done, slow_row = slow.dataset(dcmread(io.BytesIO(data)))
+        assert out == _bytes(done), modality
+        assert row == slow_row
+
+
+def test_a_deidentifying_store_sends_orthanc_nothing_identifying(
+    tmp_path: Path, source: tuple[Path, pd.DataFrame], orthanc: Orthanc
+) -> None:
+    """``dl.store(orthanc, files, deidentify=d)``: what Orthanc receives (its own stored
+    files, byte-scanned) holds no name, ID or birth date of the source, nor its UIDs;
+    the outcome table names the user's files and holds the new UIDs; nothing is left in
+    a temporary folder."""
+    _, manifest = source
+    files = manifest[manifest.Modality.isin(["CR", "SR"])]
+    d = dl.Deidentifier(SECRET, ["retain_longitudinal"], map_dir=tmp_path / "map")
+    before = set(orthanc.rest("GET", "/instances"))
+    temp = set(Path(tempfile.gettempdir()).iterdir())
+    res = dl.store(orthanc.node, list(files.path), deidentify=d, progress=False)
+    assert (res.status == 0).all(), res[["status", "error"]]
+    assert set(res.path) == set(files.path)
+    assert set(res.SOPInstanceUID) == {d.new_uid(u) for u in files.SOPInstanceUID}
+    assert set(Path(tempfile.gettempdir()).iterdir()) <= temp
+    new = set(orthanc.rest("GET", "/instances")) - before
+    assert len(new) == len(files)
+    uids = set(files.StudyInstanceUID) | set(files.SeriesInstanceUID) | set(files.SOPInstanceUID)
+    needles = _needles(_identity(files.path) | uids)
+    for orthanc_id in new:
+        data = orthanc.rest("GET", f"/instances/{orthanc_id}/file")
+        assert isinstance(data, bytes) and data[128:132] == b"DICM"
+        assert set(needles.findall(data)) == set(), orthanc_id
+        ds = dcmread(io.BytesIO(data))
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.PatientID in {d.pseudonym(p) for p in files.PatientID}
+    assert _frame_leaks(res, needles) == set()

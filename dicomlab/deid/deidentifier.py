@@ -31,6 +31,7 @@ from dicomlab.core.nodebook import home
 from dicomlab.core.outcomes import DEIDENTIFIED
 from dicomlab.deid import scan
 from dicomlab.deid.encode import encode as _encode
+from dicomlab.deid.fast import rewrite_file
 from dicomlab.deid.mapping import MapStore
 from dicomlab.deid.rewrite import Keys, Outcome, Plan, describe, rewrite
 from dicomlab.deid.table import OPTIONS, table
@@ -44,6 +45,7 @@ Files = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 _NUMBERS = ("removed", "emptied", "replaced", "remapped", "cleaned", "kept", "private_removed")
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _PIXEL_DATA_LE = b"\xe0\x7f\x10\x00"
+_PREFIX = 64 * 1024  # where a header is looked for before the whole file is joined
 _ALIASES = {"retain_longitudinal": "retain_longitudinal_modified_dates"}
 
 
@@ -167,6 +169,10 @@ class Deidentifier:
 
         Only the header is parsed and written again: the pixel data (and what follows
         it) is copied as it came, unless the data set is deflated."""
+        fast = self._fast(data, True, source)
+        if fast is not None:
+            return fast[0] + fast[1], fast[2]
+        # pydicom's path: where a text of the patient survives, it says in which attribute
         fp = io.BytesIO(data)
         try:
             ds = dcmread(fp, stop_before_pixels=True)
@@ -180,6 +186,49 @@ class Deidentifier:
             tail = b""
         _, row, head = self._one(ds, source, None)
         return head + tail, row
+
+    def encoded_parts(
+        self, chunks: Iterable[bytes | memoryview], source: str | None = None
+    ) -> tuple[list[bytes | memoryview], dict[str, Any]]:
+        """:meth:`encoded` for a file that arrives in pieces (as a C-STORE does): the
+        de-identified file as pieces to write one after the other. The pixel data is
+        not copied where the header fits in the first 64 KiB."""
+        pieces = [memoryview(c) for c in chunks]
+        head: list[bytes] = []
+        rest: list[memoryview] = []
+        size = 0
+        for piece in pieces:
+            if size >= _PREFIX:
+                rest.append(piece)
+            elif size + len(piece) > _PREFIX:
+                cut = _PREFIX - size
+                head.append(bytes(piece[:cut]))
+                rest.append(piece[cut:])
+                size = _PREFIX
+            else:
+                head.append(bytes(piece))
+                size += len(piece)
+        prefix = b"".join(head)
+        fast = self._fast(prefix, not rest, source)
+        if fast is not None:
+            header, tail, row = fast
+            return [header, tail, *rest], row
+        data, row = self.encoded(b"".join(pieces), source)
+        return [data], row
+
+    def _fast(
+        self, data: bytes, whole: bool, source: str | None
+    ) -> tuple[bytes, memoryview, dict[str, Any]] | None:
+        """The byte rewriter's header, pixel data and row; ``None`` where pydicom's path
+        is needed (see :mod:`dicomlab.deid.fast`), or to say where a text survived."""
+        fast = rewrite_file(data, self._plan, whole)
+        if fast is None or fast.survivors():
+            return None
+        self._remember(fast.outcome)
+        row = self._row(fast.facts, fast.outcome, source, None)
+        with self._lock:
+            self._rows.append(row)
+        return fast.head, fast.tail, row
 
     def _one(
         self, ds: Dataset, source: str | None, path: str | None
@@ -211,7 +260,9 @@ class Deidentifier:
             self.map.add("date_shift", str(outcome.shift_days), pseudonym, pseudonym)
 
     @staticmethod
-    def _row(ds: Dataset, outcome: Outcome, source: str | None, path: str | None) -> dict[str, Any]:
+    def _row(
+        ds: Dataset | Mapping[str, str], outcome: Outcome, source: str | None, path: str | None
+    ) -> dict[str, Any]:
         c = outcome.counts
         return DEIDENTIFIED.row(
             source=source,
@@ -242,8 +293,7 @@ class Deidentifier:
         rows = []
         for path in _files(what):
             try:
-                ds = dcmread(path)
-                _, row, encoded = self._one(ds, str(path), None)
+                encoded, row = self.encoded(path.read_bytes(), str(path))
                 dest = target / _safe(row["PatientID"]) / row["StudyInstanceUID"]
                 dest = dest / row["SeriesInstanceUID"] / f"{row['SOPInstanceUID']}.dcm"
                 _write(dest, encoded)

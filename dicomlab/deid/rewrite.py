@@ -82,17 +82,35 @@ class Identity:
 
     @classmethod
     def of(cls, ds: Dataset) -> Identity:
+        values = {k: [str(v) for v in _values(ds.get(k))] for k in _NAMES + _IDS}
+        others = [
+            str(v)
+            for item in ds.get("OtherPatientIDsSequence") or []
+            for v in _values(item.get("PatientID"))
+        ]
+        return cls.of_values(values, others, str(ds.get("PatientID", "") or ""))
+
+    @classmethod
+    def of_values(
+        cls, values: dict[str, list[str]], other_ids: list[str], patient_id: str | None = None
+    ) -> Identity:
+        """From the patient's attributes as texts (keyword -> values) and the IDs of
+        OtherPatientIDsSequence."""
         texts: list[str] = []
-        names = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
-        for keyword in names:
-            for value in _values(ds.get(keyword)):
-                texts += [p for p in re.split(r"[\^=\s,]+", str(value)) if len(p) >= 3]
-        for keyword in ("PatientID", "OtherPatientIDs", "PatientBirthDate", "MedicalRecordLocator"):
-            texts += [str(v) for v in _values(ds.get(keyword)) if len(str(v)) >= 3]
-        for item in ds.get("OtherPatientIDsSequence") or []:
-            texts += [str(v) for v in _values(item.get("PatientID")) if len(str(v)) >= 3]
+        for keyword in _NAMES:
+            for value in values.get(keyword, []):
+                texts += [p for p in re.split(r"[\^=\s,]+", value) if len(p) >= 3]
+        for keyword in _IDS:
+            texts += [v for v in values.get(keyword, []) if len(v) >= 3]
+        texts += [v for v in other_ids if len(v) >= 3]
         unique = sorted(set(texts), key=lambda t: (-len(t), t))
-        return cls(str(ds.get("PatientID", "") or ""), tuple(unique))
+        if patient_id is None:
+            patient_id = (values.get("PatientID") or [""])[0]
+        return cls(patient_id, tuple(unique))
+
+
+_NAMES = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
+_IDS = ("PatientID", "OtherPatientIDs", "PatientBirthDate", "MedicalRecordLocator")
 
 
 def _many(value: object) -> bool:
@@ -130,6 +148,9 @@ class Plan:
     keep_private: frozenset[tuple[str, int]] = frozenset()
     method: str = ""
     _actions: dict[int, str | None] = field(default_factory=dict, compare=False, repr=False)
+    _encoded_markers: dict[tuple[bool, bool], tuple[tuple[int, bytes], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def content_action(self, scheme: str, code: str) -> str | None:
         """The action on a content item of this concept name (Table E.3.4-1)."""

@@ -9,14 +9,14 @@ reported are attribute keywords, never the values.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 
 from pydicom.dataset import Dataset
 
 from dicomlab.deid.rewrite import Identity
 
-__all__ = ["burned_in_risk", "residual"]
+__all__ = ["burned_in_risk", "in_bytes", "residual", "words"]
 
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT", "UI"}
@@ -50,18 +50,18 @@ def residual(ds: Dataset, identity: Identity, encoded: bytes | None = None) -> l
         # The encoded header holds every text as bytes in ASCII, Latin-1 or UTF-8, and the
         # patient's texts are ASCII (case-blind in bytes): when none is there, none is
         # anywhere, and no value needs decoding to say so.
-        if not _in_bytes(identity, _before_pixels(encoded)):
+        if not in_bytes(identity, _before_pixels(encoded)):
             return []
         found = _where(ds, identity)
         return found or ["(bytes)"]
     found = _where(ds, identity)
-    if not found and encoded is not None and _in_bytes(identity, _before_pixels(encoded)):
+    if not found and encoded is not None and in_bytes(identity, _before_pixels(encoded)):
         return ["(bytes)"]
     return found
 
 
 def _where(ds: Dataset, identity: Identity) -> list[str]:
-    pattern = _words(identity.texts)
+    pattern = words(identity.texts)
     return [where for where, text in _texts(ds) if pattern.search(text)]
 
 
@@ -77,7 +77,7 @@ def _bytes_tell(ds: Dataset) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _words(texts: tuple[str, ...]) -> re.Pattern[str]:
+def words(texts: tuple[str, ...]) -> re.Pattern[str]:
     """The texts as whole words, case-blind (compiled once per patient)."""
     alternatives = "|".join(re.escape(t) for t in texts)
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
@@ -89,22 +89,31 @@ def _before_pixels(encoded: bytes) -> bytes:
     return encoded if at < 0 else encoded[:at]
 
 
-def _in_bytes(identity: Identity, data: bytes) -> bool:
+def in_bytes(identity: Identity, data: bytes) -> bool:
+    """Whether a text of ``identity`` is in ``data`` (UTF-8 or Latin-1, case-blind, as a word)."""
+    return any(p.search(data) for p in _byte_patterns(identity.texts))
+
+
+@lru_cache(maxsize=256)
+def _byte_patterns(texts: tuple[str, ...]) -> tuple[re.Pattern[bytes], ...]:
+    """The texts as whole words in UTF-8 and in Latin-1 bytes, case-blind (compiled once
+    per patient; the same pattern once where both encodings agree)."""
+    patterns: list[bytes] = []
     for encoding in ("utf-8", "latin-1"):
         needles = []
-        for text in identity.texts:
+        for text in texts:
             try:
                 needles.append(re.escape(text.encode(encoding)))
             except UnicodeEncodeError:
                 continue
         if needles:
             pattern = rb"(?<![0-9A-Za-z])(?:" + b"|".join(needles) + rb")(?![0-9A-Za-z])"
-            if re.search(pattern, data, re.IGNORECASE):
-                return True
-    return False
+            if pattern not in patterns:
+                patterns.append(pattern)
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
 
 
-def burned_in_risk(ds: Dataset) -> str:
+def burned_in_risk(ds: Dataset | Mapping[str, str]) -> str:
     """``"yes"`` (BurnedInAnnotation YES), ``"possible"`` (not said NO, and a modality or
     a secondary capture that often carries text in its pixels) or ``"no"``."""
     said = str(ds.get("BurnedInAnnotation", "") or "").upper()

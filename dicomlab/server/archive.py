@@ -150,10 +150,9 @@ class Archive:
         """
         deid = self.deidentify or self._deid_studies.get(str(row.get("StudyInstanceUID") or ""))
         if deid is not None:
-            data = b"".join(bytes(c) for c in chunks)
-            rewritten, _ = deid.encoded(data)
-            row, transfer_syntax = file_header(rewritten)
-            chunks = (rewritten,)
+            parts, _ = deid.encoded_parts(chunks)
+            row, transfer_syntax = file_header(bytes(parts[0]))
+            chunks = parts
         uid = row["SOPInstanceUID"]
         with self._lock:
             if uid in self._inflight or self.index.contains(uid):
