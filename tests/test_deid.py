@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import re
 import subprocess
@@ -1011,7 +1012,7 @@ def test_a_file_in_pieces_is_de_identified_as_the_whole_file(
         expected, row = whole.encoded(data)
         for cuts in ([], [132], [7, 300, 1000], [len(data) // 2], [65_000, 65_600]):
             edges = [0, *[c for c in cuts if c < len(data)], len(data)]
-            pieces = [memoryview(data)[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+            pieces = [memoryview(data)[a:b] for a, b in itertools.pairwise(edges)]
             out, got = parts.encoded_parts(pieces)
             assert b"".join(out) == expected
             assert got == row
