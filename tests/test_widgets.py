@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import threading
@@ -510,3 +511,25 @@ def test_echo_says_when_the_secret_variable_is_not_set(
         assert "nosecret" not in panel.echo_results
     finally:
         panel.close()
+
+
+def test_node_panel_checks_c_move_and_says_what_to_register(world: tuple) -> None:  # type: ignore[type-arg]
+    """The NodePanel's "Check C-MOVE" asks the selected node to move one instance to our
+    LocalPACS: the PACS here does not know our AE title, and the panel says what to
+    register where; a node that is not there gets "not checked" with the reason."""
+    book, _, mine, _ = world
+    panel = dl.widgets.NodePanel(book, local=mine)
+    panel.nodes.value = "pacs"
+    panel.move_button.click()
+    panel.wait()
+    result = panel.move_results["pacs"]
+    assert not result.ok and result.cause == "unknown-destination", result.detail
+    assert "C-MOVE: unknown-destination" in panel.move_status.value
+    shown = html.unescape(panel.message.value)
+    assert f"register AE title 'WMINE', host 127.0.0.1, port {mine.port}" in shown
+    assert mine.instances().empty
+    panel.nodes.value = "(new node)"
+    assert panel.move_status.value == ""
+    panel.nodes.value = "pacs"  # the last result comes back with the node
+    assert "unknown-destination" in panel.move_status.value
+    panel.close()

@@ -8,22 +8,33 @@ which side is missing what: the PACS does not know our AE title (0xA801), it kno
 but could not connect to the address it has (nothing connected, the move failed),
 it reported success but nothing arrived (it sent it elsewhere), or it works, and
 from which address it connected. The instance moved stays in the LocalPACS.
+
+When the move fails and nothing connected, the same instance is asked for once more,
+for an AE title the PACS cannot know: a PACS that answers that one 0xA801 but ours
+otherwise knows our AE title and cannot reach the address it has; one that answers
+both alike (Orthanc answers 0xC000 to both, and says which in its own log only) does
+not tell over DICOM, and the diagnosis names both fixes.
 """
 
 from __future__ import annotations
 
+import secrets
 import socket
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
+from pydicom.dataset import Dataset
 
 from dicomlab.core.call import Call
+from dicomlab.core.models import MODELS
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
 from dicomlab.errors import DicomlabError
+from dicomlab.net import dimse
 from dicomlab.net import find as _find
+from dicomlab.net.association import open_association
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.getmove import GetMove
 from dicomlab.transfer.retrieve import Request, run_retrieve
@@ -31,7 +42,14 @@ from dicomlab.transfer.retrieve import Request, run_retrieve
 __all__ = ["MoveCheck", "check_move"]
 
 Cause = Literal[
-    "ok", "unknown-destination", "cannot-connect", "nothing-arrived", "empty", "no-query", "failed"
+    "ok",
+    "unknown-destination",
+    "cannot-connect",
+    "unknown-or-unreachable",
+    "nothing-arrived",
+    "empty",
+    "no-query",
+    "failed",
 ]
 
 _WINDOWS = ("last7days", "last365days", None)
@@ -45,8 +63,9 @@ class MoveCheck:
 
     ``ok``: the instance arrived by C-MOVE. ``cause``: ``ok``, ``unknown-destination``
     (the PACS does not know our AE title), ``cannot-connect`` (it knows it, but could
-    not connect to the address it has), ``nothing-arrived`` (it said success, nothing
-    came), ``empty`` (it shows nothing to move: cannot check), ``no-query`` (our
+    not connect to the address it has), ``unknown-or-unreachable`` (one of the two: the
+    PACS answers an AE title it cannot know the same way), ``nothing-arrived`` (it said
+    success, nothing came), ``empty`` (it shows nothing to move: cannot check), ``no-query`` (our
     C-FIND failed: see ``detail``) or ``failed``. ``detail``: what to register where.
     ``our_ae``, ``our_host``, ``our_port``: what the PACS should have for us.
     ``seen_from``: the address the PACS connected from, when it did."""
@@ -159,12 +178,17 @@ def check_move(call: Call, local: LocalPACS) -> MoveCheck:
             f"{node.ae_title} does not know our AE title {our_ae!r} (0xA801, move destination "
             f"unknown): register {register} on it",
         )
-    if not callers:
-        where = (
-            f"; we listen on {local.host} only: start the LocalPACS with host='0.0.0.0'"
-            if local.host.startswith("127.") and not node.host.startswith("127.")
-            else ""
+    if not callers and status is not None and _probe(call, row) == status:
+        return result(
+            False,
+            "unknown-or-unreachable",
+            f"{node.ae_title} did not connect to us ({outcome.status_text}), and answers a "
+            f"C-MOVE to an AE title it cannot know the same way, so DICOM does not say "
+            f"whether it lacks our AE title or has a wrong address for it: register (or "
+            f"correct) {register} on it{_listening(local, node)}",
         )
+    if not callers:
+        where = _listening(local, node)
         ended = outcome.status_text if status is not None else outcome.error
         return result(
             False,
@@ -186,3 +210,34 @@ def check_move(call: Call, local: LocalPACS) -> MoveCheck:
 
 def _find_any(call: Call, query: Query) -> pd.DataFrame:
     return _find.find(call, query, warn=False)
+
+
+def _listening(local: LocalPACS, node: Node) -> str:
+    if local.host.startswith("127.") and not node.host.startswith("127."):
+        return f"; we listen on {local.host} only: start the LocalPACS with host='0.0.0.0'"
+    return ""
+
+
+def _probe(call: Call, row: pd.DataFrame) -> int | None:
+    """The final status the PACS gives a C-MOVE of the instance ``row`` to an AE title
+    it cannot know (``None``: no final status)."""
+    destination = "DLNOSUCH" + secrets.token_hex(4).upper()
+    first = row.iloc[0]
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.StudyInstanceUID = str(first.StudyInstanceUID)
+    ds.SeriesInstanceUID = str(first.SeriesInstanceUID)
+    ds.SOPInstanceUID = str(first.SOPInstanceUID)
+    model = MODELS["move"]["study"]
+    try:
+        with open_association(call.node, [model], calling_ae=call.ours) as opened:
+            reply = dimse.retrieve(
+                opened.assoc, call.node, "C-MOVE", model, ds, _ignore, destination
+            )
+    except DicomlabError:
+        return None
+    return reply.status
+
+
+def _ignore(*_: object) -> None:
+    return None

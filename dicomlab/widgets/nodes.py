@@ -1,9 +1,11 @@
-"""NodePanel: the node book as a form — insert, edit, delete, default, echo, our identity."""
+"""NodePanel: the node book as a form — insert, edit, delete, default, echo, a C-MOVE
+check, our identity."""
 
 from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -41,10 +43,12 @@ class NodePanel(Panel):
 
     css = "dl-nodes"
 
-    def __init__(self, book: dl.NodeBook | None = None) -> None:
+    def __init__(self, book: dl.NodeBook | None = None, local: dl.LocalPACS | None = None) -> None:
         super().__init__()
         self.book = book if book is not None else dl.NodeBook.load()
+        self.local = local
         self.echo_results: dict[str, dl.EchoResult] = {}
+        self.move_results: dict[str, dl.MoveCheck] = {}
         self.nodes = w.Select(description="Nodes", rows=8).add_class("dl-node-list")
         self.name = w.Text(description="Name").add_class("dl-node-name")
         self.ae_title = w.Text(description="AE title").add_class("dl-node-ae")
@@ -67,6 +71,12 @@ class NodePanel(Panel):
         self.default_button = w.Button(description="Make default").add_class("dl-node-default")
         self.echo_button = w.Button(description="Echo", icon="plug").add_class("dl-node-echo")
         self.echo_status = w.HTML("").add_class("dl-echo-status")
+        self.move_button = w.Button(
+            description="Check C-MOVE",
+            icon="exchange",
+            tooltip="ask the node to C-MOVE one small instance to our LocalPACS",
+        ).add_class("dl-node-check-move")
+        self.move_status = w.HTML("").add_class("dl-move-status")
         self.our_ae = w.Text(description="Our AE", value=self.book.local.ae_title)
         self.our_port = w.BoundedIntText(
             description="Our port", min=0, max=65535, value=self.book.local.port
@@ -78,6 +88,7 @@ class NodePanel(Panel):
         self.delete_button.on_click(lambda _: self.delete())
         self.default_button.on_click(lambda _: self.make_default())
         self.echo_button.on_click(lambda _: self.echo())
+        self.move_button.on_click(lambda _: self.check_move())
         self.save_local.on_click(lambda _: self.save_identity())
         self.fields: dict[str, Any] = {
             "name": self.name,
@@ -102,6 +113,7 @@ class NodePanel(Panel):
                 self.web.note,
                 w.HBox([self.save_button, self.delete_button, self.default_button]),
                 w.HBox([self.echo_button, self.echo_status]),
+                w.HBox([self.move_button, self.move_status]),
             ]
         )
         ours = w.VBox([w.HTML("<b>This computer</b>"), self.our_ae, self.our_port, self.save_local])
@@ -126,6 +138,7 @@ class NodePanel(Panel):
                 self.fields[key].value = value
             self.web.load(None)
             self.echo_status.value = ""
+            self.move_status.value = ""
             return
         node = self.book[name]
         self.name.value, self.ae_title.value = node.name, node.ae_title
@@ -139,6 +152,7 @@ class NodePanel(Panel):
         self.tls_key.value = (tls.key or "") if tls else ""
         self.web.load(node)
         self.echo_status.value = _echo_html(self.echo_results.get(name))
+        self.move_status.value = _move_html(self.move_results.get(name))
 
     # -- actions -------------------------------------------------------------------
     def form_node(self) -> dl.Node:
@@ -244,6 +258,7 @@ class NodePanel(Panel):
         self.book.remove(name)
         self.book.save()
         self.echo_results.pop(name, None)
+        self.move_results.pop(name, None)
         self._refresh()
         self.say(f"deleted {name}", "ok")
 
@@ -260,29 +275,54 @@ class NodePanel(Panel):
     def echo(self) -> None:
         """C-ECHO the node in the form (a DICOMweb-only node: the QIDO-RS capability probe),
         in the background; shows online/offline and why."""
+        self._check(
+            "echo",
+            self.echo_status,
+            self.echo_results,
+            _echo_html,
+            lambda node: dl.echo(node, calling_ae=self.book.local.ae_title),
+        )
+
+    def check_move(self) -> None:
+        """Ask the node in the form to C-MOVE one small instance to our LocalPACS (the
+        panel's ``local``, else the kernel's), in the background; shows whether it
+        arrived, or what to register where."""
+
+        def work(node: dl.Node) -> dl.MoveCheck:
+            local = self.local if self.local is not None else dl.LocalPACS.default(self.book)
+            return dl.check_move(node, into=local, calling_ae=self.book.local.ae_title)
+
+        self._check("check C-MOVE from", self.move_status, self.move_results, _move_html, work)
+
+    def _check(
+        self,
+        label: str,
+        status: w.HTML,
+        results: dict[str, Any],
+        shown: Callable[[Any], str],
+        work: Callable[[dl.Node], Any],
+    ) -> None:
+        """Run a check of the node in the form in the background: its result (with ``ok``
+        and ``detail``) kept per node and shown in ``status``; a check that could not run
+        (e.g. a secret's variable is not set) says "not checked" and why."""
         try:
             node = self.form_node()
         except dl.ValidationError as exc:
             self.say(explain(exc), "error")
             return
-        self.echo_status.value = "…"
+        status.value = "…"
 
-        def done(result: dl.EchoResult) -> None:
-            self.echo_results[node.name] = result
-            self.echo_status.value = _echo_html(result)
+        def done(result: Any) -> None:
+            results[node.name] = result
+            status.value = shown(result)
             self.say(result.detail, "ok" if result.ok else "error")
 
-        def failed(exc: BaseException) -> None:  # e.g. the secret's variable is not set
-            self.echo_status.value = (
+        def failed(exc: BaseException) -> None:
+            status.value = (
                 f"<span style='color:#b42318'>● not checked: {html.escape(str(exc))}</span>"
             )
 
-        self.run(
-            f"echo {node.address}",
-            lambda: dl.echo(node, calling_ae=self.book.local.ae_title),
-            done,
-            failed,
-        )
+        self.run(f"{label} {node.address}", lambda: work(node), done, failed)
 
     def save_identity(self) -> None:
         try:
@@ -296,9 +336,21 @@ class NodePanel(Panel):
         self.say(f"we are {self.book.local.ae_title} on port {self.book.local.port}", "ok")
 
 
+def _verdict(ok: bool, good: str, bad: str) -> str:
+    """A green or red dot and its words (HTML-escaped)."""
+    colour, words = ("#1a7f37", good) if ok else ("#b42318", bad)
+    return f"<span style='color:{colour}'>● {html.escape(words)}</span>"
+
+
 def _echo_html(result: dl.EchoResult | None) -> str:
     if result is None:
         return ""
-    if result.ok:
-        return f"<span style='color:#1a7f37'>● online ({result.latency_s * 1000:.0f} ms)</span>"
-    return f"<span style='color:#b42318'>● offline: {result.cause}</span>"
+    return _verdict(
+        result.ok, f"online ({result.latency_s * 1000:.0f} ms)", f"offline: {result.cause}"
+    )
+
+
+def _move_html(result: dl.MoveCheck | None) -> str:
+    if result is None:
+        return ""
+    return _verdict(result.ok, f"C-MOVE works (from {result.seen_from})", f"C-MOVE: {result.cause}")
