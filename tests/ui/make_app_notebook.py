@@ -4,7 +4,8 @@ query_app.ipynb starts a seeded LocalPACS and an empty one in the kernel and sho
 QueryPanel whose retrieves go to the empty one; the expected rows are computed by the
 test from the same seed and date. report_app.ipynb shows two NetworkReports on their
 Plots tab: the kernel's own log of a minute of echoes and queries, and a synthetic log
-of one whole day.
+of one whole day. nodes_app.ipynb shows a NodePanel over a LocalPACS that knows ours
+as a C-MOVE destination.
 """
 
 from __future__ import annotations
@@ -61,6 +62,24 @@ day.ui.add_class("dl-report-day")
 day""",
 ]
 
+NODES_CELL = """\
+import tempfile
+from pathlib import Path
+
+import dicomlab as dl
+
+work = Path(tempfile.mkdtemp(prefix="dicomlab-ui-"))
+dl.synth.write_studies(work / "synth", n_studies=2, seed=5)
+mine = dl.LocalPACS(work / "mine", ae_title="UIMINE", port=0).start()
+known = dl.NodeBook()
+known.add(dl.Node("mine", ae_title="UIMINE", port=mine.port))
+pacs = dl.LocalPACS(work / "pacs", ae_title="UIPACS", port=0, book=known, allow_unknown="all")
+pacs.start().import_files(work / "synth")
+book = dl.NodeBook(local=dl.LocalIdentity(ae_title="UIMINE", port=mine.port))
+book.add(dl.Node("pacs", ae_title="UIPACS", port=pacs.port))
+panel = dl.widgets.NodePanel(book, local=mine)
+panel"""
+
 
 def _write(name: str, cells: list[str]) -> None:
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
@@ -76,6 +95,7 @@ def _write(name: str, cells: list[str]) -> None:
 def main() -> None:
     _write("query_app.ipynb", [CELL])
     _write("report_app.ipynb", REPORT_CELLS)
+    _write("nodes_app.ipynb", [NODES_CELL])
 
 
 if __name__ == "__main__":

@@ -91,3 +91,25 @@ def test_network_report_plots_at_a_minute_and_a_day(
         plots.screenshot(path=str(artifacts / f"jupyterlab-report-{span}.png"))
     _finished(page)
     assert not page.js_errors, page.js_errors
+
+
+def test_node_panel_checks_c_move_in_jupyterlab(
+    page: Any, jupyter_lab: Any, artifacts: Path
+) -> None:
+    """nodes_app.ipynb: select the PACS in the NodePanel, press "Check C-MOVE": the
+    status beside the button turns to "C-MOVE works (from 127.0.0.1)" and the panel's
+    message says where the instance came from."""
+    from playwright.sync_api import expect
+
+    _run_all(page, jupyter_lab, "nodes_app.ipynb")
+    _finished(page)
+    panel = page.locator(".dl-nodes")
+    panel.locator(".dl-node-list select").select_option("pacs")
+    expect(panel.locator(".dl-node-ae input")).to_have_value("UIPACS")
+    panel.locator(".dl-node-check-move").click()
+    status = panel.locator(".dl-move-status")
+    expect(status).to_contain_text("C-MOVE works (from 127.0.0.1)", timeout=60_000)
+    expect(panel.locator(".dl-message")).to_contain_text("moved an instance to UIMINE")
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(artifacts / "jupyterlab-nodes-check-move.png"))
+    assert not page.js_errors, page.js_errors
