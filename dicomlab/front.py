@@ -252,13 +252,16 @@ def store(
     book: NodeBook | None = None,
     protocol: ProtocolName = "auto",
     deidentify: Deidentifier | None = None,
+    transcode: bool = True,
 ) -> pd.DataFrame | Job:
     """Send DICOM files (folders recursively), datasets, or ``local.instances()`` rows.
 
     One outcome row per file: non-DICOM files get a row saying so; each instance
-    is sent in its own transfer syntax when the peer accepts it, else converted
-    to an accepted uncompressed syntax where possible, else refused with a clear
-    error. Files are spread over ``max_connections`` connections.
+    is sent in its own transfer syntax when the peer accepts it, else (over DIMSE)
+    converted losslessly to one it accepted: decompressed (JPEG 2000, JPEG-LS, RLE,
+    JPEG), or compressed to JPEG 2000, JPEG-LS or RLE lossless when the peer takes no
+    uncompressed syntax; ``sent_as`` says which. ``transcode=False``: sent as it is or
+    refused with a clear row. Files are spread over ``max_connections`` connections.
 
     ``deidentify`` (a :class:`dl.Deidentifier`): what is sent is de-identified first
     (files into a private temporary folder, removed after); the table names the source
@@ -267,15 +270,17 @@ def store(
     """
     call = _call(node, calling_ae, book, progress)
     speaker = choose(call.node, protocol, operation="store")
+    if not isinstance(transcode, bool):
+        raise ValidationError(f"transcode={transcode!r} must be True or False")
     if deidentify is None:
-        return speaker.store(call, what, max_connections, wait)
+        return speaker.store(call, what, max_connections, wait, transcode)
     if not isinstance(deidentify, Deidentifier):
         raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
     if not wait:
         raise ValidationError("store(deidentify=...) needs wait=True")
 
     def send(ready: list[Any]) -> pd.DataFrame:
-        out = speaker.store(call, ready, max_connections, True)
+        out = speaker.store(call, ready, max_connections, True, transcode)
         assert isinstance(out, pd.DataFrame)
         return out
 

@@ -182,16 +182,23 @@ class Peer:
 
 
 class StoreSCP(Peer):
-    """dcmtk ``storescp``: accepts C-ECHO and C-STORE, writes files into ``workdir/in``."""
+    """dcmtk ``storescp``: accepts C-ECHO and C-STORE, writes files into ``workdir/in``;
+    every transfer syntax (``+xa``), or with ``accept_all=False`` the uncompressed ones
+    only (storescp's default)."""
 
     name = "storescp"
 
     def __init__(
-        self, workdir: str | os.PathLike[str], ae_title: str = "STORESCP", extra: Iterable[str] = ()
+        self,
+        workdir: str | os.PathLike[str],
+        ae_title: str = "STORESCP",
+        extra: Iterable[str] = (),
+        accept_all: bool = True,
     ) -> None:
         super().__init__(workdir)
         self.ae_title = ae_title
         self.extra = list(extra)
+        self.accept_all = accept_all
         self.output = self.workdir / "in"
         self.output.mkdir(exist_ok=True)
 
@@ -202,7 +209,7 @@ class StoreSCP(Peer):
             self.ae_title,
             "--output-directory",
             str(self.output),
-            "+xa",
+            *(["+xa"] if self.accept_all else []),
             *self.extra,
             str(self.port),
         ]

@@ -71,7 +71,12 @@ class Speaker(Protocol):
     def retrieve(self, call: Call, request: Request) -> pd.DataFrame | Job: ...
 
     def store(
-        self, call: Call, what: Any, max_connections: int | None, wait: bool
+        self,
+        call: Call,
+        what: Any,
+        max_connections: int | None,
+        wait: bool,
+        transcode: bool = True,
     ) -> pd.DataFrame | Job: ...
 
 

@@ -62,9 +62,14 @@ class DicomWeb:
         )
 
     def store(
-        self, call: Call, what: Any, max_connections: int | None, wait: bool
+        self,
+        call: Call,
+        what: Any,
+        max_connections: int | None,
+        wait: bool,
+        transcode: bool = True,
     ) -> pd.DataFrame | Job:
-        return stow.store(call, what, max_connections, wait)
+        return stow.store(call, what, max_connections, wait)  # STOW-RS sends files as they are
 
 
 DICOMWEB = DicomWeb()

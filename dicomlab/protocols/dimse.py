@@ -63,9 +63,14 @@ class Dimse:
         )
 
     def store(
-        self, call: Call, what: Any, max_connections: int | None, wait: bool
+        self,
+        call: Call,
+        what: Any,
+        max_connections: int | None,
+        wait: bool,
+        transcode: bool = True,
     ) -> pd.DataFrame | Job:
-        return _store.store(call, what, max_connections, wait)
+        return _store.store(call, what, max_connections, wait, transcode)
 
 
 def _literal(query: Query, call: Call) -> None:

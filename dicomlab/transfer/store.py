@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext
 
 from dicomlab.core.call import Call
@@ -26,6 +25,7 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net import dimse
 from dicomlab.net.association import open_association
+from dicomlab.transfer import transcode as transcode_
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "Source", "source_row", "sources", "store"]
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 STORE_COLUMNS = STORE.names
 """The store outcome table's columns (dtypes: :data:`dicomlab.core.outcomes.STORE`)."""
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +101,9 @@ def _read_source(path: Path) -> Source:
 
 
 def _contexts(sources: list[Source]) -> list[PresentationContext]:
-    """Two contexts per SOP class: the files' own syntaxes, and uncompressed as a fallback.
-
-    Separate contexts let the peer accept each file's own syntax (sent as is, no
-    re-encoding) while still offering a conversion path.
-    """
+    """Per SOP class, one context for the files' own syntaxes, one uncompressed and one
+    lossless compressed (see :func:`transcode.offered`): the peer can accept each file's
+    own syntax (sent as is, no re-encoding) while a conversion stays possible."""
     own: dict[str, list[str]] = {}
     for s in sources:
         syntaxes = own.setdefault(s.sop_class, [])
@@ -114,18 +111,20 @@ def _contexts(sources: list[Source]) -> list[PresentationContext]:
             syntaxes.append(s.transfer_syntax)
     out = []
     for sop_class, syntaxes in own.items():
-        for group in (syntaxes, list(_UNCOMPRESSED)):
-            if group:
-                cx = PresentationContext()
-                cx.abstract_syntax = sop_class
-                cx.transfer_syntax = group  # type: ignore[assignment]
-                out.append(cx)
+        for group in transcode_.offered(syntaxes):
+            cx = PresentationContext()
+            cx.abstract_syntax = sop_class
+            cx.transfer_syntax = group  # type: ignore[assignment]
+            out.append(cx)
     return out
 
 
 class _Context:
-    def __init__(self, node: Node, ours: str, progress: Callable[[int], None]) -> None:
+    def __init__(
+        self, node: Node, ours: str, progress: Callable[[int], None], transcode: bool
+    ) -> None:
         self.node, self.ours, self.progress = node, ours, progress
+        self.transcode = transcode
         self.cancel = threading.Event()
 
 
@@ -140,30 +139,14 @@ class _Batch:
         return f"{len(self.sources)} instances"
 
 
-def _payload(src: Source, accepted: dict[str, set[str]]) -> tuple[Any, str] | str:
+def _payload(src: Source, accepted: dict[str, set[str]], transcode: bool) -> tuple[Any, str] | str:
     """What to send for ``src`` given the accepted contexts, or an error text."""
     syntaxes = accepted.get(src.sop_class)
     if not syntaxes:
         return f"the peer accepted no context for {UID(src.sop_class).name}"
-    if src.transfer_syntax in syntaxes:
-        return (src.path if src.path else src.dataset), src.transfer_syntax
-    ds = src.dataset if src.dataset is not None else dcmread(src.path or "")
-    if src.transfer_syntax and UID(src.transfer_syntax).is_compressed:
-        if not any(ts in syntaxes for ts in _UNCOMPRESSED):
-            return "no common transfer syntax"
-        try:
-            ds.decompress(
-                generate_instance_uid=False
-            )  # pydicom's decoders (and plugins such as pylibjpeg, if present)
-        except Exception as exc:
-            return (
-                f"the peer does not accept {UID(src.transfer_syntax).name} for this class "
-                f"and pydicom cannot decompress it here ({exc})"
-            )
-    for ts in _UNCOMPRESSED:
-        if ts in syntaxes:
-            return ds, ts  # pynetdicom re-encodes between uncompressed syntaxes
-    return "no common transfer syntax"
+    what = src.path if src.path else src.dataset
+    assert what is not None
+    return transcode_.payload(what, src.transfer_syntax, syntaxes, transcode, src.sop_class)
 
 
 def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
@@ -186,7 +169,7 @@ def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
                 rows.append(row)
                 continue
             t0 = time.perf_counter()
-            payload = _payload(src, accepted)
+            payload = _payload(src, accepted, ctx.transcode)
             if isinstance(payload, str):
                 row["error"] = payload
             else:
@@ -237,7 +220,7 @@ def _batches(sources: list[Source], n: int) -> list[_Batch]:
         chunk: list[Source] = []
         classes: set[str] = set()
         for s in part:
-            if s.sop_class not in classes and len(classes) >= 60:  # 2 contexts each, <= 128
+            if s.sop_class not in classes and len(classes) >= 40:  # 3 contexts each, <= 128
                 out.append(_Batch(tuple(chunk)))
                 chunk, classes = [], set()
             chunk.append(s)
@@ -247,9 +230,12 @@ def _batches(sources: list[Source], n: int) -> list[_Batch]:
     return out
 
 
-def store(call: Call, what: Any, max_connections: int | None, wait: bool) -> pd.DataFrame | Job:
+def store(
+    call: Call, what: Any, max_connections: int | None, wait: bool, transcode: bool = True
+) -> pd.DataFrame | Job:
     """C-STORE ``what`` to ``call.node`` over at most ``max_connections`` associations;
-    one outcome row per file (``dl.store`` says what ``what`` may be)."""
+    one outcome row per file (``dl.store`` says what ``what`` may be; ``transcode``:
+    see :mod:`dicomlab.transfer.transcode`)."""
     target, ours, progress = call.node, call.ours, call.progress
     found = sources(what)
     good = [s for s in found if s.error is None]
@@ -298,7 +284,7 @@ def store(call: Call, what: Any, max_connections: int | None, wait: bool) -> pd.
 
     job = run_items(
         batches,
-        lambda prog: _Context(target, ours, prog),
+        lambda prog: _Context(target, ours, prog, transcode),
         work,
         STORE,
         workers=len(batches) or 1,

@@ -1,0 +1,129 @@
+"""Transcoding on send: ``dl.store`` converts an instance the peer does not accept in
+its own transfer syntax to one it accepted, losslessly, and says so in ``sent_as``;
+``transcode=False`` refuses instead. Against dcmtk storescp accepting uncompressed
+syntaxes only, and Orthanc accepting JPEG 2000 lossless only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydicom import dcmread
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+)
+
+import dicomlab as dl
+from dicomlab.peers import Orthanc, StoreSCP
+from dicomlab.testing.fixtures import need_peer
+
+UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Two CT and two MR images of 64x64, uncompressed, and each also in JPEG 2000
+    lossless and in JPEG-LS lossless (columns ``j2k`` and ``jls``)."""
+    folder = tmp_path_factory.mktemp("images")
+    manifest = dl.synth.write_studies(
+        folder / "plain",
+        n_studies=2,
+        seed=21,
+        max_series=1,
+        max_instances=2,
+        modalities=("CT", "MR"),
+        image_size=64,
+    )
+    for column, syntax in (("j2k", JPEG2000Lossless), ("jls", JPEGLSLossless)):
+        paths = []
+        for i, path in enumerate(manifest.path):
+            ds = dcmread(path)
+            ds.compress(syntax, generate_instance_uid=False)
+            out = folder / column / f"{i}.dcm"
+            out.parent.mkdir(exist_ok=True)
+            ds.save_as(out, enforce_file_format=True)
+            paths.append(str(out))
+        manifest[column] = paths
+    return manifest
+
+
+def _pixels(path: str | Path) -> dict[str, np.ndarray]:
+    ds = dcmread(path)
+    return {str(ds.SOPInstanceUID): ds.pixel_array}
+
+
+@pytest.mark.parametrize("column", ["j2k", "jls"])
+def test_compressed_files_reach_an_uncompressed_only_storescp_decoded(
+    tmp_path: Path, images: pd.DataFrame, column: str
+) -> None:
+    need_peer("storescp")
+    with StoreSCP(tmp_path / "scp", accept_all=False) as scp:
+        res = dl.store(scp.node, list(images[column]), progress=False)
+        arrived = sorted(scp.output.glob("*"))
+    assert (res.status == 0).all(), res[["status", "error"]]
+    assert set(res.transfer_syntax) == {
+        str(JPEG2000Lossless if column == "j2k" else JPEGLSLossless)
+    }
+    assert set(res.sent_as) <= UNCOMPRESSED
+    assert len(arrived) == len(images)
+    got: dict[str, np.ndarray] = {}
+    for path in arrived:
+        assert str(dcmread(path).file_meta.TransferSyntaxUID) in UNCOMPRESSED
+        got.update(_pixels(path))
+    want: dict[str, np.ndarray] = {}
+    for path in images.path:
+        want.update(_pixels(path))
+    assert set(got) == set(want)
+    for uid, pixels in want.items():
+        assert np.array_equal(got[uid], pixels), uid  # identical values, lossless
+
+
+def test_transcode_false_refuses_with_a_clear_row_and_sends_nothing(
+    tmp_path: Path, images: pd.DataFrame
+) -> None:
+    need_peer("storescp")
+    with StoreSCP(tmp_path / "scp", accept_all=False) as scp:
+        res = dl.store(scp.node, list(images.j2k), progress=False, transcode=False)
+        arrived = list(scp.output.glob("*"))
+    assert arrived == []
+    assert res.status.isna().all() and res.sent_as.isna().all()
+    assert res.error.str.contains(
+        "does not accept JPEG 2000 Image Compression \\(Lossless Only\\) for "
+        ".*transcode=False: not converted"
+    ).all(), list(res.error)
+    with pytest.raises(dl.ValidationError, match="transcode"):
+        dl.store(scp.node, list(images.j2k), transcode="no")  # type: ignore[arg-type]
+
+
+def test_uncompressed_files_are_compressed_for_an_archive_that_takes_only_jpeg_2000(
+    tmp_path: Path, images: pd.DataFrame
+) -> None:
+    """Orthanc configured with AcceptedTransferSyntaxes = [JPEG 2000 lossless]: the
+    uncompressed files go compressed losslessly, and Orthanc's own copies decode to the
+    same pixel values."""
+    need_peer("Orthanc")
+    config = {"AcceptedTransferSyntaxes": [str(JPEG2000Lossless)]}
+    with Orthanc(tmp_path / "o", config=config) as orthanc:
+        res = dl.store(orthanc.node, list(images.path), progress=False)
+        assert (res.status == 0).all(), res[["status", "error"]]
+        assert set(res.sent_as) == {str(JPEG2000Lossless)}
+        want: dict[str, np.ndarray] = {}
+        for path in images.path:
+            want.update(_pixels(path))
+        ids = orthanc.rest("GET", "/instances")
+        assert len(ids) == len(images)
+        for orthanc_id in ids:
+            data = orthanc.rest("GET", f"/instances/{orthanc_id}/file")
+            stored = tmp_path / f"{orthanc_id}.dcm"
+            stored.write_bytes(data)
+            ds = dcmread(stored)
+            assert str(ds.file_meta.TransferSyntaxUID) == str(JPEG2000Lossless)
+            assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])
+        # and without transcoding, Orthanc refuses what it does not take
+        refused = dl.store(orthanc.node, list(images.path), progress=False, transcode=False)
+    assert refused.error.str.contains("transcode=False").all()
