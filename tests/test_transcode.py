@@ -5,6 +5,8 @@ syntaxes only, and Orthanc accepting JPEG 2000 lossless only."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from pydicom.uid import (
 )
 
 import dicomlab as dl
-from dicomlab.peers import Orthanc, StoreSCP
+from dicomlab.peers import Orthanc, StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
 
 UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
@@ -127,3 +129,54 @@ def test_uncompressed_files_are_compressed_for_an_archive_that_takes_only_jpeg_2
         # and without transcoding, Orthanc refuses what it does not take
         refused = dl.store(orthanc.node, list(images.path), progress=False, transcode=False)
     assert refused.error.str.contains("transcode=False").all()
+
+
+def test_localpacs_decompresses_for_a_c_get_that_takes_uncompressed_only(
+    tmp_path: Path, images: pd.DataFrame
+) -> None:
+    """A LocalPACS holding JPEG 2000 and JPEG-LS files serves dcmtk getscu (which takes
+    uncompressed storage syntaxes only, its default): every instance arrives
+    uncompressed, with identical pixel values."""
+    getscu = need_peer("getscu")
+    out = tmp_path / "got"
+    out.mkdir()
+    with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as local:
+        mixed = tmp_path / "mixed"
+        mixed.mkdir()
+        for i, path in enumerate([*images.j2k[:2], *images.jls[2:]]):
+            shutil.copy(path, mixed / f"{i}.dcm")
+        local.import_files(mixed)
+        held = local.instances()
+        assert set(held.TransferSyntaxUID) == {str(JPEG2000Lossless), str(JPEGLSLossless)}
+        for study in sorted(set(held.StudyInstanceUID)):
+            r = subprocess.run(
+                [
+                    getscu,
+                    "-aet",
+                    "GETSCU",
+                    "-aec",
+                    local.ae_title,
+                    "-od",
+                    str(out),
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    f"StudyInstanceUID={study}",
+                    "127.0.0.1",
+                    str(local.port),
+                ],
+                capture_output=True,
+                text=True,
+                env=peer_env(),
+                check=False,
+            )
+            assert r.returncode == 0, r.stderr
+    arrived = sorted(out.glob("*"))
+    assert len(arrived) == len(images)
+    want: dict[str, np.ndarray] = {}
+    for path in images.path:
+        want.update(_pixels(path))
+    for path in arrived:
+        ds = dcmread(path)
+        assert str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED
+        assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])

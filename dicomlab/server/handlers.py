@@ -19,6 +19,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomlab.core import transcode
 from dicomlab.core.header import (
     IMPLEMENTATION_UID,
     IMPLEMENTATION_VERSION,
@@ -297,18 +298,41 @@ def storage_contexts(pairs: list[tuple[str, str]]) -> list[PresentationContext]:
     return contexts
 
 
-def _send(event: Any, archive: Archive, items: list[tuple[str, str, str]]) -> Iterator[Any]:
-    for rel, _, _ in items:
+def _send(
+    event: Any,
+    archive: Archive,
+    items: list[tuple[str, str, str]],
+    accepted: dict[str, set[str]] | None = None,
+) -> Iterator[Any]:
+    """The C-STORE sub-operations of a retrieve. With ``accepted`` (a C-GET: the storage
+    contexts the requester accepted, by SOP class), an instance in a syntax it did not
+    accept is converted losslessly to one it did (:mod:`dicomlab.core.transcode`);
+    one that cannot be is offered as it is, and its sub-operation fails."""
+    for rel, sop_class, syntax in items:
         if event.is_cancelled:
             yield STATUS_CANCEL, None
             return
         try:
-            ds = dcmread(archive.absolute(rel))
+            ds: Dataset = dcmread(archive.absolute(rel))
         except Exception as exc:  # a file gone missing or damaged on disk
             log.error("cannot read %s for retrieve: %s", rel, exc)
             yield STATUS_SUBOPERATIONS_IMPOSSIBLE, None
             return
+        if accepted is not None:
+            got = transcode.payload(ds, syntax, accepted.get(sop_class, set()), True, sop_class)
+            if isinstance(got, str):
+                log.warning("C-GET sub-operation for %s: %s", rel, got)
+            elif isinstance(got[0], Dataset):
+                ds = got[0]
         yield STATUS_PENDING, ds
+
+
+def _accepted(assoc: Any) -> dict[str, set[str]]:
+    """The accepted presentation contexts of ``assoc``: SOP class -> transfer syntaxes."""
+    out: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return out
 
 
 MAX_CONTEXTS = 128
@@ -368,4 +392,4 @@ def handle_get(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         return
     items = archive.index.paths(_retrieve_filters(event.identifier))
     yield len(items)
-    yield from _send(event, archive, items)
+    yield from _send(event, archive, items, _accepted(event.assoc))

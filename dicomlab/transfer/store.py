@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext
 
+from dicomlab.core import transcode as transcode_
 from dicomlab.core.call import Call
 from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
 from dicomlab.core.nodes import Node
@@ -25,7 +26,6 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net import dimse
 from dicomlab.net.association import open_association
-from dicomlab.transfer import transcode as transcode_
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "Source", "source_row", "sources", "store"]
@@ -235,7 +235,7 @@ def store(
 ) -> pd.DataFrame | Job:
     """C-STORE ``what`` to ``call.node`` over at most ``max_connections`` associations;
     one outcome row per file (``dl.store`` says what ``what`` may be; ``transcode``:
-    see :mod:`dicomlab.transfer.transcode`)."""
+    see :mod:`dicomlab.core.transcode`)."""
     target, ours, progress = call.node, call.ours, call.progress
     found = sources(what)
     good = [s for s in found if s.error is None]
