@@ -95,7 +95,11 @@ def _cmd_store(args: argparse.Namespace) -> int:
     from dicomlab.front import store
 
     res = store(
-        args.node, args.path, max_connections=args.max_connections, calling_ae=args.calling_ae
+        args.node,
+        args.path,
+        max_connections=args.max_connections,
+        calling_ae=args.calling_ae,
+        transcode=not args.no_transcode,
     )
     assert isinstance(res, pd.DataFrame)
     bad = res[res["error"].notna()]
@@ -273,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("path", nargs="+", help="files or folders (recursive)")
     t.add_argument("--max-connections", type=int)
     t.add_argument("--calling-ae", help="our AE title (default: the node book's)")
+    t.add_argument(
+        "--no-transcode",
+        action="store_true",
+        help="send files in their own transfer syntax or not at all (default: convert "
+        "losslessly to one the node accepts)",
+    )
     t.set_defaults(func=_cmd_store)
 
     d = sub.add_parser("demo", help="run the demo")

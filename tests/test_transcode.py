@@ -21,6 +21,7 @@ from pydicom.uid import (
 )
 
 import dicomlab as dl
+from dicomlab.cli import main
 from dicomlab.peers import Orthanc, StoreSCP, peer_env
 from dicomlab.testing.fixtures import need_peer
 
@@ -180,3 +181,19 @@ def test_localpacs_decompresses_for_a_c_get_that_takes_uncompressed_only(
         ds = dcmread(path)
         assert str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED
         assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])
+
+
+def test_the_store_command_transcodes_unless_told_not_to(
+    tmp_path: Path, images: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_peer("storescp")
+    folder = Path(images.j2k.iloc[0]).parent
+    with StoreSCP(tmp_path / "scp", accept_all=False) as scp:
+        assert main(["store", scp.node.address, str(folder), "--no-transcode"]) == 3
+        said = capsys.readouterr().out
+        assert "the peer does not accept JPEG 2000" in said
+        assert f"{len(images)} files: statuses {{<NA>: {len(images)}}}" in said
+        assert list(scp.output.glob("*")) == []
+        assert main(["store", scp.node.address, str(folder)]) == 0
+        assert f"{len(images)} files" in capsys.readouterr().out
+        assert len(list(scp.output.glob("*"))) == len(images)
