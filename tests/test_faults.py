@@ -726,7 +726,8 @@ def move_with_destination_stopped(tmp_path_factory: pytest.TempPathFactory) -> M
             with dl.LocalPACS(base / "a", ae_title="DLSOURCE", port=0, book=book) as a:
                 a.import_files(base / "src")
                 a_before = _snapshot(a)
-                node = a.node.replace(retrieve="move", timeout=10)
+                # a generous timeout: on a loaded machine an answer must not become one
+                node = a.node.replace(retrieve="move", timeout=30)
                 studies = dl.find(node, dl.Query.studies(), calling_ae="DLDEST")
                 counts = a.instances().groupby("StudyInstanceUID").size()
                 expected = {str(k): int(v) for k, v in counts.items()}
