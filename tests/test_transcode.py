@@ -197,3 +197,55 @@ def test_the_store_command_transcodes_unless_told_not_to(
         assert main(["store", scp.node.address, str(folder)]) == 0
         assert f"{len(images)} files" in capsys.readouterr().out
         assert len(list(scp.output.glob("*"))) == len(images)
+
+
+def test_localpacs_decompresses_for_a_c_move_destination_that_takes_uncompressed_only(
+    tmp_path: Path, images: pd.DataFrame
+) -> None:
+    """dcmtk movescu asks a LocalPACS holding JPEG 2000 and JPEG-LS files to C-MOVE them
+    to a storescp that takes uncompressed syntaxes only: every instance arrives
+    uncompressed, with identical pixel values."""
+    movescu = need_peer("movescu")
+    need_peer("storescp")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, path in enumerate([*images.j2k[:2], *images.jls[2:]]):
+        shutil.copy(path, mixed / f"{i}.dcm")
+    with StoreSCP(tmp_path / "scp", accept_all=False) as scp:
+        book = dl.NodeBook([dl.Node("scp", ae_title=scp.ae_title, port=scp.port)])
+        with dl.LocalPACS(
+            tmp_path / "lp", port=0, book=book, allow_unknown="all", fsync=False
+        ) as local:
+            local.import_files(mixed)
+            for study in sorted(set(local.instances().StudyInstanceUID)):
+                r = subprocess.run(
+                    [
+                        movescu,
+                        "-aet",
+                        "MOVESCU",
+                        "-aec",
+                        local.ae_title,
+                        "-aem",
+                        scp.ae_title,
+                        "-k",
+                        "QueryRetrieveLevel=STUDY",
+                        "-k",
+                        f"StudyInstanceUID={study}",
+                        "127.0.0.1",
+                        str(local.port),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=peer_env(),
+                    check=False,
+                )
+                assert r.returncode == 0, r.stderr
+        arrived = sorted(scp.output.glob("*"))
+    assert len(arrived) == len(images)
+    want: dict[str, np.ndarray] = {}
+    for path in images.path:
+        want.update(_pixels(path))
+    for path in arrived:
+        ds = dcmread(path)
+        assert str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED
+        assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])

@@ -82,8 +82,12 @@ def payload(
             return ds, plain[0]
     if not packed:
         return f"the peer accepts no syntax {klass} can be converted to losslessly"
-    try:
-        ds.compress(packed[0], generate_instance_uid=False)
-    except Exception as exc:
-        return f"cannot compress to {UID(packed[0]).name} for the peer ({exc})"
-    return ds, packed[0]
+    problems = []
+    for target in packed:  # e.g. OpenJPEG refuses images under 32 pixels a side
+        try:
+            ds.compress(target, generate_instance_uid=False)
+        except Exception as exc:
+            problems.append(f"{UID(target).name}: {exc}")
+            continue
+        return ds, target
+    return f"cannot compress losslessly to what the peer accepts ({'; '.join(problems)})"

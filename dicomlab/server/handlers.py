@@ -15,7 +15,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
+from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -282,32 +283,42 @@ def _retrieve_filters(identifier: Dataset) -> dict[str, str]:
 
 
 def storage_contexts(pairs: list[tuple[str, str]]) -> list[PresentationContext]:
-    """Contexts to send these (SOP class, transfer syntax) pairs: as stored, or uncompressed."""
+    """Contexts to send these (SOP class, transfer syntax) pairs: one per class with the
+    stored syntaxes and the uncompressed ones; and, while the 128 contexts allow, one
+    with the lossless compressed ones, apart, so that a destination that prefers
+    compression (storescp +xa) still takes the files as they are where it can."""
     by_class: dict[str, list[str | bytes | UID]] = {}
     for sop_class, ts in pairs:
         syntaxes = by_class.setdefault(sop_class, [])
-        for t in (ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        for t in (ts, *transcode.UNCOMPRESSED):
             if t and t not in syntaxes:
                 syntaxes.append(t)
-    contexts = []
-    for sop_class, syntaxes in list(by_class.items())[:MAX_CONTEXTS]:
-        cx = PresentationContext()
-        cx.abstract_syntax = sop_class
-        cx.transfer_syntax = syntaxes
-        contexts.append(cx)
+    classes = list(by_class.items())[:MAX_CONTEXTS]
+    contexts = [_context(sop_class, syntaxes) for sop_class, syntaxes in classes]
+    if 2 * len(classes) <= MAX_CONTEXTS:
+        contexts += [_context(c, list(transcode.LOSSLESS)) for c, _ in classes]
     return contexts
+
+
+def _context(sop_class: str, syntaxes: list[str | bytes | UID]) -> PresentationContext:
+    cx = PresentationContext()
+    cx.abstract_syntax = sop_class
+    cx.transfer_syntax = syntaxes
+    return cx
 
 
 def _send(
     event: Any,
     archive: Archive,
     items: list[tuple[str, str, str]],
-    accepted: dict[str, set[str]] | None = None,
+    accepted: Callable[[], dict[str, set[str]] | None],
 ) -> Iterator[Any]:
-    """The C-STORE sub-operations of a retrieve. With ``accepted`` (a C-GET: the storage
-    contexts the requester accepted, by SOP class), an instance in a syntax it did not
-    accept is converted losslessly to one it did (:mod:`dicomlab.core.transcode`);
-    one that cannot be is offered as it is, and its sub-operation fails."""
+    """The C-STORE sub-operations of a retrieve. ``accepted()``: the storage contexts
+    the receiving side accepted, by SOP class (``None``: not known); an instance in a
+    syntax it did not accept is converted losslessly to one it did
+    (:mod:`dicomlab.core.transcode`); one that cannot be is offered as it is, and its
+    sub-operation fails."""
+    known: dict[str, set[str]] | None = None
     for rel, sop_class, syntax in items:
         if event.is_cancelled:
             yield STATUS_CANCEL, None
@@ -318,8 +329,10 @@ def _send(
             log.error("cannot read %s for retrieve: %s", rel, exc)
             yield STATUS_SUBOPERATIONS_IMPOSSIBLE, None
             return
-        if accepted is not None:
-            got = transcode.payload(ds, syntax, accepted.get(sop_class, set()), True, sop_class)
+        if known is None:
+            known = accepted()
+        if known is not None:
+            got = transcode.payload(ds, syntax, known.get(sop_class, set()), True, sop_class)
             if isinstance(got, str):
                 log.warning("C-GET sub-operation for %s: %s", rel, got)
             elif isinstance(got[0], Dataset):
@@ -378,10 +391,18 @@ def handle_move(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         )
         return
     contexts = storage_contexts([(c, t) for _, c, t in items])
+    sub: list[Any] = []  # the association to the destination, once it is accepted
     # An empty move still needs one context to associate (and answer 0 sub-operations).
-    yield node.host, node.port, {"contexts": contexts or [build_context(Verification)]}
+    yield (
+        node.host,
+        node.port,
+        {
+            "contexts": contexts or [build_context(Verification)],
+            "evt_handlers": [(evt.EVT_ACCEPTED, lambda e: sub.append(e.assoc))],
+        },
+    )
     yield len(items)
-    yield from _send(event, archive, items)
+    yield from _send(event, archive, items, lambda: _accepted(sub[0]) if sub else None)
 
 
 def handle_get(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
@@ -392,4 +413,4 @@ def handle_get(event: Any, archive: Archive, policy: Policy) -> Iterator[Any]:
         return
     items = archive.index.paths(_retrieve_filters(event.identifier))
     yield len(items)
-    yield from _send(event, archive, items, _accepted(event.assoc))
+    yield from _send(event, archive, items, lambda: _accepted(event.assoc))

@@ -296,14 +296,16 @@ class ServerThread:
                 else:
                     # Not associated yet (aborting there upsets pynetdicom's state machine):
                     # close the connection, then wake the thread waiting for the request.
-                    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-                    if raw is not None:
-                        with contextlib.suppress(OSError):
-                            socket.socket.shutdown(raw, socket.SHUT_RDWR)
-                    wake(assoc)
+                    _close_connection(assoc)
         for listener in listeners:
             for assoc in list(listener.active_associations):
-                assoc.join(max(0.0, deadline - time.monotonic()))
+                assoc.join(max(0.0, min(1.0, deadline - time.monotonic())))
+                if assoc.is_alive():
+                    # The abort did not end it (its reader was busy or parked, and the
+                    # A-ABORT never left): close the connection, so that the peer is not
+                    # left waiting on it until its own timeout.
+                    _close_connection(assoc)
+                    assoc.join(max(0.0, deadline - time.monotonic()))
         log.info("%s stopped", self.ae_title)
 
     def __enter__(self) -> Self:
@@ -319,6 +321,15 @@ class ServerThread:
             self.stop(timeout=1.0)
         except Exception:  # pragma: no cover - interpreter teardown
             pass
+
+
+def _close_connection(assoc: Any) -> None:
+    """Shut an association's connection down both ways and wake the thread waiting on it."""
+    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(raw, socket.SHUT_RDWR)
+    wake(assoc)
 
 
 class VerificationServer(ServerThread):
