@@ -55,6 +55,26 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return manifest
 
 
+def _mixed(tmp_path: Path, images: pd.DataFrame) -> Path:
+    """A folder of the images, some in JPEG 2000 and the others in JPEG-LS."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, path in enumerate([*images.j2k[:2], *images.jls[2:]]):
+        shutil.copy(path, mixed / f"{i}.dcm")
+    return mixed
+
+
+def _arrived_uncompressed_and_identical(arrived: list[Path], images: pd.DataFrame) -> None:
+    assert len(arrived) == len(images)
+    want: dict[str, np.ndarray] = {}
+    for path in images.path:
+        want.update(_pixels(path))
+    for path in arrived:
+        ds = dcmread(path)
+        assert str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED
+        assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])
+
+
 def _pixels(path: str | Path) -> dict[str, np.ndarray]:
     ds = dcmread(path)
     return {str(ds.SOPInstanceUID): ds.pixel_array}
@@ -142,11 +162,7 @@ def test_localpacs_decompresses_for_a_c_get_that_takes_uncompressed_only(
     out = tmp_path / "got"
     out.mkdir()
     with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as local:
-        mixed = tmp_path / "mixed"
-        mixed.mkdir()
-        for i, path in enumerate([*images.j2k[:2], *images.jls[2:]]):
-            shutil.copy(path, mixed / f"{i}.dcm")
-        local.import_files(mixed)
+        local.import_files(_mixed(tmp_path, images))
         held = local.instances()
         assert set(held.TransferSyntaxUID) == {str(JPEG2000Lossless), str(JPEGLSLossless)}
         for study in sorted(set(held.StudyInstanceUID)):
@@ -173,14 +189,7 @@ def test_localpacs_decompresses_for_a_c_get_that_takes_uncompressed_only(
             )
             assert r.returncode == 0, r.stderr
     arrived = sorted(out.glob("*"))
-    assert len(arrived) == len(images)
-    want: dict[str, np.ndarray] = {}
-    for path in images.path:
-        want.update(_pixels(path))
-    for path in arrived:
-        ds = dcmread(path)
-        assert str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED
-        assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])
+    _arrived_uncompressed_and_identical(arrived, images)
 
 
 def test_the_store_command_transcodes_unless_told_not_to(
@@ -207,10 +216,7 @@ def test_localpacs_decompresses_for_a_c_move_destination_that_takes_uncompressed
     uncompressed, with identical pixel values."""
     movescu = need_peer("movescu")
     need_peer("storescp")
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    for i, path in enumerate([*images.j2k[:2], *images.jls[2:]]):
-        shutil.copy(path, mixed / f"{i}.dcm")
+    mixed = _mixed(tmp_path, images)
     with StoreSCP(tmp_path / "scp", accept_all=False) as scp:
         book = dl.NodeBook([dl.Node("scp", ae_title=scp.ae_title, port=scp.port)])
         with dl.LocalPACS(
@@ -241,11 +247,4 @@ def test_localpacs_decompresses_for_a_c_move_destination_that_takes_uncompressed
                 )
                 assert r.returncode == 0, r.stderr
         arrived = sorted(scp.output.glob("*"))
-    assert len(arrived) == len(images)
-    want: dict[str, np.ndarray] = {}
-    for path in images.path:
-        want.update(_pixels(path))
-    for path in arrived:
-        ds = dcmread(path)
-        assert str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED
-        assert np.array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])
+    _arrived_uncompressed_and_identical(arrived, images)
