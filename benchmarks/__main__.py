@@ -17,6 +17,7 @@ from benchmarks import (
     bench_query,
     bench_receive,
     bench_small,
+    bench_transcode,
     bench_transfer,
 )
 
@@ -40,6 +41,8 @@ def main() -> int:
         results.extend(bench_dicomweb.run())
     if not only or "deid" in only:
         results.extend(bench_deid.run())
+    if not only or "transcode" in only:
+        results.extend(bench_transcode.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
