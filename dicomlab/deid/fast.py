@@ -304,24 +304,17 @@ def _as_text(value: object) -> str | list[str]:
 
 # -- reading -----------------------------------------------------------------------------
 def _meta(data: bytes) -> tuple[dict[int, _Element] | None, int]:
+    """The file meta elements (explicit VR little endian after the preamble) and where
+    the data set begins; ``None`` when one does not end inside ``data`` or an element
+    pydicom's writer would add is missing."""
     pos = 132
     found: dict[int, _Element] = {}
-    while pos + 8 <= len(data):
-        group, elem = struct.unpack_from("<HH", data, pos)
-        if group != 2:
-            break
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG:
-            (length,) = struct.unpack_from("<L", data, pos + 8)
-            at = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            at = pos + 8
-        if length == _UNDEFINED or at + length > len(data):
+    while pos + 8 <= len(data) and _tag(data, pos) >> 16 == 0x0002:
+        e = _next(data, pos, False)
+        if e is None:
             return None, pos
-        tag = (group << 16) | elem
-        found[tag] = _Element(tag, vr.decode("ascii", "replace"), pos, at, at + length)
-        pos = at + length
+        found[e.tag] = e
+        pos = e.end
     if any(t not in found for t in _META_NEEDED):
         return None, pos
     return found, pos

@@ -151,7 +151,8 @@ class Archive:
         deid = self.deidentify or self._deid_studies.get(str(row.get("StudyInstanceUID") or ""))
         if deid is not None:
             parts, _ = deid.encoded_parts(chunks)
-            row, transfer_syntax = file_header(bytes(parts[0]))
+            head = parts[0]  # the header (or the whole file): bytes, never copied again
+            row, transfer_syntax = file_header(head if isinstance(head, bytes) else bytes(head))
             chunks = parts
         uid = row["SOPInstanceUID"]
         with self._lock:
