@@ -36,6 +36,7 @@ __all__ = [
     "PeerMissing",
     "SilentListener",
     "StoreSCP",
+    "WlmSCPFS",
     "free_port",
     "peer_env",
     "require_binary",
@@ -283,6 +284,36 @@ class DcmQRSCP(Peer):
     def node(self) -> Node:
         return Node(
             "dcmqrscp", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10
+        )
+
+
+class WlmSCPFS(Peer):
+    """dcmtk ``wlmscpfs``: a Modality Worklist SCP over the ``.wl`` files in
+    :attr:`folder` (``workdir/worklists/<AE title>``, with the ``lockfile`` it needs),
+    answering with the files' character set (``-csk``)."""
+
+    name = "wlmscpfs"
+
+    def __init__(self, workdir: str | os.PathLike[str], ae_title: str = "WLMSCPFS") -> None:
+        super().__init__(workdir)
+        self.ae_title = ae_title
+        self.folder = self.workdir / "worklists" / ae_title
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "lockfile").touch()
+
+    def command(self) -> list[str]:
+        return [
+            require_binary("wlmscpfs"),
+            "-csk",
+            "--data-files-path",
+            str(self.folder.parent),
+            str(self.port),
+        ]
+
+    @property
+    def node(self) -> Node:
+        return Node(
+            "wlmscpfs", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10
         )
 
 

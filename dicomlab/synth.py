@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from pydicom.uid import (
     UltrasoundImageStorage,
 )
 
-__all__ = ["MANIFEST_COLUMNS", "Modality", "generate", "uid", "write_studies"]
+__all__ = ["MANIFEST_COLUMNS", "Modality", "generate", "uid", "worklist", "write_studies"]
 
 _ROOT = "2.25."
 
@@ -318,6 +319,50 @@ def generate(
                 yield ds
         if derived and mod.code == "CT":
             yield from _derived_objects(first_series)
+
+
+def worklist(
+    n_studies: int,
+    seed: int = 0,
+    *,
+    today: date | None = None,
+    modalities: tuple[str, ...] | None = None,
+    max_series: int = 3,
+    max_instances: int = 4,
+) -> pd.DataFrame:
+    """The modality worklist that scheduled the studies :func:`generate` makes with the
+    same arguments (the image size aside): one step per study, with
+    its patient, accession number, Study Instance UID, modality and description, on the
+    study's date and time, at station ``<modality>01`` (for ``local.worklist.add``)."""
+    rows: dict[str, dict[str, Any]] = {}
+    made = generate(
+        n_studies,
+        seed,
+        today=today,
+        image_size=1,
+        max_series=max_series,
+        max_instances=max_instances,
+        modalities=modalities,
+    )
+    for ds in made:
+        if ds.StudyInstanceUID in rows:
+            continue
+        rows[ds.StudyInstanceUID] = {
+            "PatientName": str(ds.PatientName),
+            "PatientID": ds.PatientID,
+            "PatientBirthDate": ds.PatientBirthDate,
+            "PatientSex": ds.PatientSex,
+            "AccessionNumber": ds.AccessionNumber,
+            "ReferringPhysicianName": str(ds.ReferringPhysicianName),
+            "StudyInstanceUID": ds.StudyInstanceUID,
+            "RequestedProcedureDescription": ds.StudyDescription,
+            "Modality": ds.Modality,
+            "ScheduledStationAETitle": f"{ds.Modality}01",
+            "ScheduledProcedureStepStartDate": ds.StudyDate,
+            "ScheduledProcedureStepStartTime": ds.StudyTime,
+            "ScheduledProcedureStepDescription": ds.StudyDescription,
+        }
+    return pd.DataFrame(list(rows.values()))
 
 
 def _derived_objects(series: list[Dataset]) -> Iterator[Dataset]:

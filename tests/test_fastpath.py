@@ -91,6 +91,40 @@ def test_rapid_small_stores_lose_no_response(peer: str, storescp: StoreSCP, tmp_
             assert len(lp.instances()) == len(datasets)
 
 
+def test_a_request_after_the_connection_closed_fails_at_once(storescp: StoreSCP) -> None:
+    """pynetdicom tells a sender of a closed connection once, through the message queue.
+    A C-MOVE SCP that sends its next C-STORE before the association is marked aborted
+    (its reactor had not run yet) must not wait dimse_timeout for an answer that cannot
+    come: its requester saw no C-MOVE response for 30 s. The window is held open here by
+    keeping the reactor paused, as a sender does."""
+    ds = _tiny(1)[0]
+    ae = DicomlabAE(ae_title="FASTSCU")
+    ae.dimse_timeout = 20
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", storescp.port, ae_title=storescp.ae_title)
+    assert assoc.is_established
+    try:
+        assoc._reactor_checkpoint.clear()
+        deadline = time.monotonic() + 5
+        while not assoc._is_paused and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert storescp.proc is not None
+        storescp.proc.kill()  # the peer goes away: its side of the connection closes
+        storescp.proc.wait()
+        while assoc.dul.state_machine.current_state != "Sta1" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert assoc.dul.state_machine.current_state == "Sta1"
+        assert assoc.dimse.get_msg(block=False) == (None, None)  # the one notice, taken
+        assert assoc.is_established  # not marked yet: the window a C-MOVE SCP fell into
+        t0 = time.monotonic()
+        status = assoc.send_c_store(ds)
+        took = time.monotonic() - t0
+    finally:
+        assoc.abort()
+    assert "Status" not in status  # no answer: the sub-operation fails
+    assert took < 2, f"the C-STORE waited {took:.1f} s on a closed connection"
+
+
 def test_both_roles_run_the_fast_path(tmp_path: Path) -> None:
     with (
         dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all") as lp,

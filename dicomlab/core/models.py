@@ -1,4 +1,5 @@
-"""The Query/Retrieve information models (PS3.4 C.6): their SOP Class UIDs and levels.
+"""The Query/Retrieve information models (PS3.4 C.6), and the Modality Worklist model
+(K.6) as a FIND ``worklist`` root: their SOP Class UIDs and levels.
 
 ``MODELS[service][root]`` is the UID of a C-FIND, C-GET or C-MOVE on the Patient or
 Study Root model; ``QR_UIDS`` is every one of them (what is not storage on a retrieve's
@@ -21,6 +22,7 @@ MODELS: dict[str, dict[str, UID]] = {
     "find": {
         "patient": UID("1.2.840.10008.5.1.4.1.2.1.1"),
         "study": UID("1.2.840.10008.5.1.4.1.2.2.1"),
+        "worklist": UID("1.2.840.10008.5.1.4.31"),  # Modality Worklist Information Model
     },
     "move": {
         "patient": UID("1.2.840.10008.5.1.4.1.2.1.2"),

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 
+from dicomlab.core import worklist as _wl
 from dicomlab.core.models import DICOM_LEVEL, UNIQUE_KEY
 from dicomlab.errors import ValidationError
 
@@ -32,11 +33,13 @@ __all__ = [
     "to_identifier",
 ]
 
-Level = Literal["patient", "study", "series", "image"]
+Level = Literal["patient", "study", "series", "image", "worklist"]
 QueryModel = Literal["study", "patient"]
 DateSpec = str | date | datetime | tuple[Any, Any] | None
 
 LEVELS: tuple[Level, ...] = ("patient", "study", "series", "image")
+"""The Query/Retrieve levels, top down (``"worklist"``, the Modality Worklist model's
+one level, stands apart)."""
 _DICOM_LEVEL = DICOM_LEVEL
 
 DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
@@ -86,10 +89,16 @@ DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
         "ContentDate",
         "ContentTime",
     ),
+    "worklist": _wl.ITEM_KEYS,
 }
 
 # The date attribute a ``date=`` preset filters at each level.
-_DATE_KEY: dict[Level, str] = {"study": "StudyDate", "series": "SeriesDate", "image": "ContentDate"}
+_DATE_KEY: dict[Level, str] = {
+    "study": "StudyDate",
+    "series": "SeriesDate",
+    "image": "ContentDate",
+    "worklist": "ScheduledProcedureStepStartDate",
+}
 # Unique keys of each level: a query may not filter on those of a lower level.
 _UNIQUE = {lv: key for lv, key in UNIQUE_KEY.items() if lv != "patient"}
 _CONSTRUCTOR = {"patient": "patients", "study": "studies", "series": "series", "image": "instances"}
@@ -252,8 +261,14 @@ class Query:
     def __post_init__(self) -> None:
         if not isinstance(self.fuzzy, bool):
             raise ValidationError(f"fuzzy={self.fuzzy!r} must be True or False")
-        if self.level not in LEVELS:
-            raise ValidationError(f"query level {self.level!r} is not one of {list(LEVELS)}")
+        if self.level not in (*LEVELS, "worklist"):
+            raise ValidationError(
+                f"query level {self.level!r} is not one of {[*LEVELS, 'worklist']}"
+            )
+        if self.level == "worklist" and (self.model is not None or self.fuzzy):
+            raise ValidationError(
+                "a worklist query has its own model (Modality Worklist) and no fuzzy matching"
+            )
         if self.model not in (None, "study", "patient"):
             raise ValidationError(f"query model {self.model!r} must be 'study' or 'patient'")
         if self.model == "study" and self.level == "patient":
@@ -282,6 +297,8 @@ class Query:
             date_range(self.date, date.today())
 
     def _check_level(self, keyword: str) -> None:
+        if self.level == "worklist":
+            return  # one level: every worklist attribute may be matched
         here = LEVELS.index(self.level)
         for lv, key in _UNIQUE.items():
             if keyword == key and LEVELS.index(lv) > here:
@@ -354,6 +371,16 @@ class Query:
         """Image-level query."""
         return cls._make("image", date, return_keys, model, filters, fuzzy)
 
+    @classmethod
+    def worklist(
+        cls, *, date: DateSpec = None, return_keys: Iterable[str] = (), **filters: Any
+    ) -> Query:
+        """Modality Worklist query: scheduled procedure steps. ``date`` is a preset or
+        range on ScheduledProcedureStepStartDate; Modality, ScheduledStationAETitle and
+        the other step attributes are matched inside the Scheduled Procedure Step
+        Sequence (one row per step, its attributes as columns)."""
+        return cls._make("worklist", date, return_keys, None, filters)
+
     # -- derived ------------------------------------------------------------------
     @property
     def keys(self) -> tuple[str, ...]:
@@ -414,17 +441,25 @@ def to_identifier(
         charset = "ISO_IR 192"  # non-ASCII filter values are sent in UTF-8
     if charset:
         ds.SpecificCharacterSet = charset
-    ds.QueryRetrieveLevel = _DICOM_LEVEL[query.level]
+    step = Dataset()  # a worklist query's Scheduled Procedure Step item
+
+    def target(kw: str) -> Dataset:
+        return step if query.level == "worklist" and kw in _wl.SPS_KEYS else ds
+
+    if query.level != "worklist":  # the Modality Worklist model has no levels
+        ds.QueryRetrieveLevel = _DICOM_LEVEL[query.level]
     for kw in query.keys:
-        setattr(ds, kw, None)
+        setattr(target(kw), kw, None)
     for kw, value in query.filters:
         if _is_many(value):
             raise ValidationError(f"{kw} holds several values: fan the query out first")
         text = _format_value(kw, _check_keyword(kw), value)
-        setattr(ds, kw, text if text else None)
+        setattr(target(kw), kw, text if text else None)
     span = date_range(query.date, today)
     if span is not None:
         first, last = span
         text = _da(first) if first == last else (f"{_da(first)}-{_da(last)}")
-        setattr(ds, _DATE_KEY[query.level], text)
+        setattr(target(_DATE_KEY[query.level]), _DATE_KEY[query.level], text)
+    if query.level == "worklist":
+        ds.ScheduledProcedureStepSequence = [step]
     return ds

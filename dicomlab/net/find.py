@@ -22,6 +22,7 @@ import pandas as pd
 from pynetdicom.association import Association
 from pynetdicom.dsutils import decode
 
+from dicomlab.core import worklist
 from dicomlab.core.call import Call
 from dicomlab.core.header import CHARSET_TAG, IMPLICIT_LE, encodings_of, scan_elements
 from dicomlab.core.models import MODELS
@@ -138,7 +139,10 @@ _MODELS = MODELS["find"]
 
 
 def model_order(node: Node, query: Query) -> list[str]:
-    """Models to try, preferred first: the query's, else Study Root (Patient Root for patients)."""
+    """Models to try, preferred first: the query's, else Study Root (Patient Root for
+    patients; the Modality Worklist model for a worklist query)."""
+    if query.level == "worklist":
+        return ["worklist"]
     if query.level == "patient":
         return ["patient"]
     first = query.model or node.query_model
@@ -150,6 +154,14 @@ def pick_model(assoc: Association, order: list[str], node: Node) -> Any:
     for name in order:
         if str(_MODELS[name]) in accepted:
             return _MODELS[name]
+    if order == ["worklist"]:
+        raise NoAcceptedContext(
+            f"{node.address} does not serve a modality worklist (it refused the Modality "
+            "Worklist Information Model)",
+            node=node,
+            hint="query the worklist on the node that schedules the procedures (the RIS, or "
+            "a PACS with a worklist plugin), or check its configuration for our AE title",
+        )
     raise NoAcceptedContext(
         f"{node.address} accepted neither Query/Retrieve model "
         f"({', '.join(order)} root) for C-FIND",
@@ -179,11 +191,14 @@ def run_find(
     **extra: Any,
 ) -> Outcome:
     """Send one C-FIND on an open association, streaming matches into ``builder``."""
-    reader = _IdentifierReader(builder, extra)
+    reader: _IdentifierReader = (
+        _WorklistReader(builder, extra)
+        if str(model) == str(_MODELS["worklist"])
+        else _IdentifierReader(builder, extra)
+    )
 
     def dataset(ds: Any) -> None:
-        builder.add(ds, **extra)
-        reader.n += 1
+        reader.add(ds)
 
     reply = dimse.find(assoc, node, model, identifier, reader, dataset)
     out = Outcome()
@@ -236,6 +251,22 @@ class _IdentifierReader:
                 encodings = self._encodings[charset] = encodings_of(values)
             self.builder.add_raw(values, encodings, **self.extra)
         self.n += 1
+
+    def add(self, ds: Any) -> None:
+        """A match pynetdicom decoded."""
+        self.builder.add(ds, **self.extra)
+        self.n += 1
+
+
+class _WorklistReader(_IdentifierReader):
+    """A Modality Worklist match: the Scheduled Procedure Step item's attributes become
+    columns of the row (:func:`dicomlab.core.worklist.flat`)."""
+
+    def __call__(self, data: bytes, syntax: str) -> None:
+        self.add(decode(io.BytesIO(data), syntax == IMPLICIT_LE, True))
+
+    def add(self, ds: Any) -> None:
+        super().add(worklist.flat(ds))
 
 
 def find_contexts(node: Node, query: Query) -> list[Any]:

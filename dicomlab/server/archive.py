@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class Archive:
         self._checked: set[Path] = set()  # series folders created and verified inside files/
         self._lock = threading.Lock()
         self._added = threading.Condition(self._lock)
+        self.on_stored: list[Callable[[dict[str, Any]], None]] = []
+        """Told of each instance stored (its index row), after it is durably written."""
         self._clean_temporaries()
 
     def close(self) -> None:
@@ -176,6 +178,11 @@ class Archive:
             with self._lock:
                 self.stats["stored"] += 1
                 self.stats["bytes"] += size
+            for listener in self.on_stored:
+                try:
+                    listener(full)
+                except Exception:  # a listener's failure never fails the store
+                    log.exception("on_stored listener %r failed", listener)
             return "stored"
         finally:
             with self._lock:

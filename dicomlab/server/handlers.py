@@ -28,12 +28,14 @@ from dicomlab.core.header import (
     scan_header,
 )
 from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row, read_header
+from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.structure import instance_problem
 from dicomlab.errors import DeidentificationError
 from dicomlab.net.trust import is_own_connection
 from dicomlab.server.archive import Archive
+from dicomlab.server.worklist import Worklist
 
 __all__ = [
     "SERVICES",
@@ -248,13 +250,16 @@ def _answer(identifier: Dataset, level: str, match: Mapping[str, Any]) -> Datase
 
 
 def handle_find(
-    event: Any, archive: Archive, policy: Policy
+    event: Any, archive: Archive, policy: Policy, worklist: Worklist | None = None
 ) -> Iterator[tuple[int, Dataset | None]]:
     calling = _calling(event)
     if not policy.permits(calling, "find", event.assoc):
         yield STATUS_NOT_AUTHORIZED, None
         return
     identifier: Dataset = event.identifier
+    if str(event.request.AffectedSOPClassUID) == str(MODELS["find"]["worklist"]):
+        yield from _worklist_find(event, identifier, worklist, calling)
+        return
     level = str(identifier.get("QueryRetrieveLevel", "")).upper()
     if level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
         yield 0xA900, None  # identifier does not match SOP class
@@ -272,6 +277,26 @@ def handle_find(
             yield pending, _answer(identifier, level, match)
     except Exception:
         log.exception("C-FIND from %s failed", calling)
+        yield STATUS_FIND_UNABLE, None
+        return
+    yield STATUS_SUCCESS, None
+
+
+def _worklist_find(
+    event: Any, identifier: Dataset, worklist: Worklist | None, calling: str
+) -> Iterator[tuple[int, Dataset | None]]:
+    """A Modality Worklist FIND: one pending response per matching open item."""
+    if worklist is None:
+        yield STATUS_FIND_UNABLE, None
+        return
+    try:
+        for answer in worklist.find(identifier):
+            if event.is_cancelled:
+                yield STATUS_CANCEL, None
+                return
+            yield STATUS_PENDING, answer
+    except Exception:
+        log.exception("worklist C-FIND from %s failed", calling)
         yield STATUS_FIND_UNABLE, None
         return
     yield STATUS_SUCCESS, None

@@ -1,8 +1,9 @@
 """LocalPACS: a complete small PACS in background threads.
 
 Verification, Storage (every storage SOP class, any transfer syntax, stored as
-received), and Query/Retrieve FIND, MOVE and GET in the Patient Root and Study
-Root models, over its own :class:`~dicomlab.server.archive.Archive`.
+received), Query/Retrieve FIND, MOVE and GET in the Patient Root and Study
+Root models, over its own :class:`~dicomlab.server.archive.Archive`, and a Modality
+Worklist (:attr:`LocalPACS.worklist`).
 
 Access control: callers whose AE title is in ``book`` get that node's
 permissions (``allow_store``, ``allow_query``, ``allow_retrieve``); others may
@@ -39,6 +40,7 @@ from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.lifecycle import ServerThread
+from dicomlab.server.worklist import OnArrival, Worklist
 
 __all__ = ["LocalPACS"]
 
@@ -108,6 +110,10 @@ class LocalPACS(ServerThread):
         into it, WADO-RS, imports) is de-identified in memory before anything is
         written; the index and the network log hold only pseudonyms and new UIDs. An
         instance it refuses is answered with a failure status, nothing written.
+    worklist_on_arrival
+        What a stored study does to the worklist items of its accession number:
+        ``"done"`` (no longer served), ``"remove"`` or ``"keep"``
+        (:attr:`worklist`, a :class:`dicomlab.server.worklist.Worklist`).
 
     Connections that this Python process opens itself (``dl.store(local.node, ...)``,
     ``dl.find``, ``dl.retrieve``, a QueryPanel) may use every service with no
@@ -153,6 +159,7 @@ class LocalPACS(ServerThread):
         pending: PendingLimits | None = None,
         idle_timeout: float = 60.0,
         deidentify: Deidentifier | None = None,
+        worklist_on_arrival: OnArrival = "done",
     ) -> None:
         if deidentify is not None and not isinstance(deidentify, Deidentifier):
             raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
@@ -169,6 +176,8 @@ class LocalPACS(ServerThread):
             raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
         self.archive = Archive(root, fsync=fsync, deidentify=deidentify)
         self.deidentify = deidentify
+        self.worklist = Worklist(self.archive.root / "worklist.json", worklist_on_arrival)
+        self.archive.on_stored.append(self.worklist.arrived)
         self.book = book
         self.policy = handlers.Policy(book, _services(allow_unknown))
         self.max_associations = max_associations
@@ -210,7 +219,7 @@ class LocalPACS(ServerThread):
         return [
             (evt.EVT_C_ECHO, handlers.handle_echo, [p]),
             (evt.EVT_C_STORE, handlers.handle_store, [a, p]),
-            (evt.EVT_C_FIND, handlers.handle_find, [a, p]),
+            (evt.EVT_C_FIND, handlers.handle_find, [a, p, self.worklist]),
             (evt.EVT_C_MOVE, handlers.handle_move, [a, p]),
             (evt.EVT_C_GET, handlers.handle_get, [a, p]),
             (evt.EVT_ESTABLISHED, self._on_established),

@@ -182,6 +182,13 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
     dimse = assoc.dimse
 
     def send_msg(primitive: Any, context_id: int) -> None:
+        if primitive.MessageIDBeingRespondedTo is None and _connection_gone(assoc):
+            # A request on an association whose connection has already gone (its
+            # reactor has not marked it aborted yet): the waiting sender is told at once,
+            # not after dimse_timeout (pynetdicom's abort notice went to an earlier wait).
+            log.debug("request on %s after its connection closed", assoc.name)
+            dimse.msg_queue.put((None, None))
+            return
         if primitive.MessageIDBeingRespondedTo is None:
             message = _RQ_TO_MESSAGE[primitive.__class__]()
         else:
@@ -206,6 +213,15 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
         assoc.dul._idle_timer.restart()
 
     return send_msg
+
+
+def _connection_gone(assoc: Any) -> bool:
+    """Whether nothing sent on ``assoc`` can be answered: aborted, or its transport
+    closed (the DUL back in Sta1, or awaiting the close after an abort in Sta13)."""
+    if assoc.is_aborted or assoc._kill:
+        return True
+    dul = assoc.dul
+    return not dul.is_alive() or dul.state_machine.current_state in ("Sta1", "Sta13")
 
 
 def _queue_block(dul: Any, blob: bytes) -> None:

@@ -1,0 +1,397 @@
+"""Modality worklist items (pure): a DataFrame checked into items, an item as DICOM,
+and the matching a Modality Worklist FIND asks for (PS3.4 K.6, C.2.2.2).
+
+>>> import pandas as pd
+>>> items = items_from_frame(pd.DataFrame([{
+...     "PatientName": "DOE^JANE", "PatientID": "P1", "AccessionNumber": "A1",
+...     "Modality": "CT", "ScheduledProcedureStepStartDate": "2026-12-02",
+...     "StudyInstanceUID": "1.2.3"}]))
+>>> items[0].get("ScheduledProcedureStepStartDate"), items[0].get("ScheduledProcedureStepID")
+('20261202', 'A1')
+>>> key = Dataset(); key.PatientName = "DOE*"; key.ScheduledProcedureStepSequence = [Dataset()]
+>>> key.ScheduledProcedureStepSequence[0].Modality = "CT"
+>>> matches(to_dataset(items[0]), key)
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+
+import pandas as pd
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+
+from dicomlab.core.indexrow import is_valid_uid
+from dicomlab.core.nodes import validate_ae_title
+from dicomlab.core.results import ResultBuilder
+from dicomlab.errors import ValidationError
+
+__all__ = [
+    "ITEM_KEYS",
+    "REQUIRED",
+    "SPS",
+    "SPS_KEYS",
+    "TOP_KEYS",
+    "WorklistItem",
+    "answer",
+    "flat",
+    "frame_of",
+    "items_from_frame",
+    "matches",
+    "to_dataset",
+]
+
+SPS = "ScheduledProcedureStepSequence"
+
+TOP_KEYS: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientWeight",
+    "AdmissionID",
+    "CurrentPatientLocation",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "RequestingPhysician",
+    "RequestingService",
+    "StudyInstanceUID",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+    "RequestedProcedurePriority",
+)
+"""Worklist attributes at the top level of an item (PS3.4 Table K.6-1: patient, visit,
+imaging service request and requested procedure)."""
+
+SPS_KEYS: tuple[str, ...] = (
+    "Modality",
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepDescription",
+    "ScheduledStationName",
+    "ScheduledProcedureStepLocation",
+    "ScheduledProcedureStepID",
+    "ScheduledProcedureStepStatus",
+)
+"""Attributes inside the Scheduled Procedure Step Sequence item."""
+
+ITEM_KEYS: tuple[str, ...] = TOP_KEYS + SPS_KEYS
+REQUIRED: tuple[str, ...] = ("PatientID", "Modality", "ScheduledProcedureStepStartDate")
+
+_LIMIT = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "DS": 16, "UI": 64}
+_CS_RE = re.compile(r"^[A-Z0-9 _]*$")
+_TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
+_SKIP_TAGS = {0x00080005, 0x00080052}  # Specific Character Set, Query/Retrieve Level
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistItem:
+    """One scheduled procedure step: DICOM texts by keyword (only those with a value),
+    and whether it is done (no longer served)."""
+
+    values: tuple[tuple[str, str], ...]
+    done: bool = False
+
+    def get(self, keyword: str) -> str:
+        for kw, value in self.values:
+            if kw == keyword:
+                return value
+        return ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the item: (AccessionNumber, ScheduledProcedureStepID)."""
+        return self.get("AccessionNumber"), self.get("ScheduledProcedureStepID")
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.values)
+
+
+# -- DataFrame -> items ---------------------------------------------------------------
+def items_from_frame(df: pd.DataFrame) -> list[WorklistItem]:
+    """Check a worklist DataFrame (one row per scheduled procedure step, columns named
+    by DICOM keyword from :data:`ITEM_KEYS`) into items; the first bad value raises a
+    ValidationError quoting it, its row and its column.
+
+    Dates may be dates, Timestamps, ``YYYYMMDD`` or ``YYYY-MM-DD``; times may be times,
+    Timedeltas, ``HHMM[SS]`` or ``HH:MM[:SS]``. A missing StudyInstanceUID is made (a
+    ``2.25.`` UID), missing Requested Procedure and Scheduled Procedure Step IDs are the
+    accession number, and the step status is ``SCHEDULED``.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ValidationError(f"a worklist is a pandas DataFrame, got {type(df).__name__}")
+    unknown = [str(c) for c in df.columns if c not in ITEM_KEYS]
+    if unknown:
+        raise ValidationError(
+            f"unknown worklist column(s) {unknown!r}",
+            hint=f"columns are DICOM keywords among: {', '.join(ITEM_KEYS)}",
+        )
+    missing = [k for k in REQUIRED if k not in df.columns]
+    if missing:
+        raise ValidationError(f"a worklist needs the column(s) {missing!r}")
+    out: list[WorklistItem] = []
+    seen: set[tuple[str, str]] = set()
+    for n, (_, row) in enumerate(df.iterrows()):
+        values: dict[str, str] = {}
+        for kw in df.columns:
+            text = _text(str(kw), row[kw], n)
+            if text:
+                values[str(kw)] = text
+        for kw in REQUIRED:
+            if not values.get(kw):
+                raise ValidationError(f"worklist row {n}: {kw} is empty")
+        values.setdefault("StudyInstanceUID", str(generate_uid(prefix=None)))
+        accession = values.get("AccessionNumber", "")
+        if accession:
+            values.setdefault("RequestedProcedureID", accession)
+            values.setdefault("ScheduledProcedureStepID", accession)
+        values.setdefault("ScheduledProcedureStepStatus", "SCHEDULED")
+        item = WorklistItem(tuple((k, values[k]) for k in ITEM_KEYS if k in values))
+        if accession and item.key in seen:
+            raise ValidationError(
+                f"worklist row {n}: AccessionNumber {accession!r} with step "
+                f"{item.key[1]!r} is given twice"
+            )
+        seen.add(item.key)
+        out.append(item)
+    return out
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _text(keyword: str, value: Any, row: int) -> str:
+    """``value`` of ``keyword`` as DICOM text, or a ValidationError quoting it."""
+    if _missing(value):
+        return ""
+    vr = str(dictionary_VR(keyword))
+    where = f"worklist row {row}: {keyword}"
+    if vr == "DA":
+        return _da(value, where)
+    if vr == "TM":
+        return _tm(value, where)
+    if vr == "DS" and isinstance(value, int | float) and not isinstance(value, bool):
+        value = f"{float(value):g}"
+    if not isinstance(value, str):
+        raise ValidationError(f"{where} {value!r} must be text")
+    text = value.strip()
+    if "\\" in text:
+        raise ValidationError(f"{where} {value!r} holds a backslash (one value per cell)")
+    if vr == "UI":
+        if not is_valid_uid(text):
+            raise ValidationError(
+                f"{where} {value!r} is not a UID (digits and dots, at most 64 characters)"
+            )
+        return text
+    if vr == "AE":
+        return validate_ae_title(text, where)
+    if vr == "CS" and not _CS_RE.match(text):
+        raise ValidationError(f"{where} {value!r}: CS allows upper-case letters, digits, _")
+    if vr == "PN":
+        long = [g for g in text.split("=") if len(g) > 64]
+        if long:
+            raise ValidationError(f"{where} {value!r}: a name group holds at most 64 characters")
+    limit = _LIMIT.get(vr)
+    if limit is not None and len(text) > limit:
+        raise ValidationError(f"{where} {value!r} is longer than {vr} allows ({limit})")
+    return text
+
+
+def _da(value: Any, where: str) -> str:
+    if isinstance(value, datetime | date):  # pd.Timestamp too
+        return f"{value.year:04d}{value.month:02d}{value.day:02d}"
+    if isinstance(value, str):
+        text = value.strip()
+        for fmt in ("%Y%m%d", "%Y-%m-%d"):
+            try:
+                day = datetime.strptime(text, fmt).date()
+            except ValueError:
+                continue
+            return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+    raise ValidationError(f"{where} {value!r} is not a date (YYYYMMDD or YYYY-MM-DD)")
+
+
+def _tm(value: Any, where: str) -> str:
+    if isinstance(value, time):
+        return value.strftime("%H%M%S")
+    if isinstance(value, pd.Timedelta):
+        seconds = int(value.total_seconds())
+        if 0 <= seconds < 86400:
+            return f"{seconds // 3600:02d}{seconds % 3600 // 60:02d}{seconds % 60:02d}"
+    if isinstance(value, str):
+        text = value.strip().replace(":", "")
+        m = _TM_RE.match(text)
+        if m and int(m.group(1)) < 24 and int(m.group(2) or 0) < 60 and int(m.group(3) or 0) < 60:
+            return text
+    raise ValidationError(f"{where} {value!r} is not a time (HHMM[SS] or HH:MM[:SS])")
+
+
+# -- items as DICOM ------------------------------------------------------------------
+def to_dataset(item: WorklistItem) -> Dataset:
+    """``item`` as a worklist data set: its top-level attributes and one Scheduled
+    Procedure Step Sequence item (UTF-8 when any text is not ASCII)."""
+    ds = Dataset()
+    if any(not v.isascii() for _, v in item.values):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    step = Dataset()
+    for kw, value in item.values:
+        setattr(step if kw in SPS_KEYS else ds, kw, value)
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    # Type 2 in the worklist model: present, empty (wlmscpfs adds them otherwise).
+    ds.ReferencedStudySequence = Sequence()
+    ds.ReferencedPatientSequence = Sequence()
+    return ds
+
+
+# -- matching (PS3.4 C.2.2.2) --------------------------------------------------------
+def matches(ds: Dataset, key: Dataset) -> bool:
+    """Whether ``ds`` matches every matching key of ``key``: universal (empty), single
+    value, wildcards ``*``/``?`` (case-insensitive for person names), UID lists, ranges
+    of dates and times, and sequence matching on the items of a sequence."""
+    for elem in key:
+        if int(elem.tag) in _SKIP_TAGS or elem.tag.group == 0x0002:
+            continue
+        if elem.VR == "SQ":
+            if not elem.value or _universal(elem.value[0]):
+                continue
+            have = ds.get(elem.tag)
+            if (
+                have is None
+                or have.VR != "SQ"
+                or not any(matches(i, elem.value[0]) for i in have.value)
+            ):
+                return False
+            continue
+        want = _value_text(elem)
+        if want and not _match(want, _value_text(ds[elem.tag]) if elem.tag in ds else "", elem.VR):
+            return False
+    return True
+
+
+def answer(ds: Dataset, key: Dataset) -> Dataset:
+    """The response to ``key`` for a matching ``ds``: every key attribute, with ``ds``'s
+    value or empty; a sequence key returns the matching items, with the key item's
+    attributes (all of them for an empty key item or sequence)."""
+    out = Dataset()
+    if "SpecificCharacterSet" in ds:
+        out.SpecificCharacterSet = ds.SpecificCharacterSet
+    for elem in key:
+        tag = int(elem.tag)
+        if tag in _SKIP_TAGS or elem.tag.group == 0x0002:
+            continue
+        have = ds.get(elem.tag)
+        if elem.VR == "SQ":
+            items = list(have.value) if have is not None and have.VR == "SQ" else []
+            key_item = elem.value[0] if elem.value else None
+            if key_item is None or not len(key_item):
+                out[tag] = DataElement(tag, "SQ", Sequence([_copy(i) for i in items]))
+            else:
+                kept = [answer(i, key_item) for i in items if matches(i, key_item)]
+                out[tag] = DataElement(tag, "SQ", Sequence(kept))
+            continue
+        out[tag] = DataElement(tag, elem.VR, have.value if have is not None else None)
+    return out
+
+
+def _copy(ds: Dataset) -> Dataset:
+    out = Dataset()
+    for elem in ds:
+        out[elem.tag] = DataElement(elem.tag, elem.VR, elem.value)
+    return out
+
+
+def _universal(item: Dataset) -> bool:
+    return all(
+        (e.VR == "SQ" and (not e.value or _universal(e.value[0])))
+        or (e.VR != "SQ" and not _value_text(e))
+        for e in item
+    )
+
+
+def _value_text(elem: DataElement) -> str:
+    value = elem.value
+    if value is None or value == "":
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _match(want: str, got: str, vr: str) -> bool:
+    if vr == "UI":
+        return got in want.split("\\")
+    values = got.split("\\") if got else [""]
+    if vr in ("DA", "TM", "DT") and "-" in want:
+        low, _, high = want.partition("-")
+        return any(_in_range(v, low, high, vr) for v in values if v)
+    if "*" in want or "?" in want:
+        pattern = re.compile(
+            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in want),
+            re.IGNORECASE | re.DOTALL if vr == "PN" else re.DOTALL,
+        )
+        return any(pattern.fullmatch(v) for v in values)
+    if vr == "PN":
+        return any(v.casefold() == want.casefold() for v in values)
+    if vr == "TM":
+        return any(_padded(v, vr) == _padded(want, vr) for v in values)
+    return want in values
+
+
+def _padded(text: str, vr: str, fill: str = "0") -> str:
+    """A date, time or date-time as a fixed-width string that compares in order (the
+    upper bound of a range is filled with 9s: ``-1200`` includes 12:00:30)."""
+    digits = text.replace(":", "").split(".")[0].split("+")[0]
+    width = {"DA": 8, "TM": 6, "DT": 14}[vr]
+    return (digits + fill * width)[:width]
+
+
+def _in_range(value: str, low: str, high: str, vr: str) -> bool:
+    v = _padded(value, vr)
+    if low and v < _padded(low, vr):
+        return False
+    return not (high and v > _padded(high, vr, "9"))
+
+
+def flat(ds: Dataset) -> Dataset:
+    """A worklist data set with its first Scheduled Procedure Step item's attributes
+    lifted to the top level: one row of a worklist table."""
+    out = _copy(ds)
+    steps = ds[SPS].value if SPS in ds else None
+    if steps:
+        del out[SPS]
+        for elem in steps[0]:
+            if elem.VR != "SQ":
+                out[elem.tag] = DataElement(elem.tag, elem.VR, elem.value)
+    return out
+
+
+def frame_of(items: Iterable[WorklistItem]) -> pd.DataFrame:
+    """Items as a typed DataFrame (as ``dl.find`` types a worklist query's answer:
+    columns :data:`ITEM_KEYS`, then ``done``)."""
+    items = list(items)
+    builder = ResultBuilder(ITEM_KEYS)
+    for item in items:
+        builder.add(flat(to_dataset(item)))
+    df = builder.frame()
+    df["done"] = pd.array([item.done for item in items], dtype="boolean")
+    return df
