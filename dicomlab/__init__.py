@@ -40,7 +40,16 @@ from dicomlab.errors import (
     TLSError,
     ValidationError,
 )
-from dicomlab.front import check_move, echo, find, find_many, reconcile, retrieve, store
+from dicomlab.front import (
+    check_move,
+    commit,
+    echo,
+    find,
+    find_many,
+    reconcile,
+    retrieve,
+    store,
+)
 from dicomlab.log.reader import read_log
 from dicomlab.net.echo import EchoResult
 from dicomlab.server.gate import PendingLimits
@@ -88,6 +97,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "check_move",
+    "commit",
     "decode_status",
     "echo",
     "find",

@@ -35,9 +35,10 @@ from dicomlab.protocols.base import (
     retrieve_method,
     values_of,
 )
-from dicomlab.server.localpacs import LocalPACS
+from dicomlab.server.localpacs import LocalPACS, ensure_listener
 from dicomlab.transfer.checkmove import MoveCheck
 from dicomlab.transfer.checkmove import check_move as _check_move
+from dicomlab.transfer.commit import commit as _commit
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.outbox import deidentified_store
@@ -241,6 +242,32 @@ def check_move(
     return _check_move(call, local)
 
 
+def commit(
+    node: Node | str,
+    what: Any,
+    *,
+    timeout: float = 60.0,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+) -> pd.DataFrame:
+    """Ask ``node`` whether it has taken responsibility for instances (storage
+    commitment, Push Model), whoever sent them: ``what`` is a DataFrame with
+    SOPClassUID and SOPInstanceUID columns (``local.instances()``, a ``dl.store``
+    outcome, an image-level ``dl.find``), (class, instance) pairs, files or folders.
+
+    One row per instance: ``committed``, and ``commit_error`` (the PACS's Failure
+    Reason, such as ``0x0112 no such object instance``, a refusal, or no report within
+    ``timeout`` seconds, which ``df.attrs["error"]`` also says). The report may come on
+    a new association to our AE title: this process's LocalPACS receives it (started
+    as :meth:`dl.LocalPACS.default` when none is running)."""
+    call = _call(node, calling_ae, book, progress=False)
+    choose(call.node, "dimse", operation="store")
+    seconds = _commit_timeout(timeout)
+    assert seconds is not None
+    ensure_listener(call.book)
+    return _commit(call, what, seconds)
+
+
 def store(
     node: Node | str,
     what: str | os.PathLike[str] | Dataset | pd.DataFrame | Iterable[Any],
@@ -253,6 +280,7 @@ def store(
     protocol: ProtocolName = "auto",
     deidentify: Deidentifier | None = None,
     transcode: bool = True,
+    commit: bool | float = False,
 ) -> pd.DataFrame | Job:
     """Send DICOM files (folders recursively), datasets, or ``local.instances()`` rows.
 
@@ -267,24 +295,46 @@ def store(
     (files into a private temporary folder, removed after); the table names the source
     files and holds the new UIDs, and a file de-identification refuses is not sent.
     It needs ``wait=True``.
+
+    ``commit``: ask for storage commitment (Push Model) once the instances are stored,
+    and wait for the report (``True``: up to 60 s; a number: that many seconds). The
+    ``committed`` column says, per instance stored, whether the PACS took responsibility
+    for it, and ``commit_error`` why not (its Failure Reason, a refusal, or no report in
+    time). A PACS that reports on a new association (Orthanc does) reaches this
+    process's running LocalPACS (started as :meth:`dl.LocalPACS.default` when none is
+    running), which must be registered on the PACS under our AE title.
     """
     call = _call(node, calling_ae, book, progress)
     speaker = choose(call.node, protocol, operation="store")
     if not isinstance(transcode, bool):
         raise ValidationError(f"transcode={transcode!r} must be True or False")
+    commit_s = _commit_timeout(commit)
+    if commit_s is not None and speaker.name == "dimse":
+        ensure_listener(call.book)
     if deidentify is None:
-        return speaker.store(call, what, max_connections, wait, transcode)
+        return speaker.store(call, what, max_connections, wait, transcode, commit_s)
     if not isinstance(deidentify, Deidentifier):
         raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
     if not wait:
         raise ValidationError("store(deidentify=...) needs wait=True")
 
     def send(ready: list[Any]) -> pd.DataFrame:
-        out = speaker.store(call, ready, max_connections, True, transcode)
+        out = speaker.store(call, ready, max_connections, True, transcode, commit_s)
         assert isinstance(out, pd.DataFrame)
         return out
 
     return deidentified_store(call.node, what, deidentify, send)
+
+
+def _commit_timeout(commit: bool | float) -> float | None:
+    """``dl.store``'s ``commit`` as a timeout in seconds (None: no commitment)."""
+    if commit is False:
+        return None
+    if commit is True:
+        return 60.0
+    if isinstance(commit, int | float) and not isinstance(commit, bool) and 0 < commit <= 3600:
+        return float(commit)
+    raise ValidationError(f"commit={commit!r} must be True, False or seconds in (0, 3600]")
 
 
 def _call(

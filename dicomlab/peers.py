@@ -368,6 +368,7 @@ class Orthanc(Peer):
                 "AllowMove": True,
                 "AllowGet": True,
                 "AllowStore": True,
+                "AllowStorageCommitment": True,
             }
             for ae, (host, port) in (modalities or {}).items()
         }

@@ -3,6 +3,7 @@ progress, with their dtypes (the network log's schema is in :mod:`logschema`).
 
 * ``RETRIEVE``: one row per retrieved item (a study, series or instance);
 * ``STORE``: one row per instance sent;
+* ``COMMITTED``: one row per instance of a storage commitment request (``dl.commit``);
 * ``QUERIES``: one row per value of a ``find_many`` (``dl.reconcile``);
 * ``FindAttrs``: what ``df.attrs`` of every ``dl.find`` result says (``find_many``
   adds :data:`BATCH_ATTRS`);
@@ -25,6 +26,7 @@ from pandas.api.extensions import ExtensionDtype
 
 __all__ = [
     "BATCH_ATTRS",
+    "COMMITTED",
     "FIND_ATTRS",
     "JOB_STATES",
     "QUERIES",
@@ -151,6 +153,19 @@ STORE = OutcomeSchema(
         ("duration_s", "Float64"),
         ("attempts", "Int64"),
         ("error", "string"),
+        ("committed", "boolean"),  # storage commitment asked: did the PACS take it on
+        ("commit_error", "string"),  # why not (Failure Reason, refusal, no report in time)
+    ),
+)
+
+COMMITTED = OutcomeSchema(
+    "committed",
+    (
+        ("node", "string"),
+        ("SOPClassUID", "string"),
+        ("SOPInstanceUID", "string"),
+        ("committed", "boolean"),
+        ("commit_error", "string"),
     ),
 )
 

@@ -77,6 +77,7 @@ class Speaker(Protocol):
         max_connections: int | None,
         wait: bool,
         transcode: bool = True,
+        commit: float | None = None,
     ) -> pd.DataFrame | Job: ...
 
 

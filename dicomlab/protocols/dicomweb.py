@@ -15,6 +15,7 @@ import pandas as pd
 from dicomlab.core.call import Call
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
+from dicomlab.errors import ValidationError
 from dicomlab.net.echo import EchoResult
 from dicomlab.protocols.base import find_any
 from dicomlab.transfer import findmany, stow
@@ -68,7 +69,14 @@ class DicomWeb:
         max_connections: int | None,
         wait: bool,
         transcode: bool = True,
+        commit: float | None = None,
     ) -> pd.DataFrame | Job:
+        if commit is not None:
+            raise ValidationError(
+                "storage commitment is a DIMSE service: store with protocol='dimse' to a "
+                "node with a DIMSE port",
+                node=call.node,
+            )
         return stow.store(call, what, max_connections, wait)  # STOW-RS sends files as they are
 
 

@@ -69,8 +69,9 @@ class Dimse:
         max_connections: int | None,
         wait: bool,
         transcode: bool = True,
+        commit: float | None = None,
     ) -> pd.DataFrame | Job:
-        return _store.store(call, what, max_connections, wait, transcode)
+        return _store.store(call, what, max_connections, wait, transcode, commit)
 
 
 def _literal(query: Query, call: Call) -> None:

@@ -109,6 +109,15 @@ class Index:
             )
             return cur.fetchone() is not None
 
+    def sop_class_of(self, sop_instance_uid: str) -> str | None:
+        """The SOP Class UID of an instance held (None: not held)."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT SOPClassUID FROM instances WHERE SOPInstanceUID = ?", (sop_instance_uid,)
+            )
+            found = cur.fetchone()
+        return None if found is None else str(found[0])
+
     def delete(self, where: str, params: Sequence[Any]) -> list[str]:
         """Delete matching rows; returns their relative paths."""
         with self._lock:

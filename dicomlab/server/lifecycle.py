@@ -43,7 +43,7 @@ from dicomlab.server.listener import (
     weak,
 )
 
-__all__ = ["ServerThread", "VerificationServer"]
+__all__ = ["ServerThread", "VerificationServer", "running_servers"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,14 @@ _RUNNING: weakref.WeakSet[ServerThread] = weakref.WeakSet()
 _RUNNING_LOCK = threading.Lock()
 
 
-def _stop_all() -> None:
+def running_servers() -> list[ServerThread]:
+    """The servers of this process that are running now."""
     with _RUNNING_LOCK:
-        servers = list(_RUNNING)
-    for server in servers:
+        return list(_RUNNING)
+
+
+def _stop_all() -> None:
+    for server in running_servers():
         server.stop()
 
 

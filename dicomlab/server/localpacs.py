@@ -30,19 +30,22 @@ import pandas as pd
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomlab.core import commitment
 from dicomlab.core.models import QR_UIDS
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, Node
 from dicomlab.deid import Deidentifier
 from dicomlab.errors import ValidationError
 from dicomlab.log.record import record_of
+from dicomlab.net import commit as commit_scu
 from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
+from dicomlab.server.commitment import Reporter, handle_n_action
 from dicomlab.server.gate import PendingLimits
-from dicomlab.server.lifecycle import ServerThread
+from dicomlab.server.lifecycle import ServerThread, running_servers
 from dicomlab.server.worklist import OnArrival, Worklist
 
-__all__ = ["LocalPACS"]
+__all__ = ["LocalPACS", "ensure_listener"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +183,7 @@ class LocalPACS(ServerThread):
         self.archive.on_stored.append(self.worklist.arrived)
         self.book = book
         self.policy = handlers.Policy(book, _services(allow_unknown))
+        self.commitment = Reporter(ae_title, self.archive.index.sop_class_of)
         self.max_associations = max_associations
         self.counters = {"associations": 0, "rejected": 0, "aborted": 0}
         self._callers: deque[Caller] = deque(maxlen=64)
@@ -202,6 +206,9 @@ class LocalPACS(ServerThread):
             )
         for uid in sorted(QR_UIDS):
             ae.add_supported_context(uid)
+        # Storage commitment: as the SCP (N-ACTION), and as the SCU a report reaches on
+        # a new association (the PACS then proposes the SCP role).
+        ae.add_supported_context(commitment.PUSH_MODEL, scu_role=True, scp_role=True)
 
     def _max_associations(self) -> int:
         return self.max_associations
@@ -222,6 +229,8 @@ class LocalPACS(ServerThread):
             (evt.EVT_C_FIND, handlers.handle_find, [a, p, self.worklist]),
             (evt.EVT_C_MOVE, handlers.handle_move, [a, p]),
             (evt.EVT_C_GET, handlers.handle_get, [a, p]),
+            (evt.EVT_N_ACTION, handle_n_action, [p, self.commitment]),
+            (evt.EVT_N_EVENT_REPORT, commit_scu.report_received),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
@@ -263,6 +272,7 @@ class LocalPACS(ServerThread):
         try:
             super().stop(timeout)
         finally:
+            self.commitment.stop(timeout)
             self._flush_map()
 
     def callers(self, since: float = 0.0) -> list[Caller]:
@@ -281,7 +291,12 @@ class LocalPACS(ServerThread):
     def stats(self) -> dict[str, int]:
         """Counters: stored, duplicates, failed, bytes, associations, rejected, aborted,
         and connections ``pending`` (waiting for their request now) and ``dropped``."""
-        return {**self.archive.stats, **self.counters, **self.connection_counters}
+        return {
+            **self.archive.stats,
+            **self.counters,
+            **self.commitment.counters,
+            **self.connection_counters,
+        }
 
     def instances(self) -> pd.DataFrame:
         """One row per instance held."""
@@ -298,3 +313,12 @@ class LocalPACS(ServerThread):
     def delete_study(self, study_instance_uid: str) -> int:
         """Delete one study (files and index rows); returns how many instances went."""
         return self.archive.delete_study(study_instance_uid)
+
+
+def ensure_listener(book: NodeBook | None = None) -> LocalPACS:
+    """A LocalPACS of this process that is running: the first one, else the default one
+    started (where a PACS's storage commitment report on a new association arrives)."""
+    for server in running_servers():
+        if isinstance(server, LocalPACS):
+            return server
+    return LocalPACS.default(book)

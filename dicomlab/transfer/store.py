@@ -15,8 +15,9 @@ import pandas as pd
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.presentation import PresentationContext, build_context
 
+from dicomlab.core import commitment
 from dicomlab.core import transcode as transcode_
 from dicomlab.core.call import Call
 from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
@@ -24,6 +25,7 @@ from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
 from dicomlab.core.status import decode_status
 from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.net import commit as commit_scu
 from dicomlab.net import dimse
 from dicomlab.net.association import open_association
 from dicomlab.transfer.job import Job, run_items
@@ -121,10 +123,16 @@ def _contexts(sources: list[Source]) -> list[PresentationContext]:
 
 class _Context:
     def __init__(
-        self, node: Node, ours: str, progress: Callable[[int], None], transcode: bool
+        self,
+        node: Node,
+        ours: str,
+        progress: Callable[[int], None],
+        transcode: bool,
+        commit: float | None = None,
     ) -> None:
         self.node, self.ours, self.progress = node, ours, progress
         self.transcode = transcode
+        self.commit = commit  # seconds to wait for a storage commitment report
         self.cancel = threading.Event()
 
 
@@ -150,12 +158,46 @@ def _payload(src: Source, accepted: dict[str, set[str]], transcode: bool) -> tup
 
 
 def _send_batch(ctx: _Context, batch: _Batch) -> list[dict[str, Any]]:
+    contexts = _contexts(list(batch.sources))
+    if ctx.commit is not None:
+        contexts.append(build_context(commitment.PUSH_MODEL))
+    with open_association(ctx.node, contexts, calling_ae=ctx.ours) as op:
+        rows = _store_all(ctx, batch, op.assoc)
+        if ctx.commit is not None:
+            _commit(ctx, op.assoc, rows)
+    return rows
+
+
+def _commit(ctx: _Context, assoc: Any, rows: list[dict[str, Any]]) -> None:
+    """Ask for storage commitment of the rows stored, and mark each row with the answer."""
+    stored = [r for r in rows if r["status"] is not None and not r["error"]]
+    if not stored:
+        return
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    error: str | None
+    if str(commitment.PUSH_MODEL) not in accepted:
+        error = f"{ctx.node.address} does not offer storage commitment (Push Model refused)"
+    elif not assoc.is_established:
+        error = "the association broke before the commitment request"
+    else:
+        assert ctx.commit is not None
+        refs = [(str(r["SOPClassUID"]), str(r["SOPInstanceUID"])) for r in stored]
+        got = commit_scu.request(assoc, ctx.node, refs, ctx.commit)
+        error = got.error
+        if got.report is not None:
+            for r in stored:
+                uid = str(r["SOPInstanceUID"])
+                r["committed"] = uid in got.report.committed
+                if not r["committed"]:
+                    r["commit_error"] = got.report.reason(uid) or "not in the commitment report"
+            return
+    for r in stored:
+        r.update(committed=False, commit_error=error)
+
+
+def _store_all(ctx: _Context, batch: _Batch, assoc: Any) -> list[dict[str, Any]]:
     rows = []
-    with (
-        open_association(ctx.node, _contexts(list(batch.sources)), calling_ae=ctx.ours) as op,
-        dimse.Storer(op.assoc, ctx.node) as storer,
-    ):
-        assoc = op.assoc
+    with dimse.Storer(assoc, ctx.node) as storer:
         accepted: dict[str, set[str]] = {}
         context_ids: dict[tuple[str, str], int] = {}
         for cx in assoc.accepted_contexts:
@@ -231,11 +273,17 @@ def _batches(sources: list[Source], n: int) -> list[_Batch]:
 
 
 def store(
-    call: Call, what: Any, max_connections: int | None, wait: bool, transcode: bool = True
+    call: Call,
+    what: Any,
+    max_connections: int | None,
+    wait: bool,
+    transcode: bool = True,
+    commit: float | None = None,
 ) -> pd.DataFrame | Job:
     """C-STORE ``what`` to ``call.node`` over at most ``max_connections`` associations;
     one outcome row per file (``dl.store`` says what ``what`` may be; ``transcode``:
-    see :mod:`dicomlab.core.transcode`)."""
+    see :mod:`dicomlab.core.transcode`; ``commit``: seconds to wait for a storage
+    commitment report, asked on each association once its instances are stored)."""
     target, ours, progress = call.node, call.ours, call.progress
     found = sources(what)
     good = [s for s in found if s.error is None]
@@ -284,7 +332,7 @@ def store(
 
     job = run_items(
         batches,
-        lambda prog: _Context(target, ours, prog, transcode),
+        lambda prog: _Context(target, ours, prog, transcode, commit),
         work,
         STORE,
         workers=len(batches) or 1,

@@ -1,0 +1,116 @@
+"""Storage commitment as the SCU: ask for it on an open association, and wait for the
+report, which the PACS sends on the same association or on a new one to our AE title
+(PS3.4 J.3.3 allows both; Orthanc always opens a new one).
+
+Reports reach the request that waits for them through one table of pending
+transactions per process: :func:`report_received` is the N-EVENT-REPORT handler both of
+the requesting association and of every LocalPACS (the one a new association reaches).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pydicom.uid import generate_uid
+from pynetdicom import evt
+
+from dicomlab.core import commitment as sc
+from dicomlab.core.nodes import Node
+from dicomlab.core.status import decode_status
+from dicomlab.errors import ValidationError
+from dicomlab.net.transport import quiesce
+
+__all__ = ["Outcome", "report_received", "request"]
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    """Transactions waiting for their report (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Event, list[sc.CommitReport]]] = {}
+
+    def expect(self, transaction: str) -> threading.Event:
+        done = threading.Event()
+        with self._lock:
+            self._waiting[transaction] = (done, [])
+        return done
+
+    def take(self, transaction: str) -> sc.CommitReport | None:
+        with self._lock:
+            _, got = self._waiting.pop(transaction, (None, []))
+        return got[0] if got else None
+
+    def deliver(self, report: sc.CommitReport) -> bool:
+        with self._lock:
+            entry = self._waiting.get(report.transaction_uid)
+            if entry is None:
+                return False
+            entry[1].append(report)
+        entry[0].set()
+        return True
+
+
+_PENDING = _Pending()
+
+
+class Outcome:
+    """How one commitment request ended: the report, or why there is none."""
+
+    def __init__(self, report: sc.CommitReport | None = None, error: str | None = None) -> None:
+        self.report, self.error = report, error
+
+
+def report_received(event: Any) -> tuple[int, None]:
+    """EVT_N_EVENT_REPORT: a storage commitment report for a request of this process."""
+    try:
+        report = sc.parse_report(event.event_information, event.event_type)
+    except ValidationError as exc:
+        log.warning("storage commitment report refused: %s", exc)
+        return 0x0110, None  # Processing failure
+    except Exception as exc:  # undecodable event information
+        log.warning("storage commitment report refused: cannot decode it: %s", exc)
+        return 0x0110, None
+    if not _PENDING.deliver(report):
+        log.warning("storage commitment report for unknown transaction %s", report.transaction_uid)
+    return 0x0000, None
+
+
+def request(assoc: Any, node: Node, references: list[tuple[str, str]], timeout: float) -> Outcome:
+    """Ask ``node`` to commit ``references`` (the Push Model context must be accepted on
+    ``assoc``) and wait up to ``timeout`` seconds for the report, on this association
+    or another. The association stays open while waiting (it is the caller's)."""
+    transaction = str(generate_uid(prefix=None))
+    info = sc.request_dataset(transaction, references)
+    done = _PENDING.expect(transaction)
+    try:
+        assoc.bind(evt.EVT_N_EVENT_REPORT, report_received)
+        quiesce(assoc)
+        status, _ = assoc.send_n_action(
+            info, sc.ACTION_REQUEST, sc.PUSH_MODEL, sc.PUSH_MODEL_INSTANCE
+        )
+        if "Status" not in status:
+            return Outcome(
+                error=f"no answer from {node.address} to the commitment request (it broke "
+                f"the association off: a PACS often does for an AE title it does not allow "
+                f"storage commitment; register ours, {assoc.requestor.ae_title.strip()!r})"
+            )
+        code = int(status.Status)
+        if decode_status(code).category not in ("success", "warning"):
+            return Outcome(
+                error=f"{node.address} refused the commitment request: {decode_status(code)}"
+            )
+        if not done.wait(timeout):
+            return Outcome(
+                error=f"no storage commitment report from {node.address} within {timeout:g} s "
+                "(a PACS that reports on a new association needs our AE title registered "
+                "with this machine's address and a running dl.LocalPACS on that port)"
+            )
+        report = _PENDING.take(transaction)
+        return Outcome(report) if report is not None else Outcome(error="report lost")
+    finally:
+        _PENDING.take(transaction)
