@@ -199,7 +199,8 @@ def test_app_has_every_panel_and_leaves_no_threads(world: tuple) -> None:  # typ
     before = len(_panel_threads())
     app = dl.widgets.App(book, local=mine)
     titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
-    assert titles == ["Nodes", "Query", "Network report", "Server"] == list(app.tab_titles)
+    assert titles == ["Nodes", "Query", "Network report", "Server", "Worklist"]
+    assert titles == list(app.tab_titles)
     for title in titles:  # the docstring names every tab it shows
         assert title in (dl.widgets.App.__doc__ or ""), title
     app.query.preset_buttons["all"].click()
@@ -533,3 +534,43 @@ def test_node_panel_checks_c_move_and_says_what_to_register(world: tuple) -> Non
     panel.nodes.value = "pacs"  # the last result comes back with the node
     assert "unknown-destination" in panel.move_status.value
     panel.close()
+
+
+def test_worklist_panel_adds_marks_done_and_removes_steps(tmp_path: Path) -> None:
+    with dl.LocalPACS(tmp_path / "wl", ae_title="WLPANEL", port=0) as local:
+        panel = dl.widgets.WorklistPanel(local)
+        panel.patient_name.value = "TEST^ONE"
+        panel.patient_id.value = "PW1"
+        panel.accession.value = "ACCW1"
+        panel.modality.value = "MR"
+        panel.station.value = "MR01"
+        panel.time.value = "25:99"  # not a time: refused, quoted, nothing added
+        panel.add_button.click()
+        panel.wait()
+        assert "'25:99'" in html.unescape(panel.message.value), panel.message.value
+        assert len(local.worklist) == 0
+        panel.time.value = "10:30"
+        panel.add_button.click()
+        panel.wait()
+        assert "added 1 step" in panel.message.value, panel.message.value
+        assert "ACCW1" in panel.table.value and list(panel.chosen.options) == ["ACCW1"]
+        # what a modality asking this LocalPACS for its worklist sees
+        got = dl.find(local.node, dl.Query.worklist(Modality="MR"))
+        assert list(got.AccessionNumber) == ["ACCW1"]
+        assert got.ScheduledProcedureStepStartTime.iloc[0] == pd.Timedelta(hours=10, minutes=30)
+        assert got.ScheduledProcedureStepStartDate.iloc[0] == pd.Timestamp(date.today())
+        panel.synthetic_button.click()
+        panel.wait()
+        assert len(local.worklist) == 6 and len(panel.chosen.options) == 6
+        panel.chosen.value = "ACCW1"
+        panel.done_button.click()
+        panel.wait()
+        assert "ACCW1" not in panel.chosen.options
+        assert "ACCW1" not in set(dl.find(local.node, dl.Query.worklist()).AccessionNumber)
+        frame = local.worklist.frame()
+        assert bool(frame.loc[frame.AccessionNumber == "ACCW1", "done"].iloc[0])
+        panel.chosen.value = panel.chosen.options[0]
+        panel.remove_button.click()
+        panel.wait()
+        assert len(local.worklist) == 5
+        panel.close()

@@ -233,7 +233,7 @@ def test_a_study_stored_by_storescu_takes_its_item_off_the_worklist(
 
 
 BAD_DATE = ("ScheduledProcedureStepStartDate", "20261341")
-LONG_UID = ("StudyInstanceUID", "1." + "2" * 63)
+LONG_UID = ("StudyInstanceUID", "1." + "2" * 63)  # 65 characters
 
 
 @pytest.mark.parametrize("position", [0, 2], ids=["only-row", "third-of-three"])
@@ -241,7 +241,6 @@ LONG_UID = ("StudyInstanceUID", "1." + "2" * 63)
 def test_a_bad_value_is_quoted_and_nothing_is_added(
     local: dl.LocalPACS, items: pd.DataFrame, bad: tuple[str, str], position: int
 ) -> None:
-    assert len(bad[1]) == 8 or len(bad[1]) == 65
     local.worklist.add(items.iloc[:2])
     before, on_disk = local.worklist.frame(), local.worklist.path.read_bytes()
     served = _served(local)

@@ -1,4 +1,5 @@
-"""ipywidgets panels: nodes, query, transfers, network report, server, and the App.
+"""ipywidgets panels: nodes, query, transfers, network report, server, worklist, and the
+App.
 
 They call dicomlab's public API only (never pynetdicom), run network work in worker
 threads, and expose their results to code (``panel.result``, ``panel.selection``).
@@ -12,5 +13,14 @@ from dicomlab.widgets.query import QueryPanel
 from dicomlab.widgets.report import NetworkReport
 from dicomlab.widgets.server import ServerPanel
 from dicomlab.widgets.transfers import TransferPanel
+from dicomlab.widgets.worklist import WorklistPanel
 
-__all__ = ["App", "NetworkReport", "NodePanel", "QueryPanel", "ServerPanel", "TransferPanel"]
+__all__ = [
+    "App",
+    "NetworkReport",
+    "NodePanel",
+    "QueryPanel",
+    "ServerPanel",
+    "TransferPanel",
+    "WorklistPanel",
+]

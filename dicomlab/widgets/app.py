@@ -11,13 +11,14 @@ from dicomlab.widgets.query import QueryPanel
 from dicomlab.widgets.report import NetworkReport
 from dicomlab.widgets.server import ServerPanel
 from dicomlab.widgets.transfers import TransferPanel
+from dicomlab.widgets.worklist import WorklistPanel
 
 __all__ = ["App"]
 
 
 class App(Panel):
     """Tabs: Nodes, Query (its transfer queue below the results), Network report, and
-    Server when ``local`` is given.
+    Server and Worklist when ``local`` is given.
 
     ``local`` is where retrieves go and the server the Server tab shows (default:
     none: no Server tab, and retrieves use the notebook's default LocalPACS).
@@ -34,11 +35,12 @@ class App(Panel):
         self.query = QueryPanel(self.book, transfers=self.transfers)
         self.report = NetworkReport()
         self.server = ServerPanel(local) if local is not None else None
+        self.worklist = WorklistPanel(local) if local is not None else None
         children = [self.nodes.ui, self.query.ui, self.report.ui]
         titles = ["Nodes", "Query", "Network report"]
-        if self.server is not None:
-            children.append(self.server.ui)
-            titles.append("Server")
+        if self.server is not None and self.worklist is not None:
+            children += [self.server.ui, self.worklist.ui]
+            titles += ["Server", "Worklist"]
         self.tabs = w.Tab(children)
         self.tab_titles = tuple(titles)
         for i, title in enumerate(titles):
@@ -46,7 +48,7 @@ class App(Panel):
         self.ui = w.VBox([self.tabs, self.message]).add_class(self.css)
 
     def close(self) -> None:
-        for panel in (self.nodes, self.query, self.report, self.server):
+        for panel in (self.nodes, self.query, self.report, self.server, self.worklist):
             if panel is not None:
                 panel.close()
         super().close()
