@@ -100,6 +100,7 @@ def _cmd_store(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         calling_ae=args.calling_ae,
         transcode=not args.no_transcode,
+        commit=args.commit if args.commit is not None else False,
     )
     assert isinstance(res, pd.DataFrame)
     bad = res[res["error"].notna()]
@@ -107,7 +108,13 @@ def _cmd_store(args: argparse.Namespace) -> int:
         _out(bad[["path", "status", "error"]].to_string(max_colwidth=80))
     summary = res["status"].value_counts(dropna=False).to_dict()
     _out(f"{len(res)} files: statuses {summary}")
-    return 0 if res.attrs["complete"] else 3
+    if args.commit is None:
+        return 0 if res.attrs["complete"] else 3
+    uncommitted = res[res["status"].notna() & ~res["committed"].fillna(False).astype(bool)]
+    if len(uncommitted):
+        _out(uncommitted[["path", "commit_error"]].to_string(max_colwidth=80))
+    _out(f"{len(res) - len(uncommitted)} of {len(res)} committed by the node")
+    return 0 if res.attrs["complete"] and not len(uncommitted) else 3
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -255,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("find", help="C-FIND: query a node, print or save a table")
     f.add_argument("node", help="a node name from the node book, or AE@HOST:PORT")
     f.add_argument("filters", nargs="*", help="KEYWORD=VALUE filters (wildcards, ranges A-B)")
-    f.add_argument("--level", choices=["patient", "study", "series", "image"], default="study")
+    f.add_argument(
+        "--level", choices=["patient", "study", "series", "image", "worklist"], default="study"
+    )
     f.add_argument("--date", help="today, yesterday, last7days, lastNdays, all, or YYYYMMDD")
     f.add_argument("--calling-ae", help="our AE title (default: the node book's)")
     f.add_argument("--csv", help="write the result as CSV")
@@ -282,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send files in their own transfer syntax or not at all (default: convert "
         "losslessly to one the node accepts)",
+    )
+    t.add_argument(
+        "--commit",
+        type=float,
+        nargs="?",
+        const=60.0,
+        metavar="SECONDS",
+        help="ask for storage commitment and wait for the report (default 60 s)",
     )
     t.set_defaults(func=_cmd_store)
 

@@ -35,7 +35,7 @@ from dicomlab.core.models import QR_UIDS
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, Node
 from dicomlab.deid import Deidentifier
-from dicomlab.errors import ValidationError
+from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.log.record import record_of
 from dicomlab.net import commit as commit_scu
 from dicomlab.server import handlers
@@ -315,10 +315,16 @@ class LocalPACS(ServerThread):
         return self.archive.delete_study(study_instance_uid)
 
 
-def ensure_listener(book: NodeBook | None = None) -> LocalPACS:
+def ensure_listener(book: NodeBook | None = None) -> LocalPACS | None:
     """A LocalPACS of this process that is running: the first one, else the default one
-    started (where a PACS's storage commitment report on a new association arrives)."""
+    started (where a PACS's storage commitment report on a new association arrives).
+    None, with a warning, when the default one cannot start (its port taken): a report
+    on the requesting association still arrives."""
     for server in running_servers():
         if isinstance(server, LocalPACS):
             return server
-    return LocalPACS.default(book)
+    try:
+        return LocalPACS.default(book)
+    except (DicomlabError, OSError) as exc:
+        log.warning("no LocalPACS to receive a storage commitment report on: %s", exc)
+        return None
