@@ -33,6 +33,7 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert namespace["stowed"].attrs["complete"]  # type: ignore[attr-defined]
     assert namespace["kept"].attrs["complete"]  # type: ignore[attr-defined]
     assert (namespace["offline"].status == "ok").all()  # type: ignore[attr-defined]
+    assert "A1" in set(namespace["todo"].AccessionNumber)  # type: ignore[attr-defined]
     clean = namespace["clean"]
     assert len(clean) and clean.PatientID.str.startswith("DL").all()  # type: ignore[attr-defined]
     assert namespace["back"].original.notna().all()  # type: ignore[attr-defined]
