@@ -440,3 +440,25 @@ def test_time_labels_do_not_overlap_in_the_reports_narrow_panels(tmp_path: Path)
         boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
         assert len(boxes) >= 2
         assert all(not a.overlaps(b) for a, b in itertools.pairwise(boxes)), ax.get_title()
+
+
+def test_storage_commitment_is_logged_in_both_roles(tmp_path: Path) -> None:
+    dl.synth.write_studies(tmp_path / "src", n_studies=1, seed=4, max_series=1, max_instances=2)
+    with dl.LocalPACS(tmp_path / "lp", ae_title="LOGCOMMIT", port=0) as lp:
+        sent = dl.store(lp.node, tmp_path / "src", commit=10, progress=False)
+    assert isinstance(sent, pd.DataFrame) and sent.committed.all()
+    ops = dl.read_log(since="today")
+    commit_ops = ops[ops.service.isin(["N-ACTION", "N-EVENT-REPORT"])]
+    # each association's request and its report, seen as sent (SCU) and as received (SCP)
+    got = commit_ops.groupby(["service", "role"]).size().to_dict()
+    n = got.get(("N-ACTION", "SCU"), 0)
+    assert n >= 1 and set(got) == {
+        ("N-ACTION", "SCP"),
+        ("N-ACTION", "SCU"),
+        ("N-EVENT-REPORT", "SCP"),
+        ("N-EVENT-REPORT", "SCU"),
+    }, got
+    assert set(got.values()) == {n}, got
+    assert (commit_ops.status == 0).all()
+    assert (commit_ops.sop_class_uid == "1.2.840.10008.1.20.1").all()
+    assert set(dl.read_log(since="today", service="N-ACTION").service) == {"N-ACTION"}

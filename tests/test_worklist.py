@@ -376,3 +376,14 @@ def test_a_node_without_a_worklist_says_so(request: pytest.FixtureRequest, peer:
     with pytest.raises(dl.NoAcceptedContext) as err:
         dl.find(node, dl.Query.worklist())
     assert "Modality Worklist" in str(err.value) and node.address in str(err.value)
+    assert "does not serve a modality worklist" in str(err.value), err.value
+    assert "RIS" in (err.value.hint or "")
+
+
+def test_the_steps_of_one_accession_share_the_study_made_for_them() -> None:
+    steps = TWO_STEPS.drop(columns=["StudyInstanceUID"])
+    one, two = wl.items_from_frame(steps)
+    assert one.key != two.key
+    assert one.get("StudyInstanceUID") == two.get("StudyInstanceUID") != ""
+    other = wl.items_from_frame(steps.assign(AccessionNumber=["ACCY1", "ACCY2"]))
+    assert other[0].get("StudyInstanceUID") != other[1].get("StudyInstanceUID")

@@ -7,10 +7,11 @@ Two tables, each a Parquet dataset partitioned by UTC date
 * ``operations``: one row per DIMSE operation, both roles, and one per DICOMweb
   request.
 
-Schema version 2 (this one) added the DICOMweb services (``QIDO-RS``, ``WADO-RS``,
-``STOW-RS``) to ``service``; their ``status`` is the HTTP status, their association is
-the HTTP client session (``peer_host``/``peer_port`` of the service), and no column
-changed, so version 1 files read as they are.
+Schema version 2 added the DICOMweb services (``QIDO-RS``, ``WADO-RS``, ``STOW-RS``)
+to ``service``; their ``status`` is the HTTP status, their association is the HTTP
+client session (``peer_host``/``peer_port`` of the service). Version 3 (this one) added
+storage commitment's ``N-ACTION`` and ``N-EVENT-REPORT`` (``sop_class_uid`` the Push
+Model). No column changed, so older files read as they are.
 
 Timestamps are timezone-aware UTC (microseconds). No patient identifiers are ever
 logged: UIDs, AE titles, hosts, statuses, counts, bytes and timings only.
@@ -38,10 +39,10 @@ __all__ = [
     "to_table",
 ]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 ROLES = ("SCU", "SCP")
-DIMSE_SERVICES = ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE")
+DIMSE_SERVICES = ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE", "N-ACTION", "N-EVENT-REPORT")
 DICOMWEB_SERVICES = ("QIDO-RS", "WADO-RS", "STOW-RS")
 SERVICES = (*DIMSE_SERVICES, *DICOMWEB_SERVICES)
 OUTCOMES = ("released", "aborted", "rejected", "failed")

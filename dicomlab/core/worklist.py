@@ -37,6 +37,7 @@ from dicomlab.core.results import ResultBuilder
 from dicomlab.errors import ValidationError
 
 __all__ = [
+    "COMPLETE",
     "ITEM_KEYS",
     "REQUIRED",
     "SPS",
@@ -89,6 +90,22 @@ SPS_KEYS: tuple[str, ...] = (
 
 ITEM_KEYS: tuple[str, ...] = TOP_KEYS + SPS_KEYS
 REQUIRED: tuple[str, ...] = ("PatientID", "Modality", "ScheduledProcedureStepStartDate")
+COMPLETE: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+    "Modality",
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "ScheduledProcedureStepDescription",
+    "ScheduledProcedureStepID",
+)
+"""What a complete item holds (the model's Type 1 return keys, and the accession): dcmtk's
+wlmscpfs ignores a worklist file without one of them; LocalPACS serves it anyway."""
 
 _LIMIT = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "DS": 16, "UI": 64}
 _CS_RE = re.compile(r"^[A-Z0-9 _]*$")
@@ -118,6 +135,11 @@ class WorklistItem:
     def as_dict(self) -> dict[str, str]:
         return dict(self.values)
 
+    def missing(self) -> list[str]:
+        """The attributes of :data:`COMPLETE` this item lacks."""
+        have = {kw for kw, _ in self.values}
+        return [kw for kw in COMPLETE if kw not in have]
+
 
 # -- DataFrame -> items ---------------------------------------------------------------
 def items_from_frame(df: pd.DataFrame) -> list[WorklistItem]:
@@ -127,8 +149,9 @@ def items_from_frame(df: pd.DataFrame) -> list[WorklistItem]:
 
     Dates may be dates, Timestamps, ``YYYYMMDD`` or ``YYYY-MM-DD``; times may be times,
     Timedeltas, ``HHMM[SS]`` or ``HH:MM[:SS]``. A missing StudyInstanceUID is made (a
-    ``2.25.`` UID), missing Requested Procedure and Scheduled Procedure Step IDs are the
-    accession number, and the step status is ``SCHEDULED``.
+    ``2.25.`` UID, the same for the steps of one accession number), missing Requested
+    Procedure and Scheduled Procedure Step IDs are the accession number, and the step
+    status is ``SCHEDULED``.
     """
     if not isinstance(df, pd.DataFrame):
         raise ValidationError(f"a worklist is a pandas DataFrame, got {type(df).__name__}")
@@ -143,6 +166,7 @@ def items_from_frame(df: pd.DataFrame) -> list[WorklistItem]:
         raise ValidationError(f"a worklist needs the column(s) {missing!r}")
     out: list[WorklistItem] = []
     seen: set[tuple[str, str]] = set()
+    studies: dict[str, str] = {}  # accession -> the Study Instance UID made for it
     for n, (_, row) in enumerate(df.iterrows()):
         values: dict[str, str] = {}
         for kw in df.columns:
@@ -152,8 +176,12 @@ def items_from_frame(df: pd.DataFrame) -> list[WorklistItem]:
         for kw in REQUIRED:
             if not values.get(kw):
                 raise ValidationError(f"worklist row {n}: {kw} is empty")
-        values.setdefault("StudyInstanceUID", str(generate_uid(prefix=None)))
         accession = values.get("AccessionNumber", "")
+        if "StudyInstanceUID" not in values:  # the steps of one accession: one study
+            made = studies.get(accession) if accession else None
+            values["StudyInstanceUID"] = made or str(generate_uid(prefix=None))
+            if accession:
+                studies[accession] = values["StudyInstanceUID"]
         if accession:
             values.setdefault("RequestedProcedureID", accession)
             values.setdefault("ScheduledProcedureStepID", accession)

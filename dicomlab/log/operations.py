@@ -78,7 +78,7 @@ def on_dimse(event: Any, sent: bool) -> None:
             "SCU" if sent else "SCP",
             service,
             int(cs.MessageID),
-            text(cs.get("AffectedSOPClassUID")),
+            text(cs.get("AffectedSOPClassUID") or cs.get("RequestedSOPClassUID")),
             text(cs.get("AffectedSOPInstanceUID")),
             int(message.context_id or 0),
             _data_bytes(message) if service == "C-STORE" else None,

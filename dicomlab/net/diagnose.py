@@ -154,11 +154,23 @@ def aborted_error(node: Node, *, timed_out: bool, timeout: float) -> Association
     )
 
 
+_WORKLIST = "1.2.840.10008.5.1.4.31"
+"""Modality Worklist Information Model - FIND."""
+
+
 def no_context_error(node: Node, abstract_syntaxes: list[str]) -> NoAcceptedContext:
     """The peer accepted none of the proposed presentation contexts."""
     from pydicom.uid import UID
 
     names = ", ".join(sorted({UID(s).name for s in abstract_syntaxes}))
+    if set(abstract_syntaxes) == {_WORKLIST}:
+        return NoAcceptedContext(
+            f"{node.address} does not serve a modality worklist (it refused the Modality "
+            "Worklist Information Model)",
+            node=node,
+            hint="query the worklist on the node that schedules the procedures (the RIS, or "
+            "a PACS with a worklist plugin), or check its configuration for our AE title",
+        )
     return NoAcceptedContext(
         f"{node.address} accepted none of the proposed presentation contexts ({names})",
         node=node,

@@ -40,7 +40,7 @@ from dicomlab.errors import (
     ValidationError,
     warn_partial,
 )
-from dicomlab.net import dimse
+from dicomlab.net import diagnose, dimse
 from dicomlab.net.association import open_association
 
 __all__ = [
@@ -155,13 +155,7 @@ def pick_model(assoc: Association, order: list[str], node: Node) -> Any:
         if str(_MODELS[name]) in accepted:
             return _MODELS[name]
     if order == ["worklist"]:
-        raise NoAcceptedContext(
-            f"{node.address} does not serve a modality worklist (it refused the Modality "
-            "Worklist Information Model)",
-            node=node,
-            hint="query the worklist on the node that schedules the procedures (the RIS, or "
-            "a PACS with a worklist plugin), or check its configuration for our AE title",
-        )
+        raise diagnose.no_context_error(node, [str(_MODELS["worklist"])])
     raise NoAcceptedContext(
         f"{node.address} accepted neither Query/Retrieve model "
         f"({', '.join(order)} root) for C-FIND",

@@ -103,10 +103,22 @@ class Worklist:
 
     def write_files(self, folder: str | os.PathLike[str]) -> list[Path]:
         """The open items as ``.wl`` files (one DICOM data set each) in ``folder``, the
-        form dcmtk's ``wlmscpfs`` and Orthanc's worklist plugin read."""
+        form dcmtk's ``wlmscpfs`` and Orthanc's worklist plugin read. wlmscpfs ignores an
+        item that lacks an attribute of :data:`dicomlab.core.worklist.COMPLETE`: such
+        items are written, and named in a warning."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
+        with self._lock:
+            open_items = [i for i in self._items if not i.done]
+        for item in open_items:
+            lacking = item.missing()
+            if lacking:
+                log.warning(
+                    "worklist item %s/%s lacks %s: dcmtk's wlmscpfs will ignore it",
+                    *item.key,
+                    ", ".join(lacking),
+                )
         for n, ds in enumerate(self.datasets()):
             path = out / f"item{n:05d}.wl"
             tmp = path.with_suffix(".tmp")
