@@ -12,4 +12,6 @@ def test_every_model_uid_is_the_one_pynetdicom_names() -> None:
         for root, prefix in (("study", "StudyRoot"), ("patient", "PatientRoot")):
             expected = getattr(sop_class, f"{prefix}QueryRetrieveInformationModel{suffix}")
             assert model(service, root) == expected  # type: ignore[arg-type]
-    assert len(QR_UIDS) == 6 == sum(len(v) for v in MODELS.values())
+    worklist = sop_class.ModalityWorklistInformationFind  # type: ignore[attr-defined]
+    assert MODELS["find"]["worklist"] == worklist
+    assert len(QR_UIDS) == 7 == sum(len(v) for v in MODELS.values())
