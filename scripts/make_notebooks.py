@@ -362,6 +362,30 @@ TEACHING = [
         "              for k, r in tls_echoes.items()])"
     ),
     new_markdown_cell(
+        "## How a modality learns what to scan, and knows its images are safe\n\n"
+        "A modality asks a *worklist* what to scan (a C-FIND on the Modality Worklist "
+        "model: patient, accession number, procedure, station, time). After scanning it "
+        "sends the images, then asks for *storage commitment* (an N-ACTION; the archive "
+        "answers in an N-EVENT-REPORT) before it deletes its own copies. The teacher "
+        "serves a worklist; the student plays the modality. When the study of a scheduled "
+        "accession number arrives, its step is done and leaves the worklist."
+    ),
+    new_code_cell(
+        "teacher.worklist.add(dl.synth.worklist(3, seed=9))\n"
+        "todo = dl.find(teacher.node, dl.Query.worklist(), calling_ae='STUDENT')\n"
+        "todo[['PatientName', 'AccessionNumber', 'Modality', 'ScheduledStationAETitle',\n"
+        "      'ScheduledProcedureStepStartDate', 'ScheduledProcedureStepStartTime']]"
+    ),
+    new_code_cell(
+        "scan = dl.synth.write_studies(work / 'scan', n_studies=3, seed=9)  # 'acquired'\n"
+        "first = scan[scan.AccessionNumber == todo.AccessionNumber.iloc[0]]\n"
+        "sent = dl.store(teacher.node, first.path, commit=True, calling_ae='STUDENT',\n"
+        "                progress=False)\n"
+        "left = dl.find(teacher.node, dl.Query.worklist(), calling_ae='STUDENT')\n"
+        "print(f'{sent.committed.sum()} of {len(sent)} instances committed by the teacher')\n"
+        "print(f'{len(todo)} steps scheduled, {len(left)} left once the first study arrived')"
+    ),
+    new_markdown_cell(
         "## The same, by clicking\n\n"
         "`dl.widgets.App` puts the node book, queries, transfers, the network report "
         "and a server panel in tabs. Every panel exposes its results to code "
@@ -382,7 +406,7 @@ TEACHING = [
     ),
     new_code_cell(
         "found_by_app = len(app.query.result)\n"
-        "assert found_by_app == len(everything)\n"
+        "assert found_by_app == len(everything) + first.StudyInstanceUID.nunique()  # + the scan\n"
         "assert echoed.ok\n"
         "assert set(contexts.result) == {0x00, 0x03}  # accepted, abstract syntax not supported\n"
         "assert matches['exact name'] >= 1 and matches['UID list'] == 2\n"
@@ -390,7 +414,8 @@ TEACHING = [
         "assert 'STRANGER' in by_move.error.iloc[0]\n"
         "assert [r.ok for r in tls_echoes.values()] == [True, False, False, False]\n"
         "assert 'client certificate' in tls_echoes['without a client certificate'].detail\n"
-        "assert sent_back.attrs['complete'] and {'SEG', 'SR', 'KO'} <= set(filed.Modality)"
+        "assert sent_back.attrs['complete'] and {'SEG', 'SR', 'KO'} <= set(filed.Modality)\n"
+        "assert sent.committed.all() and len(left) == len(todo) - 1"
     ),
     new_markdown_cell(
         "The App above stays live after *Run All*: click **Search All**, click a study's "
