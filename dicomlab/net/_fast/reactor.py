@@ -217,10 +217,16 @@ def _send_msg(assoc: Any) -> Callable[[Any, int], None]:
 
 def _connection_gone(assoc: Any) -> bool:
     """Whether nothing sent on ``assoc`` can be answered: aborted, or its transport
-    closed (the DUL back in Sta1, or awaiting the close after an abort in Sta13)."""
+    closed. The socket is looked at first: pynetdicom closes it (AA-3, AA-4) and tells
+    the waiting sender before its state machine leaves Sta6, so a sender woken by that
+    notice can come back while the DUL still looks alive and associated."""
     if assoc.is_aborted or assoc._kill:
         return True
     dul = assoc.dul
+    transport = dul.socket
+    raw = getattr(transport, "socket", None)
+    if raw is None or not getattr(transport, "_is_connected", True) or raw.fileno() == -1:
+        return True
     return not dul.is_alive() or dul.state_machine.current_state in ("Sta1", "Sta13")
 
 
