@@ -12,18 +12,28 @@ from dicomlab.widgets.base import Panel, frame_html, plural
 
 __all__ = ["WorklistPanel"]
 
-_SHOWN = [
-    "PatientName",
-    "PatientID",
-    "AccessionNumber",
-    "Modality",
-    "ScheduledStationAETitle",
-    "ScheduledProcedureStepStartDate",
-    "ScheduledProcedureStepStartTime",
-    "ScheduledProcedureStepDescription",
-    "done",
-]
+_SHOWN = {
+    "PatientName": "Patient",
+    "PatientID": "Patient ID",
+    "AccessionNumber": "Accession",
+    "Modality": "Modality",
+    "ScheduledStationAETitle": "Station",
+    "ScheduledProcedureStepStartDate": "Date",
+    "ScheduledProcedureStepStartTime": "Time",
+    "ScheduledProcedureStepDescription": "Procedure",
+    "done": "Done",
+}
+"""The table's columns (DICOM keyword -> heading)."""
 _MODALITIES = ["CT", "MR", "CR", "DX", "US", "MG", "NM", "PT", "XA", "OT"]
+
+
+def _clock(t: object) -> str:
+    """A time of day (a Timedelta since midnight) as HH:MM[:SS]."""
+    if not isinstance(t, pd.Timedelta) or pd.isna(t):
+        return ""
+    seconds = int(t.total_seconds())
+    hh, mm, ss = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    return f"{hh:02d}:{mm:02d}" + (f":{ss:02d}" if ss else "")
 
 
 class WorklistPanel(Panel):
@@ -49,8 +59,18 @@ class WorklistPanel(Panel):
         self.day = w.DatePicker(description="Date", value=_dt.date.today())
         self.time = w.Text(description="Time", placeholder="HH:MM", value="09:00")
         self.description = w.Text(description="Procedure")
-        for field in (self.patient_name, self.patient_id, self.accession, self.station):
-            field.add_class("dl-worklist-field")
+        fields = {
+            "patient-name": self.patient_name,
+            "patient-id": self.patient_id,
+            "accession": self.accession,
+            "modality": self.modality,
+            "station": self.station,
+            "date": self.day,
+            "time": self.time,
+            "description": self.description,
+        }
+        for name, field in fields.items():
+            field.add_class(f"dl-worklist-{name}")
         self.add_button = w.Button(description="Add", icon="plus").add_class("dl-worklist-add")
         self.synthetic_button = w.Button(description="Add synthetic").add_class(
             "dl-worklist-synthetic"
@@ -123,8 +143,12 @@ class WorklistPanel(Panel):
 
     def refresh(self) -> None:
         df = self.local.worklist.frame()
-        self.table.value = frame_html(df[_SHOWN])
+        shown = df[list(_SHOWN)].rename(columns=_SHOWN)
+        shown["Time"] = [_clock(t) for t in shown["Time"]]
+        self.table.value = frame_html(shown)
         open_ = df[~df["done"].astype(bool)]
         accessions = [a for a in open_["AccessionNumber"].dropna().unique() if a]
+        kept = self.chosen.value
         self.chosen.options = accessions
+        self.chosen.value = kept if kept in accessions else (accessions[0] if accessions else None)
         self.done_button.disabled = self.remove_button.disabled = not accessions

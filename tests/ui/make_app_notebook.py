@@ -5,7 +5,8 @@ QueryPanel whose retrieves go to the empty one; the expected rows are computed b
 test from the same seed and date. report_app.ipynb shows two NetworkReports on their
 Plots tab: the kernel's own log of a minute of echoes and queries, and a synthetic log
 of one whole day. nodes_app.ipynb shows a NodePanel over a LocalPACS that knows ours
-as a C-MOVE destination.
+as a C-MOVE destination. worklist_app.ipynb shows a WorklistPanel over a LocalPACS
+holding three synthetic steps.
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ panel = dl.widgets.NodePanel(book, local=mine)
 panel"""
 
 
+WORKLIST_CELL = """\
+import tempfile
+from pathlib import Path
+
+import dicomlab as dl
+
+work = Path(tempfile.mkdtemp(prefix="dicomlab-ui-"))
+ris = dl.LocalPACS(work / "ris", ae_title="UIRIS", port=0).start()
+ris.worklist.add(dl.synth.worklist(3, seed=5))
+panel = dl.widgets.WorklistPanel(ris)
+panel"""
+
+
 def _write(name: str, cells: list[str]) -> None:
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {
@@ -96,6 +110,7 @@ def main() -> None:
     _write("query_app.ipynb", [CELL])
     _write("report_app.ipynb", REPORT_CELLS)
     _write("nodes_app.ipynb", [NODES_CELL])
+    _write("worklist_app.ipynb", [WORKLIST_CELL])
 
 
 if __name__ == "__main__":

@@ -113,3 +113,35 @@ def test_node_panel_checks_c_move_in_jupyterlab(
     panel.scroll_into_view_if_needed()
     panel.screenshot(path=str(artifacts / "jupyterlab-nodes-check-move.png"))
     assert not page.js_errors, page.js_errors
+
+
+def test_worklist_panel_adds_and_marks_done_in_jupyterlab(
+    page: Any, jupyter_lab: Any, artifacts: Path
+) -> None:
+    """worklist_app.ipynb: a step typed in the WorklistPanel's form is refused with its bad
+    time quoted, then added once the time is right; marked done, it leaves the choice."""
+    from playwright.sync_api import expect
+
+    _run_all(page, jupyter_lab, "worklist_app.ipynb")
+    _finished(page)
+    panel = page.locator(".dl-worklist")
+    expect(panel.locator(".dl-worklist-table")).to_contain_text("ACC005000002")
+    panel.locator(".dl-worklist-patient-name input").fill("BROWSER^TEST")
+    panel.locator(".dl-worklist-patient-id input").fill("PUI1")
+    panel.locator(".dl-worklist-accession input").fill("ACCUI1")
+    panel.locator(".dl-worklist-station input").fill("MR01")
+    panel.locator(".dl-worklist-modality select").select_option("MR")
+    panel.locator(".dl-worklist-time input").fill("25:99")
+    panel.locator(".dl-worklist-add").click()
+    expect(panel.locator(".dl-message")).to_contain_text("'25:99'", timeout=30_000)
+    panel.locator(".dl-worklist-time input").fill("10:30")
+    panel.locator(".dl-worklist-add").click()
+    expect(panel.locator(".dl-message")).to_contain_text("added 1 step", timeout=30_000)
+    expect(panel.locator(".dl-worklist-table")).to_contain_text("BROWSER^TEST")
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(artifacts / "jupyterlab-worklist.png"))
+    panel.locator(".dl-worklist-chosen select").select_option("ACCUI1")
+    panel.locator(".dl-worklist-done").click()
+    expect(panel.locator(".dl-message")).to_contain_text("1 step changed", timeout=30_000)
+    expect(panel.locator(".dl-worklist-chosen select option")).to_have_count(3)
+    assert not page.js_errors, page.js_errors
