@@ -19,6 +19,7 @@ from benchmarks import (
     bench_small,
     bench_transcode,
     bench_transfer,
+    bench_worklist,
 )
 
 
@@ -43,6 +44,8 @@ def main() -> int:
         results.extend(bench_deid.run())
     if not only or "transcode" in only:
         results.extend(bench_transcode.run())
+    if not only or "worklist" in only:
+        results.extend(bench_worklist.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

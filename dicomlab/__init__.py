@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from pynetdicom import _config as _pynetdicom_config
+
 from dicomlab import log, plot, synth, tls
 from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.core.nodebook import NodeBook, home
@@ -132,3 +134,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 # that a notebook's logging.basicConfig(level=DEBUG) never prints patient data.
 # Raise it back explicitly (logging.getLogger("pynetdicom").setLevel(...)) to debug.
 _logging.getLogger("pynetdicom").setLevel(_logging.WARNING)
+# ...and never formats them: it renders every C-FIND identifier for its debug log even
+# when nothing logs it (a third of a LocalPACS's time answering a 2,000-step worklist).
+_pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+_pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False

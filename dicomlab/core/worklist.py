@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
@@ -27,13 +27,13 @@ import pandas as pd
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from dicomlab.core.indexrow import is_valid_uid
 from dicomlab.core.nodes import validate_ae_title
 from dicomlab.core.results import ResultBuilder
+from dicomlab.core.worklist_match import SPS_KEYS, answer, matches
 from dicomlab.errors import ValidationError
 
 __all__ = [
@@ -74,19 +74,6 @@ TOP_KEYS: tuple[str, ...] = (
 """Worklist attributes at the top level of an item (PS3.4 Table K.6-1: patient, visit,
 imaging service request and requested procedure)."""
 
-SPS_KEYS: tuple[str, ...] = (
-    "Modality",
-    "ScheduledStationAETitle",
-    "ScheduledProcedureStepStartDate",
-    "ScheduledProcedureStepStartTime",
-    "ScheduledPerformingPhysicianName",
-    "ScheduledProcedureStepDescription",
-    "ScheduledStationName",
-    "ScheduledProcedureStepLocation",
-    "ScheduledProcedureStepID",
-    "ScheduledProcedureStepStatus",
-)
-"""Attributes inside the Scheduled Procedure Step Sequence item."""
 
 ITEM_KEYS: tuple[str, ...] = TOP_KEYS + SPS_KEYS
 REQUIRED: tuple[str, ...] = ("PatientID", "Modality", "ScheduledProcedureStepStartDate")
@@ -110,7 +97,6 @@ wlmscpfs ignores a worklist file without one of them; LocalPACS serves it anyway
 _LIMIT = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "DS": 16, "UI": 64}
 _CS_RE = re.compile(r"^[A-Z0-9 _]*$")
 _TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
-_SKIP_TAGS = {0x00080005, 0x00080052}  # Specific Character Set, Query/Retrieve Level
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +106,13 @@ class WorklistItem:
 
     values: tuple[tuple[str, str], ...]
     done: bool = False
+    mapping: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mapping", dict(self.values))
 
     def get(self, keyword: str) -> str:
-        for kw, value in self.values:
-            if kw == keyword:
-                return value
-        return ""
+        return self.mapping.get(keyword, "")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -291,113 +278,11 @@ def to_dataset(item: WorklistItem) -> Dataset:
     return ds
 
 
-# -- matching (PS3.4 C.2.2.2) --------------------------------------------------------
-def matches(ds: Dataset, key: Dataset) -> bool:
-    """Whether ``ds`` matches every matching key of ``key``: universal (empty), single
-    value, wildcards ``*``/``?`` (case-insensitive for person names), UID lists, ranges
-    of dates and times, and sequence matching on the items of a sequence."""
-    for elem in key:
-        if int(elem.tag) in _SKIP_TAGS or elem.tag.group == 0x0002:
-            continue
-        if elem.VR == "SQ":
-            if not elem.value or _universal(elem.value[0]):
-                continue
-            have = ds.get(elem.tag)
-            if (
-                have is None
-                or have.VR != "SQ"
-                or not any(matches(i, elem.value[0]) for i in have.value)
-            ):
-                return False
-            continue
-        want = _value_text(elem)
-        if want and not _match(want, _value_text(ds[elem.tag]) if elem.tag in ds else "", elem.VR):
-            return False
-    return True
-
-
-def answer(ds: Dataset, key: Dataset) -> Dataset:
-    """The response to ``key`` for a matching ``ds``: every key attribute, with ``ds``'s
-    value or empty; a sequence key returns the matching items, with the key item's
-    attributes (all of them for an empty key item or sequence)."""
-    out = Dataset()
-    if "SpecificCharacterSet" in ds:
-        out.SpecificCharacterSet = ds.SpecificCharacterSet
-    for elem in key:
-        tag = int(elem.tag)
-        if tag in _SKIP_TAGS or elem.tag.group == 0x0002:
-            continue
-        have = ds.get(elem.tag)
-        if elem.VR == "SQ":
-            items = list(have.value) if have is not None and have.VR == "SQ" else []
-            key_item = elem.value[0] if elem.value else None
-            if key_item is None or not len(key_item):
-                out[tag] = DataElement(tag, "SQ", Sequence([_copy(i) for i in items]))
-            else:
-                kept = [answer(i, key_item) for i in items if matches(i, key_item)]
-                out[tag] = DataElement(tag, "SQ", Sequence(kept))
-            continue
-        out[tag] = DataElement(tag, elem.VR, have.value if have is not None else None)
-    return out
-
-
 def _copy(ds: Dataset) -> Dataset:
     out = Dataset()
     for elem in ds:
         out[elem.tag] = DataElement(elem.tag, elem.VR, elem.value)
     return out
-
-
-def _universal(item: Dataset) -> bool:
-    return all(
-        (e.VR == "SQ" and (not e.value or _universal(e.value[0])))
-        or (e.VR != "SQ" and not _value_text(e))
-        for e in item
-    )
-
-
-def _value_text(elem: DataElement) -> str:
-    value = elem.value
-    if value is None or value == "":
-        return ""
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
-
-
-def _match(want: str, got: str, vr: str) -> bool:
-    if vr == "UI":
-        return got in want.split("\\")
-    values = got.split("\\") if got else [""]
-    if vr in ("DA", "TM", "DT") and "-" in want:
-        low, _, high = want.partition("-")
-        return any(_in_range(v, low, high, vr) for v in values if v)
-    if "*" in want or "?" in want:
-        pattern = re.compile(
-            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in want),
-            re.IGNORECASE | re.DOTALL if vr == "PN" else re.DOTALL,
-        )
-        return any(pattern.fullmatch(v) for v in values)
-    if vr == "PN":
-        return any(v.casefold() == want.casefold() for v in values)
-    if vr == "TM":
-        return any(_padded(v, vr) == _padded(want, vr) for v in values)
-    return want in values
-
-
-def _padded(text: str, vr: str, fill: str = "0") -> str:
-    """A date, time or date-time as a fixed-width string that compares in order (the
-    upper bound of a range is filled with 9s: ``-1200`` includes 12:00:30)."""
-    digits = text.replace(":", "").split(".")[0].split("+")[0]
-    width = {"DA": 8, "TM": 6, "DT": 14}[vr]
-    return (digits + fill * width)[:width]
-
-
-def _in_range(value: str, low: str, high: str, vr: str) -> bool:
-    v = _padded(value, vr)
-    if low and v < _padded(low, vr):
-        return False
-    return not (high and v > _padded(high, vr, "9"))
 
 
 def flat(ds: Dataset) -> Dataset:

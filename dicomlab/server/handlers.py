@@ -7,6 +7,7 @@ escape without a failure status (pynetdicom would otherwise answer a generic one
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
-from pynetdicom import evt
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import dsutils, evt
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -289,8 +290,12 @@ def _worklist_find(
     if worklist is None:
         yield STATUS_FIND_UNABLE, None
         return
+    syntax = str(event.context.transfer_syntax)
+    implicit = syntax == ImplicitVRLittleEndian
     try:
-        for answer in worklist.find(identifier):
+        for answer in worklist.find(identifier, implicit):
+            if syntax not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+                answer = _plain(answer)  # a big endian context: let pydicom re-encode it
             if event.is_cancelled:
                 yield STATUS_CANCEL, None
                 return
@@ -300,6 +305,13 @@ def _worklist_find(
         yield STATUS_FIND_UNABLE, None
         return
     yield STATUS_SUCCESS, None
+
+
+def _plain(ds: Dataset) -> Dataset:
+    """A data set of raw little endian elements as ordinary elements."""
+    data = dsutils.encode(ds, False, True)
+    assert data is not None
+    return dsutils.decode(io.BytesIO(data), False, True)
 
 
 def _retrieve_filters(identifier: Dataset) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pandas as pd
 from pydicom.dataset import Dataset
 
 from dicomlab.core import worklist as wl
+from dicomlab.core import worklist_match as match
 from dicomlab.errors import ValidationError
 
 __all__ = ["OnArrival", "Worklist"]
@@ -49,7 +50,7 @@ class Worklist:
         self.on_arrival: OnArrival = on_arrival
         self._lock = threading.Lock()
         self._items: list[wl.WorklistItem] = self._load()
-        self._served: list[Dataset] | None = None  # the open items as data sets (a cache)
+        self._served: list[wl.WorklistItem] | None = None  # the open items (a cache)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -130,16 +131,22 @@ class Worklist:
     # -- serving ---------------------------------------------------------------------
     def datasets(self) -> list[Dataset]:
         """The open (not done) items as worklist data sets."""
+        return [wl.to_dataset(i) for i in self._open()]
+
+    def _open(self) -> list[wl.WorklistItem]:
         with self._lock:
             if self._served is None:
-                self._served = [wl.to_dataset(i) for i in self._items if not i.done]
+                self._served = [i for i in self._items if not i.done]
             return self._served
 
-    def find(self, key: Dataset) -> Iterator[Dataset]:
-        """The responses to a Modality Worklist FIND identifier, one per matching item."""
-        for ds in self.datasets():
-            if wl.matches(ds, key):
-                yield wl.answer(ds, key)
+    def find(self, key: Dataset, implicit: bool = True) -> Iterator[Dataset]:
+        """The responses to a Modality Worklist FIND identifier, one per matching item,
+        encoded for Implicit (or Explicit) VR Little Endian."""
+        compiled = match.plan(key)
+        for item in self._open():
+            values = item.mapping
+            if compiled.matches(values):
+                yield compiled.answer(values, implicit)
 
     def arrived(self, row: dict[str, Any]) -> None:
         """A study was stored: its accession number's items follow ``on_arrival``."""
