@@ -26,6 +26,7 @@ from dicomlab.core import worklist
 from dicomlab.core.call import Call
 from dicomlab.core.header import CHARSET_TAG, IMPLICIT_LE, encodings_of, scan_elements
 from dicomlab.core.models import MODELS
+from dicomlab.core.nested import scan_with_item
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import FindAttrs
 from dicomlab.core.query import Query, to_identifier
@@ -257,10 +258,22 @@ class _WorklistReader(_IdentifierReader):
     columns of the row (:func:`dicomlab.core.worklist.flat`)."""
 
     def __call__(self, data: bytes, syntax: str) -> None:
-        self.add(decode(io.BytesIO(data), syntax == IMPLICIT_LE, True))
+        values = scan_with_item(data, syntax, self.wanted, _SPS_TAG)
+        if values is None:  # not walkable here: pydicom decodes it
+            self.add(decode(io.BytesIO(data), syntax == IMPLICIT_LE, True))
+            return
+        charset = values.get(CHARSET_TAG, ("CS", b""))[1]
+        encodings = self._encodings.get(charset)
+        if encodings is None:
+            encodings = self._encodings[charset] = encodings_of(values)
+        self.builder.add_raw(values, encodings, **self.extra)
+        self.n += 1
 
     def add(self, ds: Any) -> None:
         super().add(worklist.flat(ds))
+
+
+_SPS_TAG = 0x00400100  # Scheduled Procedure Step Sequence
 
 
 def find_contexts(node: Node, query: Query) -> list[Any]:
