@@ -35,10 +35,11 @@ from dicomlab.protocols.base import (
     retrieve_method,
     values_of,
 )
-from dicomlab.server.localpacs import LocalPACS, ensure_listener
+from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.checkmove import MoveCheck
 from dicomlab.transfer.checkmove import check_move as _check_move
 from dicomlab.transfer.commit import commit as _commit
+from dicomlab.transfer.commit import references
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.outbox import deidentified_store
@@ -264,8 +265,7 @@ def commit(
     choose(call.node, "dimse", operation="store")
     seconds = _commit_timeout(timeout)
     assert seconds is not None
-    ensure_listener(call.book)
-    return _commit(call, what, seconds)
+    return _commit(call, references(what), seconds)
 
 
 def store(
@@ -309,8 +309,6 @@ def store(
     if not isinstance(transcode, bool):
         raise ValidationError(f"transcode={transcode!r} must be True or False")
     commit_s = _commit_timeout(commit)
-    if commit_s is not None and speaker.name == "dimse":
-        ensure_listener(call.book)
     if deidentify is None:
         return speaker.store(call, what, max_connections, wait, transcode, commit_s)
     if not isinstance(deidentify, Deidentifier):

@@ -173,10 +173,10 @@ def test_store_with_commit_into_localpacs_then_not_held_and_wrong_class(
     wrong = MR if sop_class != MR else CT
     got = dl.commit(local.node, [*_pairs(studies), NOT_HELD], timeout=10)
     _all_committed(got.iloc[:-1])
-    assert got.committed.iloc[-1] == False  # noqa: E712 (a pandas boolean)
+    assert not got.committed.iloc[-1]  # (NA would raise)
     assert got.commit_error.iloc[-1] == "0x0112 no such object instance"
     got = dl.commit(local.node, [(wrong, uid)], timeout=10)
-    assert got.committed.iloc[0] == False  # noqa: E712
+    assert not got.committed.iloc[0]
     assert got.commit_error.iloc[0] == "0x0119 class-instance conflict"
     assert local.stats["commit_reports_failed"] == 0
 
@@ -283,6 +283,51 @@ def test_bad_input_is_refused_with_the_value_quoted(local: dl.LocalPACS) -> None
         with pytest.raises(dl.ValidationError, match=rf"commit={bad!r} must be"):
             dl.store(node, [], commit=bad, progress=False)  # type: ignore[arg-type]
     assert local.stats["commit_requests"] == 0
+
+
+def test_bad_input_starts_no_server_and_a_duplicate_is_refused() -> None:
+    """Input is checked before anything runs: no default LocalPACS is left behind."""
+    from dicomlab.server.lifecycle import running_servers
+
+    before = set(map(id, running_servers()))
+    node = dl.Node("x", ae_title="X", port=1)
+    with pytest.raises(dl.ValidationError, match="nothing to commit"):
+        dl.commit(node, [])
+    with pytest.raises(dl.ValidationError, match=r"'1\.2\.3' is given twice"):
+        dl.commit(node, [(CT, "1.2.3"), (MR, "1.2.3")])
+    with pytest.raises(dl.ValidationError, match="does not exist"):
+        dl.store(node, "no/such/folder", commit=True, progress=False)
+    assert set(map(id, running_servers())) == before
+
+
+def test_the_answer_to_a_report_goes_before_the_release(
+    local: dl.LocalPACS, studies: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom answers an N-EVENT-REPORT from a thread of its own: the request must not
+    return (and its caller release) before that answer has gone, or the release overtakes
+    it and the LocalPACS waits for an answer that never comes. The handler is slowed
+    here to hold that window open (a scheduling no real peer produces on demand)."""
+    from dicomlab.net import commit as commit_scu
+
+    real = commit_scu._PENDING.deliver
+
+    def slow(*args: Any) -> bool:
+        delivered = real(*args)
+        time.sleep(0.3)  # the answer goes out only after this
+        return delivered
+
+    monkeypatch.setattr(commit_scu._PENDING, "deliver", slow)
+    dl.store(local.node, studies.path, progress=False)
+    for _ in range(2):
+        t0 = time.monotonic()
+        got = dl.commit(local.node, _pairs(studies), timeout=10)
+        assert time.monotonic() - t0 < 5
+        _all_committed(got)
+    deadline = time.monotonic() + 5
+    while local.stats["commit_requests"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    local.commitment.stop()
+    assert local.stats["commit_reports_failed"] == 0
 
 
 def test_commitment_with_a_dicomweb_only_node_is_refused() -> None:

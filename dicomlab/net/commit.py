@@ -22,9 +22,28 @@ from dicomlab.core.status import decode_status
 from dicomlab.errors import ValidationError
 from dicomlab.net.transport import quiesce
 
-__all__ = ["Outcome", "report_received", "request"]
+__all__ = ["Outcome", "report_received", "request", "when_sent"]
 
 log = logging.getLogger(__name__)
+
+
+def when_sent(assoc: Any, message: str) -> threading.Event:
+    """An event set once ``assoc`` has sent a ``message`` (e.g. ``"N_EVENT_REPORT_RSP"``):
+    pynetdicom answers some requests from a thread of its own, and the peer must have our
+    answer before anything that follows (a report, a release)."""
+    sent = threading.Event()
+
+    def seen(event: Any) -> None:
+        if type(event.message).__name__ == message:
+            sent.set()
+            assoc.unbind(evt.EVT_DIMSE_SENT, seen)
+
+    assoc.bind(evt.EVT_DIMSE_SENT, seen)
+    return sent
+
+
+_Received = tuple[sc.CommitReport, threading.Event]
+"""A report, and the event set once our answer to it has gone."""
 
 
 class _Pending:
@@ -32,7 +51,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiting: dict[str, tuple[threading.Event, list[sc.CommitReport]]] = {}
+        self._waiting: dict[str, tuple[threading.Event, list[_Received]]] = {}
 
     def expect(self, transaction: str) -> threading.Event:
         done = threading.Event()
@@ -40,17 +59,17 @@ class _Pending:
             self._waiting[transaction] = (done, [])
         return done
 
-    def take(self, transaction: str) -> sc.CommitReport | None:
+    def take(self, transaction: str) -> _Received | None:
         with self._lock:
             _, got = self._waiting.pop(transaction, (None, []))
         return got[0] if got else None
 
-    def deliver(self, report: sc.CommitReport) -> bool:
+    def deliver(self, report: sc.CommitReport, answered: threading.Event) -> bool:
         with self._lock:
             entry = self._waiting.get(report.transaction_uid)
             if entry is None:
                 return False
-            entry[1].append(report)
+            entry[1].append((report, answered))
         entry[0].set()
         return True
 
@@ -75,7 +94,7 @@ def report_received(event: Any) -> tuple[int, None]:
     except Exception as exc:  # undecodable event information
         log.warning("storage commitment report refused: cannot decode it: %s", exc)
         return 0x0110, None
-    if not _PENDING.deliver(report):
+    if not _PENDING.deliver(report, when_sent(event.assoc, "N_EVENT_REPORT_RSP")):
         log.warning("storage commitment report for unknown transaction %s", report.transaction_uid)
     return 0x0000, None
 
@@ -110,7 +129,13 @@ def request(assoc: Any, node: Node, references: list[tuple[str, str]], timeout: 
                 "(a PACS that reports on a new association needs our AE title registered "
                 "with this machine's address and a running dl.LocalPACS on that port)"
             )
-        report = _PENDING.take(transaction)
-        return Outcome(report) if report is not None else Outcome(error="report lost")
+        got = _PENDING.take(transaction)
+        if got is None:
+            return Outcome(error="report lost")
+        report, answered = got
+        # pynetdicom answers a report from a thread of its own: our caller may release
+        # the association next, and the release must not overtake that answer.
+        answered.wait(5.0)
+        return Outcome(report)
     finally:
         _PENDING.take(transaction)

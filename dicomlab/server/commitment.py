@@ -9,22 +9,23 @@ archive's index holds it with the same SOP class (written whole, and fsynced unl
 LocalPACS was started with ``fsync=False``); the others fail with reason 0x0112 (no
 such object instance) or 0x0119 (class-instance conflict).
 
-Reports are sent by one worker thread per LocalPACS, stopped with it.
+Each report is sent from a thread of its own, joined when the LocalPACS stops.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from pynetdicom import build_role, evt
+from pynetdicom import build_role
 
 from dicomlab.core import commitment as sc
 from dicomlab.core.nodes import Node
 from dicomlab.errors import ValidationError
+from dicomlab.net.commit import when_sent
 from dicomlab.net.transport import DicomlabAE
 from dicomlab.net.trust import is_own_connection
 
@@ -48,33 +49,35 @@ class _Job:
 
 
 class Reporter:
-    """Builds and delivers the reports of one LocalPACS (its worker thread starts with
-    the first request and ends at :meth:`stop`)."""
+    """Builds and delivers the reports of one LocalPACS: one short-lived thread per
+    request (a peer slow to answer one report holds up no other), all joined at
+    :meth:`stop`."""
 
     def __init__(self, ae_title: str, held: Any) -> None:
         self.ae_title = ae_title
         self._held = held  # SOP Instance UID -> SOP Class UID | None (the archive's index)
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self.counters = {"commit_requests": 0, "commit_reports_failed": 0}
 
     def submit(self, job: _Job) -> None:
+        thread = threading.Thread(
+            target=self._run, args=(job,), name=f"{self.ae_title}-commitment", daemon=True
+        )
         with self._lock:
             self.counters["commit_requests"] += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=f"{self.ae_title}-commitment", daemon=True
-                )
-                self._thread.start()
-        self._queue.put(job)
+            self._threads = {t for t in self._threads if t.is_alive()}
+            self._threads.add(thread)
+        thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Wait for the reports being delivered (each bounded by the peer's timeouts), at
+        most ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.put(None)
-            thread.join(timeout)
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def report(self, request: sc.CommitRequest) -> tuple[int, Any]:
         """The Event Type ID and Event Information for ``request``, from the index."""
@@ -89,19 +92,15 @@ class Reporter:
                 ok.append((sop_class, sop_instance))
         return sc.report_dataset(request.transaction_uid, ok, bad)
 
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                delivered = self._deliver(job)
-            except Exception:
-                log.exception("storage commitment report %s failed", job.request.transaction_uid)
-                delivered = False
-            if not delivered:
-                with self._lock:
-                    self.counters["commit_reports_failed"] += 1
+    def _run(self, job: _Job) -> None:
+        try:
+            delivered = self._deliver(job)
+        except Exception:
+            log.exception("storage commitment report %s failed", job.request.transaction_uid)
+            delivered = False
+        if not delivered:
+            with self._lock:
+                self.counters["commit_reports_failed"] += 1
 
     def _deliver(self, job: _Job) -> bool:
         job.answered.wait(5.0)  # the requester sees our N-ACTION response first
@@ -182,23 +181,10 @@ def handle_n_action(event: Any, policy: Any, reporter: Reporter) -> tuple[int, N
         log.warning("storage commitment request from %s refused: cannot decode: %s", calling, exc)
         return STATUS_PROCESSING_FAILURE, None
     node = None if _own(event.assoc) else policy.node_for(calling)
-    reporter.submit(_Job(event.assoc, node, parsed, _response_sent(event.assoc)))
+    reporter.submit(_Job(event.assoc, node, parsed, when_sent(event.assoc, "N_ACTION_RSP")))
     return 0x0000, None
 
 
 def _own(assoc: Any) -> bool:
     transport = getattr(getattr(assoc, "dul", None), "socket", None)
     return is_own_connection(getattr(transport, "socket", None))
-
-
-def _response_sent(assoc: Any) -> threading.Event:
-    """Set once ``assoc`` has sent an N-ACTION response (the report must follow it)."""
-    sent = threading.Event()
-
-    def seen(event: Any) -> None:
-        if type(event.message).__name__ == "N_ACTION_RSP":
-            sent.set()
-            assoc.unbind(evt.EVT_DIMSE_SENT, seen)
-
-    assoc.bind(evt.EVT_DIMSE_SENT, seen)
-    return sent

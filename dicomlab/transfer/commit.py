@@ -16,6 +16,7 @@ from dicomlab.core.outcomes import COMMITTED
 from dicomlab.errors import ValidationError
 from dicomlab.net import commit as commit_scu
 from dicomlab.net.association import open_association
+from dicomlab.server.localpacs import ensure_listener
 from dicomlab.transfer.store import sources
 
 __all__ = ["commit", "references"]
@@ -39,20 +40,25 @@ def references(what: Any) -> list[tuple[str, str]]:
             pairs = [(str(c), str(i)) for c, i in items]
         else:
             pairs = [(s.sop_class, s.sop_instance) for s in sources(items) if s.error is None]
+    seen: set[str] = set()
     for sop_class, sop_instance in pairs:
         if not is_valid_uid(sop_class) or not is_valid_uid(sop_instance):
             raise ValidationError(
                 f"({sop_class!r}, {sop_instance!r}) is not a (SOP Class UID, SOP Instance UID) pair"
             )
+        if sop_instance in seen:
+            raise ValidationError(f"SOP Instance UID {sop_instance!r} is given twice")
+        seen.add(sop_instance)
     if not pairs:
         raise ValidationError("nothing to commit: no instance given")
     return pairs
 
 
-def commit(call: Call, what: Any, timeout: float) -> pd.DataFrame:
-    """One storage commitment request for ``what``; one row per instance."""
-    pairs = references(what)
+def commit(call: Call, pairs: list[tuple[str, str]], timeout: float) -> pd.DataFrame:
+    """One storage commitment request for ``pairs`` (checked by :func:`references`);
+    one row per instance."""
     node = call.node
+    ensure_listener(call.book)  # where a report on a new association arrives
     with open_association(node, [commitment.PUSH_MODEL], calling_ae=call.ours) as op:
         got = commit_scu.request(op.assoc, node, pairs, timeout)
     rows = []

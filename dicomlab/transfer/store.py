@@ -21,6 +21,7 @@ from dicomlab.core import commitment
 from dicomlab.core import transcode as transcode_
 from dicomlab.core.call import Call
 from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
+from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
 from dicomlab.core.status import decode_status
@@ -28,6 +29,7 @@ from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net import commit as commit_scu
 from dicomlab.net import dimse
 from dicomlab.net.association import open_association
+from dicomlab.server.localpacs import ensure_listener
 from dicomlab.transfer.job import Job, run_items
 
 __all__ = ["STORE_COLUMNS", "Source", "source_row", "sources", "store"]
@@ -129,8 +131,10 @@ class _Context:
         progress: Callable[[int], None],
         transcode: bool,
         commit: float | None = None,
+        book: NodeBook | None = None,
     ) -> None:
         self.node, self.ours, self.progress = node, ours, progress
+        self.book = book  # ours, for the LocalPACS a commitment report may reach
         self.transcode = transcode
         self.commit = commit  # seconds to wait for a storage commitment report
         self.cancel = threading.Event()
@@ -182,6 +186,7 @@ def _commit(ctx: _Context, assoc: Any, rows: list[dict[str, Any]]) -> None:
     else:
         assert ctx.commit is not None
         refs = [(str(r["SOPClassUID"]), str(r["SOPInstanceUID"])) for r in stored]
+        ensure_listener(ctx.book)  # where a report on a new association arrives
         got = commit_scu.request(assoc, ctx.node, refs, ctx.commit)
         error = got.error
         if got.report is not None:
@@ -332,7 +337,7 @@ def store(
 
     job = run_items(
         batches,
-        lambda prog: _Context(target, ours, prog, transcode, commit),
+        lambda prog: _Context(target, ours, prog, transcode, commit, call.book),
         work,
         STORE,
         workers=len(batches) or 1,
