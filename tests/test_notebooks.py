@@ -6,7 +6,9 @@ and writes nothing of the user's. A failing cell (their last cells assert) fails
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from pathlib import Path
 
 import nbformat
@@ -41,15 +43,48 @@ def test_notebooks_match_their_builder() -> None:
         assert [c.source for c in nb.cells] == [c.source for c in built[path.stem]], path.name
 
 
-def _ports_in_use() -> int:
-    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if " 0A " in line)
+def _listening() -> dict[str, str]:
+    """Listening TCP sockets: socket inode -> local address (hex, as /proc shows it)."""
+    out = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":
+            out[fields[9]] = fields[1]
+    return out
+
+
+def _owners(inodes: set[str]) -> list[str]:
+    """The command lines of the processes holding these sockets (for a failure message)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def _new_listeners(before: dict[str, str], settle_s: float = 10.0) -> dict[str, str]:
+    """Sockets listening now that were not before; a kernel that is still exiting gets
+    ``settle_s`` to close its own."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        new = {k: v for k, v in _listening().items() if k not in before}
+        if not new or time.monotonic() > deadline:
+            return new
+        time.sleep(0.2)
 
 
 @pytest.mark.slow
 @pytest.mark.peers
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_and_stops_what_it_starts(path: Path, tmp_path: Path) -> None:
-    listening = _ports_in_use()
+    listening = _listening()
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -67,6 +102,7 @@ def test_notebook_runs_and_stops_what_it_starts(path: Path, tmp_path: Path) -> N
         if cell.cell_type == "code" and cell.source.strip().endswith(".figure"):
             kinds = [k for o in cell.outputs for k in o.get("data", {})]
             assert "image/png" in kinds, (cell.source, kinds)
-    assert _ports_in_use() <= listening  # every LocalPACS it started is stopped
+    new = _new_listeners(listening)  # every LocalPACS it started is stopped
+    assert not new, (new, _owners(set(new)))
     with socket.socket() as s:  # and the kernel is gone with its threads
         s.bind(("127.0.0.1", 0))
