@@ -3,6 +3,9 @@ same rows as ``dl.read_log``, for a synthetic fortnight and for this process's o
 
 from __future__ import annotations
 
+import fcntl
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dask.dataframe as dd
@@ -71,3 +74,113 @@ def test_this_processs_own_log_is_read_alike(tmp_path: Path) -> None:
     assert _dask_counts(folder, "operations", "service") == by_service
     roles = pd.Series(_duckdb_counts(folder, "operations", "role"))
     assert set(roles.index) == {"SCU", "SCP"} and roles.sum() == len(ops)
+
+
+# -- compaction ---------------------------------------------------------------------------
+
+
+def _op(i: int, day: datetime) -> dict[str, object]:
+    return {
+        "association_id": f"assoc-{i // 10}",
+        "role": "SCU",
+        "service": "C-ECHO",
+        "message_id": i,
+        "started_at": day + timedelta(microseconds=i),
+        "status": 0,
+        "status_category": "success",
+    }
+
+
+def test_compaction_merges_parts_while_rows_are_written(tmp_path: Path) -> None:
+    """A writer keeps adding parts to the partition being compacted: every row is read
+    once, before, during and after, and the folder ends with few parts."""
+    folder = tmp_path / "logs"
+    day = datetime(2026, 3, 9, 8, tzinfo=UTC)
+    written = 0
+    for batch in range(40):  # forty small parts, as a day of flushes leaves
+        rows = [_op(batch * 25 + i, day) for i in range(25)]
+        log_writer.write_rows(folder, "operations", rows)
+        written += len(rows)
+    partition = folder / "operations" / "date=2026-03-09"
+    assert len(list(partition.glob("part-*.parquet"))) == 40
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def keep_writing() -> None:
+        nonlocal written
+        i = 10_000
+        while not stop.is_set():
+            log_writer.write_rows(folder, "operations", [_op(i + k, day) for k in range(5)])
+            with lock:
+                written += 5
+            i += 5
+
+    seen: list[int] = []
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for _ in range(5):
+            done = dl.log.compact(folder)
+            assert set(done.table) <= {"operations"}
+            with lock:
+                at_least = written
+            got = dl.read_log(folder)
+            assert got.message_id.is_unique, "a row counted twice"
+            seen.append(len(got))
+            assert len(got) >= at_least - 5  # a part may be landing right now
+    finally:
+        stop.set()
+        writer.join()
+    final = dl.read_log(folder)
+    assert len(final) == written and final.message_id.is_unique
+    dl.log.compact(folder)
+    assert len(dl.read_log(folder)) == written
+    assert len(list(partition.glob("part-*.parquet"))) == 1
+    with duckdb.connect() as con:
+        (count,) = con.execute(
+            "SELECT count(*) FROM read_parquet(?)", [str(partition / "*.parquet")]
+        ).fetchone() or (0,)
+    assert count == written  # the folder as it is: each row once
+    assert seen == sorted(seen)
+
+
+def test_an_interrupted_compaction_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merged part is in place but the parts it replaces are not deleted yet (a crash
+    between the two): dl.read_log reads each row once, and the next compaction finishes
+    the job. The crash is simulated (no real failure happens there on demand)."""
+    folder = tmp_path / "logs"
+    day = datetime(2026, 3, 10, 8, tzinfo=UTC)
+    for batch in range(6):
+        log_writer.write_rows(folder, "operations", [_op(batch * 10 + i, day) for i in range(10)])
+    partition = folder / "operations" / "date=2026-03-10"
+    real_unlink = Path.unlink
+
+    def crash(self: Path, missing_ok: bool = False) -> None:
+        if self.name.startswith("part-") and "-compacted-" not in self.name:
+            raise KeyboardInterrupt  # killed before the first delete
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", crash)
+    with pytest.raises(KeyboardInterrupt):
+        dl.log.compact(folder)
+    monkeypatch.undo()
+    assert len(list(partition.glob("part-*.parquet"))) == 7  # the six and the merged one
+    got = dl.read_log(folder)
+    assert len(got) == 60 and got.message_id.is_unique
+    dl.log.compact(folder)
+    assert len(list(partition.glob("part-*.parquet"))) == 1
+    assert len(dl.read_log(folder)) == 60
+
+
+def test_a_second_compaction_of_the_same_partition_waits_its_turn(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    day = datetime(2026, 3, 11, 8, tzinfo=UTC)
+    for batch in range(3):
+        log_writer.write_rows(folder, "operations", [_op(batch * 10 + i, day) for i in range(10)])
+    partition = folder / "operations" / "date=2026-03-11"
+    with open(partition / ".compact.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another process compacting it would
+        assert dl.log.compact(folder).empty
+    assert list(dl.log.compact(folder).parts) == [3]

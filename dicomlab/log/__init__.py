@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dicomlab.core.logschema import SERVICES
+from dicomlab.log.compact import compact
 from dicomlab.log.reader import association, read_associations, read_log, summary
 from dicomlab.log.synthetic import write_synthetic_log
 from dicomlab.log.writer import configure, folder
@@ -23,6 +24,7 @@ def flush() -> int:
 __all__ = [
     "SERVICES",
     "association",
+    "compact",
     "configure",
     "flush",
     "folder",

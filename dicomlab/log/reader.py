@@ -15,6 +15,7 @@ from dicomlab.core.logschema import ASSOCIATIONS, DICOMWEB_SERVICES, OPERATIONS,
 from dicomlab.core.status import decode_status
 from dicomlab.errors import ValidationError
 from dicomlab.log import writer as _writer
+from dicomlab.log.compact import live_parts
 
 __all__ = ["association", "read_associations", "read_log", "summary"]
 
@@ -51,11 +52,15 @@ def _when(value: Any, name: str) -> datetime | None:
 
 
 def _dataset(root: Path, table: str, schema: pa.Schema) -> pads.Dataset | None:
+    """The table's live part files (none that a compacted part replaces) as a dataset."""
     where = root / table
     if not where.is_dir():
         return None
+    files = [str(p) for d in sorted(where.glob("date=*")) for p in live_parts(d)]
     part = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-    return pads.dataset(where, schema=schema, format="parquet", partitioning=part)
+    return pads.dataset(
+        files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(where)
+    )
 
 
 def _read(
@@ -69,6 +74,27 @@ def _read(
     columns: list[str] | None = None,
 ) -> pd.DataFrame:
     full = schema.append(pa.field("date", pa.string()))
+    for attempt in range(3):
+        try:
+            return _read_once(root, table, schema, full, time_col, since, until, extra, columns)
+        except FileNotFoundError:
+            # a compaction replaced parts between our listing and our read: list again
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read_once(
+    root: Path,
+    table: str,
+    schema: pa.Schema,
+    full: pa.Schema,
+    time_col: str,
+    since: datetime | None,
+    until: datetime | None,
+    extra: Any,
+    columns: list[str] | None,
+) -> pd.DataFrame:
     ds = _dataset(root, table, full)
     if ds is None:
         return _empty(schema, columns)
