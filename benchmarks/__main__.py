@@ -13,6 +13,7 @@ from benchmarks import (
     bench_deid,
     bench_dicomweb,
     bench_echo,
+    bench_index,
     bench_log,
     bench_memory,
     bench_query,
@@ -49,6 +50,8 @@ def main() -> int:
         results.extend(bench_worklist.run())
     if not only or "log" in only:
         results.extend(bench_log.run())
+    if not only or "index" in only:
+        results.extend(bench_index.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -83,8 +83,13 @@ class Index:
                 "PatientID",
                 "StudyDate",
                 "AccessionNumber",
+                "Modality",
             ):
                 self._db.execute(f'CREATE INDEX IF NOT EXISTS ix_{col} ON instances("{col}")')
+            # person names match case-insensitively (core/matching.py: lower(...) = ?)
+            self._db.execute(
+                'CREATE INDEX IF NOT EXISTS ix_lower_PatientName ON instances(lower("PatientName"))'
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -101,6 +106,52 @@ class Index:
         with self._lock:
             cur = self._db.execute(sql, [row[k] for k in keys])
             return cur.rowcount == 1
+
+    def add_many(self, rows: Iterable[Mapping[str, Any]], batch: int = 10_000) -> int:
+        """Insert many instance rows, ``batch`` per transaction (a bulk import, or an
+        index rebuilt from its files); returns how many were new. Every row carries the
+        same keys as the first."""
+        added = 0
+        keys: list[str] | None = None
+        sql = ""
+        chunk: list[list[Any]] = []
+
+        def flush() -> None:
+            nonlocal added
+            if not chunk:
+                return
+            with self._lock:
+                before = self._db.total_changes
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(sql, chunk)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                added += self._db.total_changes - before
+            chunk.clear()
+
+        for row in rows:
+            if keys is None:
+                keys = [k for k in COLUMNS if k in row]
+                sql = (
+                    f"INSERT OR IGNORE INTO instances ({', '.join(f'{k!r}' for k in keys)}) "
+                    f"VALUES ({', '.join('?' * len(keys))})"
+                ).replace("'", '"')
+            chunk.append([row[k] for k in keys])
+            if len(chunk) >= batch:
+                flush()
+        flush()
+        with self._lock:
+            self._db.execute("ANALYZE")  # statistics for the planner, after a bulk load
+        return added
+
+    def plan(self, level: str, filters: Mapping[str, str]) -> list[str]:
+        """SQLite's query plan (EXPLAIN QUERY PLAN details) of :meth:`find`'s query."""
+        sql, params, _ = self._find_sql(level, filters)
+        with self._lock:
+            return [str(r[-1]) for r in self._db.execute("EXPLAIN QUERY PLAN " + sql, params)]
 
     def contains(self, sop_instance_uid: str) -> bool:
         with self._lock:
@@ -173,8 +224,11 @@ class Index:
                 else:
                     cond, p = condition("Modality", "CS", value)
                 if cond:
+                    # per candidate study, through its index: the other filters (a date
+                    # range, a patient) pick the candidates, not a scan for the modality
                     parts.append(
-                        f"StudyInstanceUID IN (SELECT StudyInstanceUID FROM instances WHERE {cond})"
+                        "EXISTS (SELECT 1 FROM instances AS m WHERE m.StudyInstanceUID = "
+                        f"instances.StudyInstanceUID AND {cond.replace('Modality', 'm.Modality')})"
                     )
                     params.extend(p)
                 continue
@@ -213,6 +267,20 @@ class Index:
         Each dict holds the level's attributes, those of the levels above it, and
         the computed counts (NumberOf...Related..., ModalitiesInStudy...).
         """
+        sql, params, names = self._find_sql(level, filters)
+        # A connection of its own: matches stream out in batches (bounded memory, even
+        # for 50,000 of them) while other threads keep writing through the main one.
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            cursor = reader.execute(sql, params)
+            while batch := cursor.fetchmany(500):
+                for row in batch:
+                    yield dict(zip(names, row, strict=True))
+        finally:
+            reader.close()
+
+    def _find_sql(self, level: str, filters: Mapping[str, str]) -> tuple[str, list[Any], list[str]]:
+        """:meth:`find`'s SQL, its parameters and the names of its columns."""
         if level not in LEVEL_KEYS:
             raise ValueError(f"query level {level!r} is not one of {list(LEVEL_KEYS)}")
         key = LEVEL_KEYS[level]
@@ -246,16 +314,7 @@ class Index:
         )
         names = [key] + [a for a in attrs if a != key] + ["SpecificCharacterSet"]
         names += [n for n, _ in computed]
-        # A connection of its own: matches stream out in batches (bounded memory, even
-        # for 50,000 of them) while other threads keep writing through the main one.
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-        try:
-            cursor = reader.execute(sql, params)
-            while batch := cursor.fetchmany(500):
-                for row in batch:
-                    yield dict(zip(names, row, strict=True))
-        finally:
-            reader.close()
+        return sql, params, names
 
     def table(self, columns: Iterable[str]) -> list[tuple[Any, ...]]:
         return self.rows(list(columns))
