@@ -16,7 +16,6 @@ True
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -119,13 +118,9 @@ class WorklistItem:
         """What identifies the item: (AccessionNumber, ScheduledProcedureStepID)."""
         return self.get("AccessionNumber"), self.get("ScheduledProcedureStepID")
 
-    def as_dict(self) -> dict[str, str]:
-        return dict(self.values)
-
     def missing(self) -> list[str]:
         """The attributes of :data:`COMPLETE` this item lacks."""
-        have = {kw for kw, _ in self.values}
-        return [kw for kw in COMPLETE if kw not in have]
+        return [kw for kw in COMPLETE if kw not in self.mapping]
 
 
 # -- DataFrame -> items ---------------------------------------------------------------
@@ -185,10 +180,7 @@ def items_from_frame(df: pd.DataFrame) -> list[WorklistItem]:
 
 
 def _missing(value: Any) -> bool:
-    if value is None or value is pd.NaT:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
+    """None, NaN, NaT or NA (a list's or array's ``isna`` is not one truth: not missing)."""
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
@@ -262,12 +254,18 @@ def _tm(value: Any, where: str) -> str:
 
 
 # -- items as DICOM ------------------------------------------------------------------
-def to_dataset(item: WorklistItem) -> Dataset:
-    """``item`` as a worklist data set: its top-level attributes and one Scheduled
-    Procedure Step Sequence item (UTF-8 when any text is not ASCII)."""
+def _with_charset(item: WorklistItem) -> Dataset:
+    """An empty data set saying UTF-8 when any of ``item``'s texts is not ASCII."""
     ds = Dataset()
     if any(not v.isascii() for _, v in item.values):
         ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
+def to_dataset(item: WorklistItem) -> Dataset:
+    """``item`` as a worklist data set: its top-level attributes and one Scheduled
+    Procedure Step Sequence item (UTF-8 when any text is not ASCII)."""
+    ds = _with_charset(item)
     step = Dataset()
     for kw, value in item.values:
         setattr(step if kw in SPS_KEYS else ds, kw, value)
@@ -304,7 +302,10 @@ def frame_of(items: Iterable[WorklistItem]) -> pd.DataFrame:
     items = list(items)
     builder = ResultBuilder(ITEM_KEYS)
     for item in items:
-        builder.add(flat(to_dataset(item)))
+        row = _with_charset(item)  # one row: the step's attributes beside the others
+        for kw, value in item.values:
+            setattr(row, kw, value)
+        builder.add(row)
     df = builder.frame()
     df["done"] = pd.array([item.done for item in items], dtype="boolean")
     return df

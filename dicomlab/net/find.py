@@ -235,17 +235,19 @@ class _IdentifierReader:
         self._encodings: dict[bytes, list[str]] = {}
 
     def __call__(self, data: bytes, syntax: str) -> None:
-        values = scan_elements(data, syntax, self.wanted, self.last)
-        if values is None:
-            ds = decode(io.BytesIO(data), syntax == IMPLICIT_LE, True)
-            self.builder.add(ds, **self.extra)
-        else:
-            charset = values.get(CHARSET_TAG, ("CS", b""))[1]
-            encodings = self._encodings.get(charset)
-            if encodings is None:
-                encodings = self._encodings[charset] = encodings_of(values)
-            self.builder.add_raw(values, encodings, **self.extra)
+        values = self._scan(data, syntax)
+        if values is None:  # not walkable here: pydicom decodes it
+            self.add(decode(io.BytesIO(data), syntax == IMPLICIT_LE, True))
+            return
+        charset = values.get(CHARSET_TAG, ("CS", b""))[1]
+        encodings = self._encodings.get(charset)
+        if encodings is None:
+            encodings = self._encodings[charset] = encodings_of(values)
+        self.builder.add_raw(values, encodings, **self.extra)
         self.n += 1
+
+    def _scan(self, data: bytes, syntax: str) -> dict[int, tuple[str, bytes]] | None:
+        return scan_elements(data, syntax, self.wanted, self.last)
 
     def add(self, ds: Any) -> None:
         """A match pynetdicom decoded."""
@@ -257,17 +259,8 @@ class _WorklistReader(_IdentifierReader):
     """A Modality Worklist match: the Scheduled Procedure Step item's attributes become
     columns of the row (:func:`dicomlab.core.worklist.flat`)."""
 
-    def __call__(self, data: bytes, syntax: str) -> None:
-        values = scan_with_item(data, syntax, self.wanted, _SPS_TAG)
-        if values is None:  # not walkable here: pydicom decodes it
-            self.add(decode(io.BytesIO(data), syntax == IMPLICIT_LE, True))
-            return
-        charset = values.get(CHARSET_TAG, ("CS", b""))[1]
-        encodings = self._encodings.get(charset)
-        if encodings is None:
-            encodings = self._encodings[charset] = encodings_of(values)
-        self.builder.add_raw(values, encodings, **self.extra)
-        self.n += 1
+    def _scan(self, data: bytes, syntax: str) -> dict[int, tuple[str, bytes]] | None:
+        return scan_with_item(data, syntax, self.wanted, _SPS_TAG)
 
     def add(self, ds: Any) -> None:
         super().add(worklist.flat(ds))

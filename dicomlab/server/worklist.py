@@ -49,8 +49,10 @@ class Worklist:
         self.path = Path(path)
         self.on_arrival: OnArrival = on_arrival
         self._lock = threading.Lock()
-        self._items: list[wl.WorklistItem] = self._load()
-        self._served: list[wl.WorklistItem] | None = None  # the open items (a cache)
+        self._items: list[wl.WorklistItem] = []
+        self._served: list[wl.WorklistItem] = []  # the open items
+        self._scheduled: frozenset[str] = frozenset()  # their accession numbers
+        self._keep(self._load())
 
     def __len__(self) -> int:
         return len(self._items)
@@ -92,7 +94,7 @@ class Worklist:
     def mark_done(self, accession: str | None = None, step: str | None = None) -> int:
         """Mark the items of ``accession`` (and ``step``, its Scheduled Procedure Step
         ID) done: they stay in the table and are no longer served. Returns how many."""
-        return self._update(accession, step, lambda i: wl.WorklistItem(i.values, True))
+        return self._update(accession, step, _as_done)
 
     def remove(self, accession: str | None = None, step: str | None = None) -> int:
         """Remove the items of ``accession`` (and ``step``); returns how many."""
@@ -110,9 +112,7 @@ class Worklist:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        with self._lock:
-            open_items = [i for i in self._items if not i.done]
-        for item in open_items:
+        for n, item in enumerate(self._open()):
             lacking = item.missing()
             if lacking:
                 log.warning(
@@ -120,23 +120,17 @@ class Worklist:
                     *item.key,
                     ", ".join(lacking),
                 )
-        for n, ds in enumerate(self.datasets()):
             path = out / f"item{n:05d}.wl"
             tmp = path.with_suffix(".tmp")
-            ds.save_as(tmp, implicit_vr=False, little_endian=True)
+            wl.to_dataset(item).save_as(tmp, implicit_vr=False, little_endian=True)
             os.replace(tmp, path)
             paths.append(path)
         return paths
 
     # -- serving ---------------------------------------------------------------------
-    def datasets(self) -> list[Dataset]:
-        """The open (not done) items as worklist data sets."""
-        return [wl.to_dataset(i) for i in self._open()]
-
     def _open(self) -> list[wl.WorklistItem]:
+        """The items not done (the ones served), kept until the table changes."""
         with self._lock:
-            if self._served is None:
-                self._served = [i for i in self._items if not i.done]
             return self._served
 
     def find(self, key: Dataset, implicit: bool = True) -> Iterator[Dataset]:
@@ -153,12 +147,12 @@ class Worklist:
         accession = str(row.get("AccessionNumber") or "").strip()
         if not accession or self.on_arrival == "keep":
             return
-        if not any(i.key[0] == accession and not i.done for i in self._items):
+        if accession not in self._scheduled:  # every stored instance asks: a set lookup
             return
         if self.on_arrival == "remove":
             n = self.remove(accession)
         else:
-            n = self._update(accession, None, lambda i: wl.WorklistItem(i.values, True), True)
+            n = self._update(accession, None, _as_done, open_only=True)
         if n:
             log.info("worklist: accession %s arrived, %d item(s) %s", accession, n, self.on_arrival)
 
@@ -186,11 +180,16 @@ class Worklist:
         """Replace the items and write them (the lock is held)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        data = [{"values": dict(i.values), "done": i.done} for i in items]
+        data = [{"values": i.mapping, "done": i.done} for i in items]
         tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
         os.replace(tmp, self.path)
+        self._keep(items)
+
+    def _keep(self, items: list[wl.WorklistItem]) -> None:
+        """The items, the open ones and their accession numbers (derived once here)."""
         self._items = items
-        self._served = None
+        self._served = [i for i in items if not i.done]
+        self._scheduled = frozenset(i.key[0] for i in self._served if i.key[0])
 
     def _load(self) -> list[wl.WorklistItem]:
         try:
@@ -206,3 +205,7 @@ class Worklist:
             )
             for d in data
         ]
+
+
+def _as_done(item: wl.WorklistItem) -> wl.WorklistItem:
+    return wl.WorklistItem(item.values, True)
