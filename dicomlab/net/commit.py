@@ -83,6 +83,15 @@ class Outcome:
     def __init__(self, report: sc.CommitReport | None = None, error: str | None = None) -> None:
         self.report, self.error = report, error
 
+    def verdict(self, sop_instance: str) -> dict[str, Any]:
+        """An outcome row's ``committed`` and ``commit_error`` for ``sop_instance``."""
+        if self.report is None:
+            return {"committed": False, "commit_error": self.error}
+        if sop_instance in self.report.committed:
+            return {"committed": True, "commit_error": None}
+        reason = self.report.reason(sop_instance) or "not in the commitment report"
+        return {"committed": False, "commit_error": reason}
+
 
 def report_received(event: Any) -> tuple[int, None]:
     """EVT_N_EVENT_REPORT: a storage commitment report for a request of this process."""

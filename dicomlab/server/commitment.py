@@ -27,7 +27,7 @@ from dicomlab.core.nodes import Node
 from dicomlab.errors import ValidationError
 from dicomlab.net.commit import when_sent
 from dicomlab.net.transport import DicomlabAE
-from dicomlab.net.trust import is_own_connection
+from dicomlab.server.handlers import own_connection
 
 __all__ = ["Reporter", "handle_n_action"]
 
@@ -180,11 +180,6 @@ def handle_n_action(event: Any, policy: Any, reporter: Reporter) -> tuple[int, N
     except Exception as exc:  # an Action Information that does not decode
         log.warning("storage commitment request from %s refused: cannot decode: %s", calling, exc)
         return STATUS_PROCESSING_FAILURE, None
-    node = None if _own(event.assoc) else policy.node_for(calling)
+    node = None if own_connection(event.assoc) else policy.node_for(calling)
     reporter.submit(_Job(event.assoc, node, parsed, when_sent(event.assoc, "N_ACTION_RSP")))
     return 0x0000, None
-
-
-def _own(assoc: Any) -> bool:
-    transport = getattr(getattr(assoc, "dul", None), "socket", None)
-    return is_own_connection(getattr(transport, "socket", None))

@@ -64,15 +64,7 @@ def commit(call: Call, pairs: list[tuple[str, str]], timeout: float) -> pd.DataF
     rows = []
     for sop_class, sop_instance in pairs:
         row = COMMITTED.row(node=node.name, SOPClassUID=sop_class, SOPInstanceUID=sop_instance)
-        if got.report is None:
-            row.update(committed=False, commit_error=got.error)
-        else:
-            row["committed"] = sop_instance in got.report.committed
-            if not row["committed"]:
-                row["commit_error"] = (
-                    got.report.reason(sop_instance) or "not in the commitment report"
-                )
-        rows.append(row)
+        rows.append({**row, **got.verdict(sop_instance)})
     df = COMMITTED.frame(rows)
     df.attrs.update(complete=got.report is not None, error=got.error)
     return df

@@ -178,7 +178,6 @@ def _commit(ctx: _Context, assoc: Any, rows: list[dict[str, Any]]) -> None:
     if not stored:
         return
     accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
-    error: str | None
     if str(commitment.PUSH_MODEL) not in accepted:
         error = f"{ctx.node.address} does not offer storage commitment (Push Model refused)"
     elif not assoc.is_established:
@@ -188,14 +187,9 @@ def _commit(ctx: _Context, assoc: Any, rows: list[dict[str, Any]]) -> None:
         refs = [(str(r["SOPClassUID"]), str(r["SOPInstanceUID"])) for r in stored]
         ensure_listener(ctx.book)  # where a report on a new association arrives
         got = commit_scu.request(assoc, ctx.node, refs, ctx.commit)
-        error = got.error
-        if got.report is not None:
-            for r in stored:
-                uid = str(r["SOPInstanceUID"])
-                r["committed"] = uid in got.report.committed
-                if not r["committed"]:
-                    r["commit_error"] = got.report.reason(uid) or "not in the commitment report"
-            return
+        for r in stored:
+            r.update(got.verdict(str(r["SOPInstanceUID"])))
+        return
     for r in stored:
         r.update(committed=False, commit_error=error)
 
