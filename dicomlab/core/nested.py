@@ -84,10 +84,10 @@ def _walk(
         if stop is not None and tag == stop:
             return value
         if tag == sequence:
-            pos = _first_item(buf, value, length, end, implicit, wanted, out)
+            pos = _items(buf, value, length, end, implicit, wanted, out)
             continue
         if length == _UNDEFINED:  # another sequence (or encapsulated data): skipped
-            pos = _skip_items(buf, value, end, implicit)
+            pos = _items(buf, value, _UNDEFINED, end, implicit, (), out)
             continue
         if value + length > end:
             raise _Broken
@@ -99,7 +99,7 @@ def _walk(
     return pos
 
 
-def _first_item(
+def _items(
     buf: bytes,
     pos: int,
     length: int,
@@ -108,7 +108,9 @@ def _first_item(
     wanted: Container[int],
     out: dict[int, tuple[str, bytes]],
 ) -> int:
-    """Read the wanted tags of a sequence's first item; returns the position after it."""
+    """Walk a sequence's items (of defined or undefined length, ending at ``length`` or
+    at its delimiter), putting the wanted tags of the first item in ``out``; returns
+    the position after the sequence."""
     seq_end = end if length == _UNDEFINED else pos + length
     if seq_end > end:
         raise _Broken
@@ -119,32 +121,16 @@ def _first_item(
             return value
         if tag != _ITEM:
             raise _Broken
-        found: dict[int, tuple[str, bytes]] = {}
+        look = wanted if first else ()
         if item_length == _UNDEFINED:
-            pos = _walk(buf, value, seq_end, implicit, wanted, None, found, _ITEM_END)
+            pos = _walk(buf, value, seq_end, implicit, look, None, out, _ITEM_END)
         else:
             if value + item_length > seq_end:
                 raise _Broken
-            _walk(buf, value, value + item_length, implicit, wanted, None, found)
+            if first:
+                _walk(buf, value, value + item_length, implicit, look, None, out)
             pos = value + item_length
-        if first:
-            out.update(found)
-            first = False
+        first = False
     if length == _UNDEFINED:
         raise _Broken  # no sequence delimiter
     return seq_end
-
-
-def _skip_items(buf: bytes, pos: int, end: int, implicit: bool) -> int:
-    """Skip a value of undefined length (items up to the sequence delimiter)."""
-    while pos + 8 <= end:
-        tag, _, length, value = _header(buf, pos, True)
-        if tag == _SEQUENCE_END:
-            return value
-        if tag != _ITEM:
-            raise _Broken
-        if length == _UNDEFINED:
-            pos = _walk(buf, value, end, implicit, (), None, {}, _ITEM_END)
-        else:
-            pos = value + length
-    raise _Broken
