@@ -19,29 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomlab.server.index import Index
-
-MODALITIES = ("CT", "MR", "CR", "US", "DX")
-
-
-def _row(i: int) -> dict[str, Any]:
-    study, series = i // 20, i // 4
-    return {
-        "SOPInstanceUID": f"2.25.1{i}",
-        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
-        "TransferSyntaxUID": "1.2.840.10008.1.2.1",
-        "StudyInstanceUID": f"2.25.2{study}",
-        "SeriesInstanceUID": f"2.25.3{series}",
-        "PatientID": f"P{study % 700:05d}",
-        "PatientName": f"SYNTH^PATIENT{study % 700}",
-        "StudyDate": f"2025{1 + study % 12:02d}{1 + (study // 12) % 28:02d}",
-        "StudyDescription": "SYNTHETIC STUDY",
-        "AccessionNumber": f"A{study:08d}",
-        "Modality": MODALITIES[series % 5],
-        "InstanceNumber": str(i % 4 + 1),
-        "path": f"files/{study}/{i}.dcm",
-        "size": 524_288,
-        "received_at": "2026-01-01T00:00:00Z",
-    }
+from dicomlab.testing.indexrows import index_row
 
 
 def _timed_find(ix: Index, filters: dict[str, str]) -> tuple[float, float, int]:
@@ -56,7 +34,7 @@ def _timed_find(ix: Index, filters: dict[str, str]) -> tuple[float, float, int]:
 def _one(n: int, work: Path) -> list[dict[str, Any]]:
     ix = Index(work / f"index-{n}.sqlite")
     t0 = time.perf_counter()
-    added = ix.add_many(_row(i) for i in range(n))
+    added = ix.add_many(index_row(i) for i in range(n))
     ingest = time.perf_counter() - t0
     assert added == n
     rows = []

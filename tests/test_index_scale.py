@@ -12,27 +12,11 @@ import pandas as pd
 import pytest
 
 from dicomlab.server.index import Index
-
-MODALITIES = ("CT", "MR", "CR", "US", "DX")
+from dicomlab.testing.indexrows import index_row
 
 
 def _row(i: int) -> dict[str, Any]:
-    study, series = i // 20, i // 5
-    return {
-        "SOPInstanceUID": f"2.25.1{i}",
-        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
-        "TransferSyntaxUID": "1.2.840.10008.1.2.1",
-        "StudyInstanceUID": f"2.25.2{study}",
-        "SeriesInstanceUID": f"2.25.3{series}",
-        "PatientID": f"P{study % 700}",
-        "PatientName": f"SYNTH^N{study % 700}",
-        "StudyDate": f"2025{1 + study % 12:02d}{1 + study % 28:02d}",
-        "AccessionNumber": f"A{study}",
-        "Modality": MODALITIES[series % 5],
-        "InstanceNumber": str(i % 5 + 1),
-        "path": f"files/{i}.dcm",
-        "size": 1000,
-    }
+    return index_row(i, per_series=5)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +37,15 @@ def test_bulk_loading_counts_only_new_rows(tmp_path: Path) -> None:
 
 FILTERED = [
     ("STUDY", {"StudyDate": "20250301-20250307"}),
-    ("STUDY", {"PatientID": "P7"}),
-    ("STUDY", {"PatientName": "SYNTH^N7"}),
-    ("STUDY", {"AccessionNumber": "A7"}),
+    ("STUDY", {"PatientID": "P00007"}),
+    ("STUDY", {"PatientName": "SYNTH^PATIENT7"}),
+    ("STUDY", {"AccessionNumber": "A00000007"}),
     ("STUDY", {"StudyInstanceUID": "2.25.27"}),
     ("STUDY", {"StudyDate": "20250301-20250307", "ModalitiesInStudy": "MR"}),
-    ("STUDY", {"PatientID": "P7", "ModalitiesInStudy": "CT\\MR"}),
+    ("STUDY", {"PatientID": "P00007", "ModalitiesInStudy": "CT\\MR"}),
     ("SERIES", {"StudyInstanceUID": "2.25.27"}),
     ("IMAGE", {"SeriesInstanceUID": "2.25.37"}),
-    ("PATIENT", {"PatientID": "P7"}),
+    ("PATIENT", {"PatientID": "P00007"}),
 ]
 
 
@@ -85,5 +69,5 @@ def test_matches_are_the_ones_a_table_scan_finds(index: Index) -> None:
         study = rows[rows.StudyInstanceUID == m["StudyInstanceUID"]]
         assert m["NumberOfStudyRelatedInstances"] == len(study)
         assert set(m["ModalitiesInStudy"].split(",")) == set(study.Modality)
-    names = list(index.find("STUDY", {"PatientName": "synth^n7"}))  # case-insensitive
-    assert {m["PatientID"] for m in names} == {"P7"}
+    names = list(index.find("STUDY", {"PatientName": "synth^patient7"}))  # case-insensitive
+    assert {m["PatientID"] for m in names} == {"P00007"}
