@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from datetime import date
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import dicomlab as dl
-from benchmarks.common import CACHE, interleaved
-from dicomlab.peers import Orthanc, peer_env, require_binary
+from benchmarks.common import CACHE, findscu, interleaved, scratch
+from dicomlab.peers import Orthanc
 
 
 def _studies(n: int) -> Path:
@@ -43,14 +42,6 @@ def _studies(n: int) -> Path:
     return folder
 
 
-def _scratch(fallback: Path) -> Path:
-    """Where findscu writes its responses: a tmpfs if there is one."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return Path(tempfile.mkdtemp(prefix="dicomlab-findscu-", dir=shm))
-    return fallback
-
-
 def run() -> dict[str, Any]:
     n = int(os.environ.get("DICOMLAB_BENCH_STUDIES", "5000"))
     folder = _studies(n)
@@ -67,45 +58,29 @@ def run() -> dict[str, Any]:
             assert len(df) == n and df.attrs["complete"], (len(df), df.attrs)
             return s
 
-        scratch = _scratch(Path(tmp))
+        where = scratch(Path(tmp))
 
-        def findscu() -> float:
-            out = scratch / "rsp"
-            out.mkdir(exist_ok=True)
-            keys = [a for k in query.keys for a in ("-k", k)]
-            t0 = time.perf_counter()
-            subprocess.run(
-                [
-                    require_binary("findscu"),
-                    "-S",
-                    "-X",
-                    "-od",
-                    str(out),
-                    "-aet",
-                    "BENCH",
-                    "-aec",
-                    orthanc.ae_title,
-                    "-k",
-                    "QueryRetrieveLevel=STUDY",
-                    *keys,
-                    "127.0.0.1",
-                    str(orthanc.port),
-                ],
-                check=True,
-                env=peer_env(),
-                capture_output=True,
-            )
-            s = time.perf_counter() - t0
-            assert sum(1 for _ in out.iterdir()) == n
-            shutil.rmtree(out)
-            return s
+        keys = [a for k in query.keys for a in ("-k", k)]
+        args = [
+            "-S",
+            "-aec",
+            orthanc.ae_title,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            *keys,
+            "127.0.0.1",
+            str(orthanc.port),
+        ]
+
+        def reference() -> float:
+            return findscu(where, args, n)
 
         try:
-            m = interleaved({"ours": ours, "findscu": findscu})
+            m = interleaved({"ours": ours, "findscu": reference})
             (mine, mine_runs), (theirs, their_runs) = m["ours"], m["findscu"]
         finally:
-            if scratch != Path(tmp):
-                shutil.rmtree(scratch, ignore_errors=True)
+            if where != Path(tmp):
+                shutil.rmtree(where, ignore_errors=True)
     return {
         "name": f"query: {n}-match study C-FIND from Orthanc",
         "unit": "seconds (lower is better; ratio = dicomlab / findscu, target <= 1.5)",
@@ -114,5 +89,5 @@ def run() -> dict[str, Any]:
         "ratio": mine / theirs,
         "runs_dicomlab_s": mine_runs,
         "runs_dcmtk_s": their_runs,
-        "findscu_writes_to": "tmpfs" if scratch != Path(tmp) else "disk",
+        "findscu_writes_to": "tmpfs" if where != Path(tmp) else "disk",
     }

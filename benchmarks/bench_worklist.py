@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from datetime import date, timedelta
@@ -26,10 +25,9 @@ from typing import Any
 import pandas as pd
 
 import dicomlab as dl
-from benchmarks.bench_query import _scratch
-from benchmarks.common import interleaved
+from benchmarks.common import findscu, interleaved, scratch
 from dicomlab.core import worklist as wl
-from dicomlab.peers import WlmSCPFS, peer_env, require_binary
+from dicomlab.peers import WlmSCPFS
 
 
 def _items(n: int) -> pd.DataFrame:
@@ -68,10 +66,9 @@ def _findscu_keys() -> list[str]:
 
 def run() -> list[dict[str, Any]]:
     n = int(os.environ.get("DICOMLAB_BENCH_WORKLIST_N", "2000"))
-    findscu = require_binary("findscu")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        scratch = _scratch(work)
+        where = scratch(work)
         with (
             dl.LocalPACS(
                 work / "lp", ae_title="BENCHRIS", port=0, fsync=False, allow_unknown="find"
@@ -90,32 +87,8 @@ def run() -> list[dict[str, Any]]:
                 return s
 
             def theirs(port: int, called: str) -> float:
-                out = scratch / "rsp"
-                out.mkdir(exist_ok=True)
-                t0 = time.perf_counter()
-                subprocess.run(
-                    [
-                        findscu,
-                        "-W",
-                        "-X",
-                        "-od",
-                        str(out),
-                        "-aet",
-                        "BENCH",
-                        "-aec",
-                        called,
-                        *_findscu_keys(),
-                        "127.0.0.1",
-                        str(port),
-                    ],
-                    check=True,
-                    env=peer_env(),
-                    capture_output=True,
-                )
-                s = time.perf_counter() - t0
-                assert sum(1 for _ in out.iterdir()) == n
-                shutil.rmtree(out)
-                return s
+                args = ["-W", "-aec", called, *_findscu_keys(), "127.0.0.1", str(port)]
+                return findscu(where, args, n)
 
             try:
                 m = interleaved(
@@ -126,8 +99,8 @@ def run() -> list[dict[str, Any]]:
                     }
                 )
             finally:
-                if scratch != work:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                if where != work:
+                    shutil.rmtree(where, ignore_errors=True)
     client, client_runs = m["dl.find"]
     reference, reference_runs = m["findscu-wlmscpfs"]
     server, server_runs = m["findscu-localpacs"]
