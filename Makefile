@@ -1,12 +1,12 @@
 # dicomlab: two commands for a new user (see README.md)
 #   make demo   create .venv, install dicomlab, run the main job
-#   make test   install test tools and the real peers (dcmtk, orthanc, chromium), lint, type-check, run pytest
+#   make test   install test tools, the real peers (dcmtk, orthanc, chromium) and the OHIF viewer, lint, type-check, run pytest
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test venv dev peers lint typecheck pytest bench lab clean
+.PHONY: demo test venv dev peers viewer lint typecheck pytest bench lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: .stamp-install
 peers:
 	bash scripts/install_peers.sh
 
+# the OHIF viewer (@ohif/app, pinned) from the npm registry into ~/.cache/dicomlab/ohif
+viewer: .stamp-install
+	$(VENV)/bin/dicomlab viewer install
+
 lint: .stamp-dev
 	$(VENV)/bin/ruff check dicomlab tests benchmarks scripts
 	$(VENV)/bin/ruff format --check dicomlab tests benchmarks scripts
@@ -40,7 +44,7 @@ typecheck: .stamp-dev
 pytest: .stamp-dev
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: peers lint typecheck pytest
+test: peers viewer lint typecheck pytest
 
 lab: .stamp-install
 	$(PIP) install -q "jupyterlab>=4,<5"

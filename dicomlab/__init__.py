@@ -56,6 +56,7 @@ from dicomlab.log.reader import read_log
 from dicomlab.net.echo import EchoResult
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.localpacs import LocalPACS
+from dicomlab.server.web.view import view
 from dicomlab.transfer.checkmove import MoveCheck
 from dicomlab.transfer.job import Job
 
@@ -114,6 +115,7 @@ __all__ = [
     "store",
     "synth",
     "tls",
+    "view",
     "widgets",
 ]
 

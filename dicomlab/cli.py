@@ -224,6 +224,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         fsync=not args.no_fsync,
         tls=tls,
         tls_port=args.tls_port if tls is not None else None,
+        web_port=args.web_port,
     )
     if args.seed_demo:
         with tempfile.TemporaryDirectory() as tmp:
@@ -238,6 +239,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"LocalPACS {pacs.ae_title} serving {pacs.archive.root} on {pacs.host}:{pacs.port}"
             f"{on_tls} (unknown callers may: {', '.join(allow) or 'nothing'}); Ctrl-C stops"
         )
+        if args.web_port is not None:
+            _out(f"web port: {pacs.web_url} (viewer), {pacs.dicomweb_url} (DICOMweb)")
         try:
             while not stop.wait(0.5):
                 pass
@@ -245,6 +248,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             _out("stopping...")
     _out(f"stopped; {pacs.stats}")
     return 0
+
+
+def _cmd_viewer(args: argparse.Namespace) -> int:
+    from dicomlab.server.web import viewer
+
+    if args.action == "install":
+        _out(f"OHIF viewer {viewer.OHIF_VERSION} in {viewer.install(force=args.force)}")
+        return 0
+    found = viewer.dist()
+    _out(f"OHIF viewer {viewer.OHIF_VERSION}: {found or 'not installed (dicomlab viewer install)'}")
+    return 0 if found is not None else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,7 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse TLS clients without a certificate signed by --tls-ca",
     )
+    v.add_argument(
+        "--web-port", type=int, default=None, help="serve DICOMweb and the viewer on this port"
+    )
     v.set_defaults(func=_cmd_serve)
+
+    w = sub.add_parser("viewer", help="install or locate the OHIF viewer (npm registry)")
+    w.add_argument("action", choices=["install", "where"])
+    w.add_argument("--force", action="store_true", help="install again")
+    w.set_defaults(func=_cmd_viewer)
 
     c = sub.add_parser("certs", help="write a demo CA, server and client certificate (TLS demos)")
     c.add_argument("folder")

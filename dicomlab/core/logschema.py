@@ -9,9 +9,12 @@ Two tables, each a Parquet dataset partitioned by UTC date
 
 Schema version 2 added the DICOMweb services (``QIDO-RS``, ``WADO-RS``, ``STOW-RS``)
 to ``service``; their ``status`` is the HTTP status, their association is the HTTP
-client session (``peer_host``/``peer_port`` of the service). Version 3 (this one) added
-storage commitment's ``N-ACTION`` and ``N-EVENT-REPORT`` (``sop_class_uid`` the Push
-Model). No column changed, so older files read as they are.
+client session (``peer_host``/``peer_port`` of the service). Version 3 added storage
+commitment's ``N-ACTION`` and ``N-EVENT-REPORT`` (``sop_class_uid`` the Push Model).
+Version 4 (this one) added a LocalPACS's web port: role ``SCP`` rows for its DICOMweb
+services and for ``ZIP`` downloads and ``VIEW`` (the viewer opened), one associations
+row per web server run, and the column ``principal`` (the web user or ``token:<id>``
+answered; null for DIMSE). Older files read as they are (``principal`` null).
 
 Timestamps are timezone-aware UTC (microseconds). No patient identifiers are ever
 logged: UIDs, AE titles, hosts, statuses, counts, bytes and timings only.
@@ -29,6 +32,7 @@ __all__ = [
     "ASSOCIATIONS",
     "DICOMWEB_SERVICES",
     "DIMSE_SERVICES",
+    "HTTP_SERVICES",
     "OPERATIONS",
     "OUTCOMES",
     "ROLES",
@@ -39,12 +43,14 @@ __all__ = [
     "to_table",
 ]
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 ROLES = ("SCU", "SCP")
 DIMSE_SERVICES = ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE", "N-ACTION", "N-EVENT-REPORT")
 DICOMWEB_SERVICES = ("QIDO-RS", "WADO-RS", "STOW-RS")
-SERVICES = (*DIMSE_SERVICES, *DICOMWEB_SERVICES)
+HTTP_SERVICES = (*DICOMWEB_SERVICES, "ZIP", "VIEW")
+"""Services whose ``status`` is an HTTP status."""
+SERVICES = (*DIMSE_SERVICES, *HTTP_SERVICES)
 OUTCOMES = ("released", "aborted", "rejected", "failed")
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -97,6 +103,7 @@ OPERATIONS = pa.schema(
         pa.field("bytes", pa.int64()),
         pa.field("job_id", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("principal", pa.string()),
     ],
     metadata=_META,
 )

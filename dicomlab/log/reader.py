@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from dicomlab.core.logschema import ASSOCIATIONS, DICOMWEB_SERVICES, OPERATIONS, SERVICES
+from dicomlab.core.logschema import ASSOCIATIONS, HTTP_SERVICES, OPERATIONS, SERVICES
 from dicomlab.core.status import decode_status
 from dicomlab.errors import ValidationError
 from dicomlab.log import writer as _writer
@@ -197,7 +197,7 @@ def _status_names(status: pd.Series, service: pd.Series) -> pd.Series:
     """Each status decoded (``HTTP 404`` for a DICOMweb request), once per distinct value:
     a million rows hold a few dozen statuses."""
     names = pd.Series(pd.NA, index=status.index, dtype=pd.StringDtype())
-    web = service.isin(DICOMWEB_SERVICES).to_numpy(dtype=bool)
+    web = service.isin(HTTP_SERVICES).to_numpy(dtype=bool)
     known = status.notna().to_numpy(dtype=bool)
     for is_web in (False, True):
         mask = known & (web == is_web)

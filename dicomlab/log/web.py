@@ -29,14 +29,18 @@ _COUNTS = frozenset({"n_matches", "n_completed", "n_failed", "bytes"})
 class WebLog:
     """The log of one DICOMweb client session (thread-safe; a no-op when the log is off)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, role: str = "SCU", local_ae: str | None = None) -> None:
+        """``url``: the service (ours, for ``role="SCP"``: a LocalPACS's web port)."""
         self.where = _writer.folder()
+        self.role = role
         parts = urlsplit(url)
-        self.row = new_row("SCU", tls=parts.scheme == "https")
+        self.row = new_row(role, tls=parts.scheme == "https")
         self.row.update(
             peer_host=parts.hostname,
             peer_port=parts.port or (443 if parts.scheme == "https" else 80),
         )
+        if local_ae is not None:
+            self.row["local_ae"] = local_ae
         self._lock = threading.Lock()
         self._closed = False
 
@@ -49,9 +53,12 @@ class WebLog:
         counts: Mapping[str, int] | None = None,
         study: str | None = None,
         error: str | None = None,
+        principal: str | None = None,
+        duration: float | None = None,
     ) -> None:
         """One request that ``started`` and ended now (``status`` None: no answer);
-        ``counts``: any of ``n_matches``, ``n_completed``, ``n_failed`` and ``bytes``."""
+        ``counts``: any of ``n_matches``, ``n_completed``, ``n_failed`` and ``bytes``;
+        ``principal``: the web user or ``token:<id>`` a server answered (never a secret)."""
         if self.where is None:
             return
         counts = counts or {}
@@ -65,12 +72,12 @@ class WebLog:
             study = redact(study)
         op: dict[str, Any] = {
             "association_id": self.row["association_id"],
-            "role": "SCU",
+            "role": self.role,
             "service": service,
             "study_instance_uid": study,
             "started_at": started,
             "ended_at": ended,
-            "duration_s": (ended - started).total_seconds(),
+            "duration_s": duration if duration is not None else (ended - started).total_seconds(),
             "status": status,
             "status_category": http_category(status) if status is not None else None,
             "n_matches": counts.get("n_matches"),
@@ -79,11 +86,12 @@ class WebLog:
             "bytes": nbytes,
             "job_id": self.row["job_id"],
             "error": error,
+            "principal": principal,
         }
         with self._lock:
             if self.row.get("established_at") is None and status is not None:
                 self.row["established_at"] = started
-            if service == "STOW-RS":
+            if (service == "STOW-RS") == (self.role == "SCU"):
                 self.row["bytes_sent"] += nbytes or 0
             else:
                 self.row["bytes_received"] += nbytes or 0

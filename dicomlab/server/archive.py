@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,10 @@ from pydicom.errors import InvalidDicomError
 
 from dicomlab.core.indexrow import COLUMNS, HeaderError, file_header, file_problem, is_valid_uid
 from dicomlab.deid import Deidentifier
-from dicomlab.errors import ValidationError
+from dicomlab.errors import DeidentificationError, ValidationError
 from dicomlab.server.index import Index
 
-__all__ = ["Archive", "safe_component"]
+__all__ = ["Added", "Archive", "safe_component"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ def safe_component(value: str, uid: bool = True) -> str:
     cleaned = _SAFE_RE.sub("_", value)[:32].strip("_")
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{cleaned or 'x'}-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What became of one file given to :meth:`Archive.add_file`."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    status: str
+    error: str = ""
 
 
 class Archive:
@@ -255,23 +266,46 @@ class Archive:
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
         out: list[dict[str, str]] = []
         for f in files:
-            uid, status, error = "", "failed", ""
             try:
-                data = f.read_bytes()
-                row, ts = file_header(data)
-                uid = row["SOPInstanceUID"]
-                problem = file_problem(data, row, ts)
-                if problem is not None:
-                    raise HeaderError(problem)
-                status = self.add(row, ts, iter([data]), source_ae="import")
-            except InvalidDicomError as exc:
-                status, error = "not-dicom", str(exc)
-            except HeaderError as exc:
-                status, error = "invalid", str(exc)
+                added = self.add_file(f.read_bytes(), source_ae="import")
             except OSError as exc:
-                error = str(exc)
-            out.append({"path": str(f), "SOPInstanceUID": uid, "status": status, "error": error})
+                added = Added("", "", "failed", str(exc))
+            out.append(
+                {
+                    "path": str(f),
+                    "SOPInstanceUID": added.sop_instance_uid,
+                    "status": added.status,
+                    "error": added.error,
+                }
+            )
         return pd.DataFrame(out, columns=["path", "SOPInstanceUID", "status", "error"])
+
+    def add_file(self, data: bytes, source_ae: str, study: str | None = None) -> Added:
+        """Check and add one whole DICOM file (an import, a STOW-RS part); never raises
+        for the file's own faults: the outcome says ``stored``, ``duplicate``,
+        ``not-dicom``, ``invalid`` (cut short, inconsistent, or not of ``study``),
+        ``refused`` (de-identification) or ``failed`` (the disk)."""
+        uid = klass = ""
+        try:
+            row, ts = file_header(data)
+            uid, klass = str(row["SOPInstanceUID"]), str(row.get("SOPClassUID") or "")
+            problem = file_problem(data, row, ts)
+            if problem is None and study is not None and row.get("StudyInstanceUID") != study:
+                problem = (
+                    f"the instance belongs to study {row.get('StudyInstanceUID')}, not {study}"
+                )
+            if problem is not None:
+                return Added(uid, klass, "invalid", problem)
+            with self.receiving(str(row.get("StudyInstanceUID") or "")):
+                return Added(uid, klass, self.add(row, ts, iter([data]), source_ae=source_ae))
+        except InvalidDicomError as exc:
+            return Added(uid, klass, "not-dicom", str(exc))
+        except HeaderError as exc:
+            return Added(uid, klass, "invalid", str(exc))
+        except DeidentificationError as exc:
+            return Added(uid, klass, "refused", f"not de-identified: {', '.join(exc.attributes)}")
+        except OSError as exc:
+            return Added(uid, klass, "failed", f"cannot write the file: {exc.strerror or exc}")
 
     def absolute(self, relative: str) -> Path:
         return self.root / relative

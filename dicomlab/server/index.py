@@ -65,6 +65,18 @@ def _attrs_up_to(level: str, root: str) -> list[str]:
     return out
 
 
+_LOCATE = (
+    "path",
+    "SOPClassUID",
+    "TransferSyntaxUID",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "size",
+)
+
+
 class Index:
     """SQLite index of an archive, safe to use from several threads."""
 
@@ -258,6 +270,13 @@ class Index:
             (r[0], r[1], r[2])
             for r in self.rows(["path", "SOPClassUID", "TransferSyntaxUID"], where, params)
         ]
+
+    def locate(self, filters: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Where each instance matching ``filters`` is, with its UIDs, in study, series
+        and instance number order (what a WADO-RS retrieve or a zip streams)."""
+        where, params, _ = self._where(filters)
+        names = list(_LOCATE)
+        return [dict(zip(names, r, strict=True)) for r in self.rows(names, where, params)]
 
     def find(
         self, level: str, filters: Mapping[str, str], root: str = "PATIENT"

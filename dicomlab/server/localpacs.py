@@ -24,25 +24,31 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
+from urllib.parse import urlencode
 
 import pandas as pd
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomlab.core import commitment
+from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.core.models import QR_UIDS
 from dicomlab.core.nodebook import NodeBook, home
-from dicomlab.core.nodes import TLS, Node
+from dicomlab.core.nodes import TLS, Node, validate_host, validate_port
 from dicomlab.deid import Deidentifier
-from dicomlab.errors import DicomlabError, ValidationError
+from dicomlab.errors import ConfigError, DicomlabError, ValidationError
 from dicomlab.log.record import record_of
+from dicomlab.log.web import WebLog
 from dicomlab.net import commit as commit_scu
 from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
 from dicomlab.server.commitment import Reporter, handle_n_action
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.lifecycle import ServerThread, running_servers
+from dicomlab.server.web import viewer
+from dicomlab.server.web.access import Access
+from dicomlab.server.web.dicomjson import is_uid
 from dicomlab.server.worklist import OnArrival, Worklist
 
 __all__ = ["LocalPACS", "ensure_listener"]
@@ -113,6 +119,13 @@ class LocalPACS(ServerThread):
         into it, WADO-RS, imports) is de-identified in memory before anything is
         written; the index and the network log hold only pseudonyms and new UIDs. An
         instance it refuses is answered with a failure status, nothing written.
+    web_port, web_host
+        Serve the web side too (``web_port=0`` picks a free port; None, the default:
+        no web port): DICOMweb at ``/dicom-web`` (QIDO-RS, WADO-RS, STOW-RS over this
+        archive), the OHIF viewer at the root, zip downloads at ``/zip``. It binds to
+        ``web_host`` (default: ``host``, loopback unless said otherwise) and serves
+        HTTPS with ``tls``'s files. Every request but the viewer's own files needs a
+        web user (:meth:`add_web_user`) or a token (:meth:`share`, :meth:`viewer_url`).
     worklist_on_arrival
         What a stored study does to the worklist items of its accession number:
         ``"done"`` (no longer served), ``"remove"`` or ``"keep"``
@@ -163,6 +176,8 @@ class LocalPACS(ServerThread):
         idle_timeout: float = 60.0,
         deidentify: Deidentifier | None = None,
         worklist_on_arrival: OnArrival = "done",
+        web_port: int | None = None,
+        web_host: str | None = None,
     ) -> None:
         if deidentify is not None and not isinstance(deidentify, Deidentifier):
             raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
@@ -185,6 +200,11 @@ class LocalPACS(ServerThread):
         self.policy = handlers.Policy(book, _services(allow_unknown))
         self.commitment = Reporter(ae_title, self.archive.index.sop_class_of)
         self.max_associations = max_associations
+        self.web_access = Access(self.archive.root / "web.json")
+        self._web_port = None if web_port is None else validate_port(web_port, allow_zero=True)
+        self._web_host = validate_host(web_host) if web_host is not None else self.host
+        self._web: Any = None  # a dicomlab.server.web.runner.WebServer while serving
+        self._owner_secret: str | None = None
         self.counters = {"associations": 0, "rejected": 0, "aborted": 0}
         self._callers: deque[Caller] = deque(maxlen=64)
         self._count_lock = threading.Lock()
@@ -268,8 +288,31 @@ class LocalPACS(ServerThread):
             except OSError as exc:
                 log.error("cannot write the pseudonym map %s: %s", self.deidentify.map.folder, exc)
 
+    def start(self) -> Self:
+        """Start listening (DIMSE, and the web port when asked); a second call is a no-op."""
+        super().start()
+        if self._web_port is not None and self._web is None:
+            from dicomlab.server.web.app import WebContext  # Starlette: only when serving
+            from dicomlab.server.web.runner import WebServer
+
+            scheme = "https" if self.tls is not None else "http"
+            url = f"{scheme}://{self._web_host}:{self._web_port}"
+            ctx = WebContext(self.archive, self.web_access, WebLog(url, "SCP", self.ae_title))
+            web = WebServer(ctx, self._web_host, self._web_port, self.tls)
+            try:
+                web.start()
+            except BaseException:
+                super().stop()
+                raise
+            self._web = web
+            self._owner_secret = self.web_access.ephemeral(None)
+        return self
+
     def stop(self, timeout: float = 5.0) -> None:
+        web, self._web = self._web, None
         try:
+            if web is not None:
+                web.stop(timeout)
             super().stop(timeout)
         finally:
             self.commitment.stop(timeout)
@@ -285,6 +328,138 @@ class LocalPACS(ServerThread):
     def node(self) -> Node:
         """A :class:`Node` pointing at this LocalPACS (retrieve by C-GET: needs no registration)."""
         return super().node.replace(name=self.ae_title.lower()[:64] or "local", retrieve="get")
+
+    # -- web --------------------------------------------------------------------------------
+    def _web_running(self) -> Any:
+        if self._web is None or not self._web.running:
+            raise ConfigError(
+                f"{self.ae_title} serves no web port",
+                hint="start it with dl.LocalPACS(root, web_port=0) (0 picks a free port)",
+            )
+        return self._web
+
+    @property
+    def web_url(self) -> str:
+        """The web port's root, e.g. ``http://127.0.0.1:8042`` (the viewer)."""
+        return self._web_running().url
+
+    @property
+    def web_port(self) -> int:
+        return self._web_running().port
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root: ``web_url + "/dicom-web"``."""
+        return self.web_url + "/dicom-web"
+
+    @property
+    def web_node(self) -> Node:
+        """A DICOMweb :class:`Node` for this LocalPACS, holding this process's own token
+        (valid while it serves; never written to a book)."""
+        secret = self._owner_secret
+        self._web_running()
+        assert secret is not None
+        ca = self.tls.ca if self.tls is not None else None
+        web = DICOMweb(self.dicomweb_url, auth="bearer", token=lambda: secret, ca=ca)
+        return Node(f"{self.ae_title.lower()}-web"[:64], dicomweb=web)
+
+    def viewer_url(self, study: str | Iterable[str] | None = None) -> str:
+        """A link that opens the OHIF viewer on ``study`` (a Study Instance UID or several;
+        None: the study list), for this kernel's user: it holds a token valid while this
+        LocalPACS serves (at most a day), seeing those studies only."""
+        viewer.require()
+        studies = _uids(study)
+        secret = self.web_access.ephemeral(frozenset(studies) if studies else None)
+        return self._link(secret, studies)
+
+    def _link(self, secret: str, studies: list[str]) -> str:
+        query = {"token": secret}
+        if studies:
+            query["StudyInstanceUIDs"] = ",".join(studies)
+        return f"{self.web_url}/open?{urlencode(query, safe=',')}"
+
+    def share(
+        self,
+        study: str | Iterable[str],
+        days: float = 7.0,
+        *,
+        from_study_date: bool = False,
+        label: str = "",
+    ) -> str:
+        """A share link (viewer and zip download) for ``study`` only, valid ``days`` from
+        now, or from the study's date with ``from_study_date=True`` (as desktop PACS do
+        for patients). The token is stored hashed in ``root/web.json``; revoke it with
+        :meth:`revoke` (the id is in :meth:`shares`)."""
+        studies = _uids(study)
+        if not studies:
+            raise ValidationError("share() needs at least one Study Instance UID")
+        if not 0 < days <= 3650:
+            raise ValidationError(f"days={days!r} must be in (0, 3650]")
+        start = time.time()
+        asked = {"StudyInstanceUID": "\\".join(studies)}
+        found = {m["StudyInstanceUID"]: m for m in self.archive.index.find("STUDY", asked)}
+        missing = [u for u in studies if u not in found]
+        if missing:
+            raise ValidationError(f"study {missing[0]} is not in this archive")
+        if from_study_date:
+            dates = [str(found[u].get("StudyDate") or "") for u in studies]
+            if not all(len(d) == 8 and d.isdigit() for d in dates):
+                raise ValidationError("from_study_date=True needs every study to have a StudyDate")
+            start = min(time.mktime(time.strptime(d, "%Y%m%d")) for d in dates)
+        _, secret = self.web_access.share(tuple(studies), start + days * 86_400, label)
+        return self._link(secret, studies)
+
+    def revoke(self, token_id: str) -> None:
+        """Revoke a share link by its token's id (see :meth:`shares`)."""
+        self.web_access.revoke(token_id)
+
+    def shares(self) -> pd.DataFrame:
+        """The share links made: id, studies, label, created, expires, state."""
+        rows = self.web_access.describe()
+        df = pd.DataFrame(rows, columns=["id", "studies", "label", "created", "expires", "state"])
+        for col in ("created", "expires"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
+
+    def add_web_user(self, name: str, password: str, role: str = "view") -> None:
+        """A web user: ``view`` (query, retrieve, download, viewer), ``upload`` (and
+        STOW-RS) or ``admin``; the password is kept as an scrypt hash."""
+        self.web_access.add_user(name, password, role)  # type: ignore[arg-type]
+
+    def export_zip(
+        self,
+        what: str | Iterable[str],
+        path: str | os.PathLike[str],
+        *,
+        level: str = "study",
+        compress: str | None = None,
+    ) -> Path:
+        """Write a zip of studies (``level="study"``, the default), series or patients
+        (``level="series"``/``"patient"``; ``what`` their UIDs or IDs) to ``path``,
+        written to a temporary name and renamed when complete. ``compress``:
+        ``"jpeg-ls"``, ``"jpeg2000"`` or ``"rle"`` for lossless compressed copies."""
+        keys = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "patient": "PatientID"}
+        if level not in keys:
+            raise ValidationError(f"level={level!r} must be study, series or patient")
+        from dicomlab.server.web.app import compressor, zip_entries
+        from dicomlab.server.web.zipstream import zip_stream
+
+        values = [what] if isinstance(what, str) else [str(v) for v in what]
+        convert = compressor(compress)
+        rows = [r for v in values for r in self.archive.index.locate({keys[level]: v})]
+        if not rows:
+            raise ValidationError(f"nothing in this archive matches {level} {values[:3]}")
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in zip_stream(zip_entries(self.archive, rows), convert):
+                    fh.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
 
     # -- archive ----------------------------------------------------------------------
     @property
@@ -313,6 +488,16 @@ class LocalPACS(ServerThread):
     def delete_study(self, study_instance_uid: str) -> int:
         """Delete one study (files and index rows); returns how many instances went."""
         return self.archive.delete_study(study_instance_uid)
+
+
+def _uids(what: str | Iterable[str] | None) -> list[str]:
+    if what is None:
+        return []
+    values = [what] if isinstance(what, str) else [str(v) for v in what]
+    bad = [v for v in values if not is_uid(v)]
+    if bad:
+        raise ValidationError(f"{bad[0][:80]!r} is not a Study Instance UID")
+    return list(dict.fromkeys(values))
 
 
 def ensure_listener(book: NodeBook | None = None) -> LocalPACS | None:
