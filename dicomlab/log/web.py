@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,7 +60,8 @@ class WebLog:
         """One request that ``started`` and ended now (``status`` None: no answer);
         ``counts``: any of ``n_matches``, ``n_completed``, ``n_failed`` and ``bytes``;
         ``principal``: the web user or ``token:<id>`` a server answered (never a secret)."""
-        if self.where is None:
+        where = self._where()
+        if where is None:
             return
         counts = counts or {}
         unknown = set(counts) - _COUNTS
@@ -95,15 +97,21 @@ class WebLog:
                 self.row["bytes_sent"] += nbytes or 0
             else:
                 self.row["bytes_received"] += nbytes or 0
-        _writer.writer().add("operations", op, self.where)
+        _writer.writer().add("operations", op, where)
+
+    def _where(self) -> Path | None:
+        """Where rows go: a client session's folder is that of its start; a server, which
+        lives for the kernel's life, follows ``dl.log.configure`` as it changes."""
+        return self.where if self.role == "SCU" else _writer.folder()
 
     def close(self) -> None:
         """The session ended: its associations row (idempotent)."""
+        where = self._where()
         with self._lock:
-            if self._closed or self.where is None:
+            if self._closed or where is None:
                 return
             self._closed = True
             row = dict(self.row)
         row["ended_at"] = now()
         row["outcome"] = "released" if row.get("established_at") else "failed"
-        _writer.writer().add("associations", row, self.where)
+        _writer.writer().add("associations", row, where)

@@ -341,11 +341,11 @@ class LocalPACS(ServerThread):
     @property
     def web_url(self) -> str:
         """The web port's root, e.g. ``http://127.0.0.1:8042`` (the viewer)."""
-        return self._web_running().url
+        return str(self._web_running().url)
 
     @property
     def web_port(self) -> int:
-        return self._web_running().port
+        return int(self._web_running().port)
 
     @property
     def dicomweb_url(self) -> str:

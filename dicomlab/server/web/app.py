@@ -73,6 +73,7 @@ _DICOM_JSON = "application/dicom+json"
 _FAILURE = {"invalid": 0xA900, "not-dicom": 0xC000, "refused": 0xC000, "failed": 0xA700}
 _MAX_PATH = 2048
 _BAD_PATH = re.compile(r"%2[fF]|%5[cC]|%00|(^|/)\.\.?(/|$)|%2[eE]%2[eE]|\\")
+_LONG_UID = re.compile(r"/(studies|series|instances)/[^/]{65,}")
 
 
 @dataclass
@@ -577,7 +578,7 @@ class Guard:
             return
         raw = scope.get("raw_path") or scope["path"].encode()
         text = raw.decode("latin-1").split("?", 1)[0]
-        if len(raw) > _MAX_PATH or _BAD_PATH.search(text):
+        if len(raw) > _MAX_PATH or _BAD_PATH.search(text) or _LONG_UID.search(text):
             await PlainTextResponse(
                 "refused: the path holds '..', an encoded slash or is too long", 400
             )(scope, receive, send)

@@ -26,7 +26,7 @@ _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _COMPUTED_LISTS = frozenset({"ModalitiesInStudy", "SOPClassesInStudy"})
 _NUMBERS = frozenset({"IS", "US", "UL", "SS", "SL", "DS", "FL", "FD"})
-_CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
+_CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching", "token"})
 MAX_LIMIT = 10_000
 
 
