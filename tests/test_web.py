@@ -495,3 +495,28 @@ def test_users_and_tokens_survive_a_restart(tmp_path: Path, source: pd.DataFrame
         assert requests.get(w, headers=_basic("alice")).status_code == 200
         assert requests.get(w, params={"token": _token(link)}).status_code == 200
     assert json.loads((tmp_path / "p" / "web.json").read_text())["users"][0]["name"] == "alice"
+
+
+def test_panels_view_buttons_link_the_selection(local: dl.LocalPACS) -> None:
+    from dicomlab.widgets.query import QueryPanel
+    from dicomlab.widgets.server import ServerPanel
+
+    panel = QueryPanel()
+    assert panel.view() is None and "select" in panel.message.value
+    panel.result = local.studies()
+    panel.selection = panel.result.head(1)
+    url = panel.view()
+    assert url is not None and "dl-query-view-link" in panel.view_link._dom_classes
+    study = panel.selection.StudyInstanceUID.iloc[0]
+    page = requests.get(url, allow_redirects=False)
+    assert page.status_code == 303 and study in page.headers["location"]
+    cookie = page.cookies.get("dicomlab")
+    visible = requests.get(local.dicomweb_url + "/studies", cookies={"dicomlab": cookie}).json()
+    assert _uids(visible) == [study]  # the link's cookie sees the selection only
+    server = ServerPanel(local, refresh_s=60)
+    try:
+        assert not server.view_button.disabled
+        assert server.view() is not None and "Open the viewer" in server.view_link.value
+        assert local.web_url in server.address.value
+    finally:
+        server.close()

@@ -13,8 +13,9 @@ client session (``peer_host``/``peer_port`` of the service). Version 3 added sto
 commitment's ``N-ACTION`` and ``N-EVENT-REPORT`` (``sop_class_uid`` the Push Model).
 Version 4 (this one) added a LocalPACS's web port: role ``SCP`` rows for its DICOMweb
 services and for ``ZIP`` downloads and ``VIEW`` (the viewer opened), one associations
-row per web server run, and the column ``principal`` (the web user or ``token:<id>``
-answered; null for DIMSE). Older files read as they are (``principal`` null).
+row per web server run (written with its first request: no end, no outcome), and the
+column ``principal`` (the web user or ``token:<id>`` answered; null for DIMSE). Older
+files read as they are (``principal`` null).
 
 Timestamps are timezone-aware UTC (microseconds). No patient identifiers are ever
 logged: UIDs, AE titles, hosts, statuses, counts, bytes and timings only.

@@ -44,6 +44,7 @@ class WebLog:
             self.row["local_ae"] = local_ae
         self._lock = threading.Lock()
         self._closed = False
+        self._announced: set[Path] = set()
 
     def request(
         self,
@@ -97,6 +98,13 @@ class WebLog:
                 self.row["bytes_sent"] += nbytes or 0
             else:
                 self.row["bytes_received"] += nbytes or 0
+        if self.role == "SCP" and where not in self._announced:
+            # A server lives as long as the kernel: its associations row goes out with its
+            # first request to each log folder (open: no end, no outcome), so that its
+            # requests join their server (local_ae) from the start.
+            self._announced.add(where)
+            row = dict(self.row, established_at=started, bytes_sent=None, bytes_received=None)
+            _writer.writer().add("associations", row, where)
         _writer.writer().add("operations", op, where)
 
     def _where(self) -> Path | None:
@@ -105,8 +113,11 @@ class WebLog:
         return self.where if self.role == "SCU" else _writer.folder()
 
     def close(self) -> None:
-        """The session ended: its associations row (idempotent)."""
+        """The session ended: its associations row (idempotent; a server's went out with
+        its first request)."""
         where = self._where()
+        if self.role == "SCP":
+            return
         with self._lock:
             if self._closed or where is None:
                 return

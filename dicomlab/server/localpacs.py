@@ -339,6 +339,11 @@ class LocalPACS(ServerThread):
         return self._web
 
     @property
+    def serves_web(self) -> bool:
+        """Whether the web port is being served now."""
+        return self._web is not None and bool(self._web.running)
+
+    @property
     def web_url(self) -> str:
         """The web port's root, e.g. ``http://127.0.0.1:8042`` (the viewer)."""
         return str(self._web_running().url)

@@ -89,6 +89,9 @@ class QueryPanel(Panel):
         self.retrieve_series = w.Button(description="Retrieve Series").add_class(
             "dl-query-retrieve-series"
         )
+        self.view_button = w.Button(description="View", icon="eye").add_class("dl-query-view")
+        self.view_button.on_click(lambda _: self.view())
+        self.view_link = w.HTML("").add_class("dl-query-view-link")
         self.retrieve_study.on_click(lambda _: self.retrieve("study"))
         self.retrieve_series.on_click(lambda _: self.retrieve("series"))
         self.refresh_nodes.on_click(lambda _: self.reload_nodes())
@@ -104,13 +107,30 @@ class QueryPanel(Panel):
                 self.message,
                 self.stale_note,
                 self.grid.ui,
-                w.HBox([self.retrieve_study, self.retrieve_series]),
+                w.HBox([self.retrieve_study, self.retrieve_series, self.view_button]),
+                self.view_link,
                 self.series_grid.ui,
                 self.transfers.ui,
                 style(),
             ]
         ).add_class(self.css)
         self.reload_nodes()
+
+    def view(self) -> str | None:
+        """A link to the viewer on the selected studies (from the LocalPACS of this
+        process that serves a web port and holds them: retrieve them first)."""
+        self.view_link.value = ""
+        if self.selection.empty:
+            self.say("select one or more studies first", "warn")
+            return None
+        try:
+            link = dl.view(self.selection)
+        except dl.DicomlabError as exc:
+            self.say(explain(exc), "error")
+            return None
+        self.view_link.value = link._repr_html_()
+        self.say(f"viewer link for {len(link.studies)} stud(ies) below", "ok")
+        return link.url
 
     def reload_nodes(self) -> None:
         """Show the book's nodes, plus any saved to its file since (added elsewhere)."""

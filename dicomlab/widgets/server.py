@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import threading
 import weakref
 
@@ -38,13 +39,17 @@ class ServerPanel(Panel):
         self.activity = w.HTML("").add_class("dl-server-activity")
         self.start_button = w.Button(description="Start", icon="play").add_class("dl-server-start")
         self.stop_button = w.Button(description="Stop", icon="stop").add_class("dl-server-stop")
+        self.view_button = w.Button(description="View", icon="eye").add_class("dl-server-view")
+        self.view_button.on_click(lambda _: self.view())
+        self.view_link = w.HTML("").add_class("dl-server-view-link")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.ui = w.VBox(
             [
-                w.HBox([self.address, self.start_button, self.stop_button]),
+                w.HBox([self.address, self.start_button, self.stop_button, self.view_button]),
                 self.counters,
                 self.message,
+                self.view_link,
                 w.HTML("<b>Recent activity</b>"),
                 self.activity,
             ]
@@ -75,6 +80,18 @@ class ServerPanel(Panel):
         self.say("stopped", "ok")
         self.refresh()
 
+    def view(self) -> str | None:
+        """A link to the viewer's study list of this LocalPACS (its web port)."""
+        try:
+            url = self.local.viewer_url()
+        except dl.DicomlabError as exc:
+            self.say(explain(exc), "error")
+            return None
+        self.view_link.value = (
+            f'<a href="{html.escape(url)}" target="_blank" rel="noopener">Open the viewer</a>'
+        )
+        return url
+
     def refresh(self) -> None:
         lp = self.local
         tls = f" · TLS {lp.tls_port}" if lp.tls is not None else ""
@@ -83,7 +100,9 @@ class ServerPanel(Panel):
             if lp.running
             else "<span style='color:#b42318'>● stopped</span>"
         )
-        self.address.value = f"<b>{lp.ae_title}</b> {state}"
+        web = f" · web {lp.web_url}" if lp.serves_web else ""
+        self.address.value = f"<b>{lp.ae_title}</b> {state}{html.escape(web)}"
+        self.view_button.disabled = not (lp.serves_web)
         self.start_button.disabled = lp.running
         self.stop_button.disabled = not lp.running
         stats = lp.stats
@@ -111,7 +130,7 @@ class ServerPanel(Panel):
             ops = pd.DataFrame()
         if not ops.empty:
             ours = ops[(ops["role"] == "SCP") & (ops["local_ae"] == lp.ae_title)]
-            cols = ["started_at", "service", "peer_ae", "status_name", "duration_s"]
+            cols = ["started_at", "service", "peer_ae", "principal", "status_name", "duration_s"]
             self.activity.value = frame_html(
                 ours.sort_values("started_at", ascending=False)[cols], max_rows=10
             )

@@ -58,7 +58,7 @@ def view(what: Any, local: Any = None) -> ViewLink:
 
     studies = _studies(what)
     if local is None:
-        serving = [s for s in running_servers() if isinstance(s, LocalPACS) and s._web is not None]
+        serving = [s for s in running_servers() if isinstance(s, LocalPACS) and s.serves_web]
         if not serving:
             raise ConfigError(
                 "no LocalPACS of this process serves a web port",
