@@ -21,6 +21,7 @@ from benchmarks import (
     bench_small,
     bench_transcode,
     bench_transfer,
+    bench_webserver,
     bench_worklist,
 )
 
@@ -42,6 +43,8 @@ def main() -> int:
         results.append(bench_query.run())
     if not only or "dicomweb" in only:
         results.extend(bench_dicomweb.run())
+    if not only or "webserver" in only:
+        results.extend(bench_webserver.run())
     if not only or "deid" in only:
         results.extend(bench_deid.run())
     if not only or "transcode" in only:
