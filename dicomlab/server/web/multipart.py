@@ -14,7 +14,15 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from dicomlab.errors import ValidationError
 
-__all__ = ["Part", "RelatedReader", "media_type", "new_boundary", "related_stream"]
+__all__ = [
+    "Part",
+    "RelatedReader",
+    "media_type",
+    "new_boundary",
+    "part_head",
+    "part_tail",
+    "related_stream",
+]
 
 _SPOOL = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -31,28 +39,24 @@ def media_type(header: str) -> tuple[str, dict[str, str]]:
     return kind.decode("latin-1").strip().lower(), decoded
 
 
+def part_head(boundary: str, content_type: str) -> bytes:
+    """What comes before a part's body."""
+    return f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+
+
+def part_tail(boundary: str) -> bytes:
+    """What ends the body."""
+    return f"--{boundary}--\r\n".encode()
+
+
 def related_stream(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
-    """The body of a multipart/related answer: each (content type, chunks) as one part."""
-    dash = f"--{boundary}\r\n".encode()
+    """The body of a multipart/related answer: each (content type, chunks) as one part
+    (each part's body ends with CRLF, which RFC 2046 puts before the next boundary)."""
     for content_type, chunks in parts:
-        yield dash + f"Content-Type: {content_type}\r\n\r\n".encode()
+        yield part_head(boundary, content_type)
         yield from chunks
         yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode()
-
-
-def file_chunks(path: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-    """A file (or a slice of it) in 1 MB chunks, opened only when read."""
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        left = length
-        while left is None or left > 0:
-            block = fh.read(CHUNK if left is None else min(CHUNK, left))
-            if not block:
-                return
-            if left is not None:
-                left -= len(block)
-            yield block
+    yield part_tail(boundary)
 
 
 def _spool() -> IO[bytes]:
