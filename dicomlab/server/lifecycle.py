@@ -262,12 +262,7 @@ class ServerThread:
                 (self.host, port), evt_handlers=handlers, server_class=Listener
             )
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"port {port} on {self.host} is already in use",
-                    hint="stop the other server (another LocalPACS or program), or use port=0",
-                ) from None
-            raise ConfigError(f"cannot listen on {self.host}:{port}: {exc}") from None
+            raise listen_error(exc, self.host, port) from None
         assert isinstance(listener, Listener)
         listener.open_gate(self.pending_limits, context)
         thread = threading.Thread(
@@ -325,6 +320,17 @@ class ServerThread:
             self.stop(timeout=1.0)
         except Exception:  # pragma: no cover - interpreter teardown
             pass
+
+
+def listen_error(exc: OSError, host: str, port: int, what: str = "port") -> ConfigError:
+    """Why a server cannot listen on ``host:port``, in words (a taken port named as such)."""
+    if exc.errno == errno.EADDRINUSE:
+        setting = what.replace(" ", "_")
+        return ConfigError(
+            f"{what} {port} on {host} is already in use",
+            hint=f"stop the other server (another LocalPACS or program), or use {setting}=0",
+        )
+    return ConfigError(f"cannot listen on {host}:{port}: {exc}")
 
 
 def _close_connection(assoc: Any) -> None:

@@ -5,7 +5,6 @@ taken port fails the start at once and ``port=0`` is known at once)."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import threading
@@ -15,6 +14,7 @@ import uvicorn
 
 from dicomlab.core.nodes import TLS
 from dicomlab.errors import ConfigError
+from dicomlab.server.lifecycle import listen_error
 from dicomlab.server.web.app import WebContext, build_app
 
 __all__ = ["WebServer"]
@@ -54,12 +54,7 @@ class WebServer:
             sock.bind((self.host, self._requested))
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"web port {self._requested} on {self.host} is already in use",
-                    hint="stop the other server, or use web_port=0",
-                ) from None
-            raise ConfigError(f"cannot listen on {self.host}:{self._requested}: {exc}") from None
+            raise listen_error(exc, self.host, self._requested, "web port") from None
         sock.listen(128)
         sock.set_inheritable(False)
         self._port = int(sock.getsockname()[1])
