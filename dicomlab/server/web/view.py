@@ -50,19 +50,31 @@ def _studies(what: Any) -> list[str]:
 
 
 def view(what: Any, local: Any = None) -> ViewLink:
-    """A link that opens ``local``'s viewer (default: the first LocalPACS of this process
-    serving a web port) on the studies of ``what``: a DataFrame with a StudyInstanceUID
+    """A link that opens ``local``'s viewer (default: the LocalPACS of this process that
+    serves a web port and holds every selected study) on the studies of ``what``: a DataFrame with a StudyInstanceUID
     column (``dl.find`` results, a QueryPanel selection), one UID or several."""
     from dicomlab.server.lifecycle import running_servers
     from dicomlab.server.localpacs import LocalPACS
 
     studies = _studies(what)
-    if local is None:
-        serving = [s for s in running_servers() if isinstance(s, LocalPACS) and s.serves_web]
-        if not serving:
-            raise ConfigError(
-                "no LocalPACS of this process serves a web port",
-                hint="local = dl.LocalPACS(root, web_port=0).start(), then dl.view(df, local)",
-            )
-        local = serving[0]
-    return ViewLink(local.viewer_url(studies), tuple(studies))
+    if local is not None:
+        return ViewLink(local.viewer_url(studies), tuple(studies))
+    serving = [s for s in running_servers() if isinstance(s, LocalPACS) and s.serves_web]
+    if not serving:
+        raise ConfigError(
+            "no LocalPACS of this process serves a web port",
+            hint="local = dl.LocalPACS(root, web_port=0).start(), then dl.view(df, local)",
+        )
+    for candidate in serving:
+        if _holds(candidate, studies):
+            return ViewLink(candidate.viewer_url(studies), tuple(studies))
+    raise ConfigError(
+        f"no LocalPACS serving a web port holds all {len(studies)} selected studies",
+        hint="retrieve them first (dl.retrieve(node, df, into=local)), then view them",
+    )
+
+
+def _holds(local: Any, studies: list[str]) -> bool:
+    asked = {"StudyInstanceUID": "\\".join(studies)}
+    held = {m["StudyInstanceUID"] for m in local.archive.index.find("STUDY", asked)}
+    return held >= set(studies)
