@@ -520,3 +520,18 @@ def test_panels_view_buttons_link_the_selection(local: dl.LocalPACS) -> None:
         assert local.web_url in server.address.value
     finally:
         server.close()
+
+
+def test_login_gives_a_session_cookie_and_logout_ends_it(local: dl.LocalPACS) -> None:
+    session = requests.Session()
+    assert session.get(local.dicomweb_url + "/studies").status_code == 401
+    answer = session.post(local.web_url + "/login", headers=_basic("viewer"))
+    assert answer.status_code == 200 and "viewer" in answer.text
+    assert session.get(local.dicomweb_url + "/studies").status_code == 200  # by the cookie
+    cookie = session.cookies.get("dicomlab")
+    session.post(local.web_url + "/logout")
+    assert session.get(local.dicomweb_url + "/studies").status_code == 401
+    kept = requests.get(local.dicomweb_url + "/studies", cookies={"dicomlab": cookie})
+    assert kept.status_code == 401  # a copy of the cookie is worth nothing after logout
+    wrong = requests.post(local.web_url + "/login", headers=_basic("viewer", "not it"))
+    assert wrong.status_code == 401 and "dicomlab" not in wrong.cookies

@@ -208,6 +208,11 @@ class Access:
             self._ephemeral[_digest(secret)] = (grant, time.time() + hours * 3600)
         return secret
 
+    def forget(self, secret: str) -> None:
+        """End a session (``/logout``): its secret no longer grants anything."""
+        with self._lock:
+            self._ephemeral.pop(_digest(secret), None)
+
     def revoke(self, token_id: str) -> None:
         with self._lock:
             token = self._tokens.get(token_id)

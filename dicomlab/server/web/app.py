@@ -525,6 +525,10 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    ctx: WebContext = request.app.state.ctx
+    secret = request.cookies.get(COOKIE)
+    if secret:
+        ctx.access.forget(secret)  # the session ends here, not only in this browser
     response = PlainTextResponse("logged out\n")
     response.delete_cookie(COOKIE, path="/")
     return response

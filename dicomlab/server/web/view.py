@@ -51,8 +51,9 @@ def _studies(what: Any) -> list[str]:
 
 def view(what: Any, local: Any = None) -> ViewLink:
     """A link that opens ``local``'s viewer (default: the LocalPACS of this process that
-    serves a web port and holds every selected study) on the studies of ``what``: a DataFrame with a StudyInstanceUID
-    column (``dl.find`` results, a QueryPanel selection), one UID or several."""
+    serves a web port and holds every selected study) on the studies of ``what``: a
+    DataFrame with a StudyInstanceUID column (``dl.find`` results, a QueryPanel
+    selection), one UID or several."""
     from dicomlab.server.lifecycle import running_servers
     from dicomlab.server.localpacs import LocalPACS
 
