@@ -49,7 +49,7 @@ QUICKSTART = [
     new_markdown_cell("## Two nodes in this kernel"),
     new_code_cell(
         'pacs = dl.LocalPACS(work / "pacs", ae_title="DEMOPACS", port=0, allow_unknown="all")\n'
-        'mine = dl.LocalPACS(work / "mine", ae_title="MINE", port=0)\n'
+        'mine = dl.LocalPACS(work / "mine", ae_title="MINE", port=0, web_port=0)  # + DICOMweb, viewer\n'
         "pacs.start(); mine.start()\n"
         'studies = dl.synth.write_studies(work / "studies", n_studies=12, seed=1)\n'
         'pacs.import_files(work / "studies")\n'
@@ -85,6 +85,25 @@ QUICKSTART = [
         'got = dl.retrieve(pacs.node, every.head(4), into=mine, method="get")\n'
         'got[["StudyInstanceUID", "status", "expected_instances", "received_instances", "complete"]]'
     ),
+    new_markdown_cell(
+        "## Look at what arrived\n\n`mine` also serves a web port: DICOMweb, the OHIF viewer "
+        "(installed by `make viewer`), zip downloads and share links. `dl.view` gives a link "
+        "that opens exactly these studies."
+    ),
+    new_code_cell(
+        "try:\n"
+        "    link = dl.view(got, mine)  # click it: the viewer on these four studies\n"
+        "except dl.ConfigError as exc:  # the viewer is not installed here: `make viewer`\n"
+        "    link = exc\n"
+        "link"
+    ),
+    new_code_cell(
+        "first = got.StudyInstanceUID[0]\n"
+        "share = mine.share(first, days=7)  # for a colleague: this study only, for a week\n"
+        'zipped = mine.export_zip(first, work / "study.zip")\n'
+        'print(share.split("token=")[0] + "token=...", zipped.name, zipped.stat().st_size, "bytes")\n'
+        "mine.shares()"
+    ),
     new_markdown_cell("## The network log\n\nEvery association and operation, both roles."),
     new_code_cell('ops = dl.read_log(since="today")\ndl.log.summary(ops)'),
     new_code_cell("dl.plot.latency(ops).figure"),
@@ -95,7 +114,8 @@ QUICKSTART = [
         "assert ok.ok and got.complete.all()\n"
         "assert len(mine.instances()) == got.received_instances.sum() > 0\n"
         "assert {'C-ECHO', 'C-FIND', 'C-GET'} <= set(ops.service)\n"
-        "assert not pacs.running and not mine.running"
+        "assert not pacs.running and not mine.running\n"
+        "assert not mine.serves_web"
     ),
 ]
 
