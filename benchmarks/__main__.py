@@ -21,6 +21,7 @@ from benchmarks import (
     bench_small,
     bench_transcode,
     bench_transfer,
+    bench_viewer,
     bench_webserver,
     bench_worklist,
 )
@@ -45,6 +46,8 @@ def main() -> int:
         results.extend(bench_dicomweb.run())
     if not only or "webserver" in only:
         results.extend(bench_webserver.run())
+    if not only or "viewer" in only:
+        results.extend(bench_viewer.run())
     if not only or "deid" in only:
         results.extend(bench_deid.run())
     if not only or "transcode" in only:

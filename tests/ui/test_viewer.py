@@ -56,14 +56,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dl.LocalP
 
 
 @pytest.fixture(scope="module")
-def gl_browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    args = _ARGS + _GL
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        yield b
-        b.close()
+def gl_browser(browser: Any) -> Iterator[Any]:
+    """A second chromium with software GL, from the session's Playwright (one Playwright
+    per process: a second sync_playwright() inside the first refuses to start)."""
+    b = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=_ARGS + _GL)
+    yield b
+    b.close()
 
 
 @pytest.fixture
