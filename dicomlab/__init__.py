@@ -15,6 +15,7 @@ from pynetdicom import _config as _pynetdicom_config
 
 from dicomlab import log, plot, synth, tls
 from dicomlab.core.dicomweb import DICOMweb
+from dicomlab.core.findlimit import FindLimit
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, LocalIdentity, Node
 from dicomlab.core.query import Query
@@ -81,6 +82,7 @@ __all__ = [
     "DimseError",
     "DimseTimeout",
     "EchoResult",
+    "FindLimit",
     "Job",
     "LocalIdentity",
     "LocalPACS",

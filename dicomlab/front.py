@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydicom.dataset import Dataset
@@ -43,6 +43,7 @@ from dicomlab.transfer.commit import references
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.outbox import deidentified_store
+from dicomlab.transfer.planner import planned_find, replan, warn_if_capped
 from dicomlab.transfer.retrieve import Request
 
 __all__ = ["echo", "find", "find_many", "reconcile", "retrieve", "store"]
@@ -87,6 +88,7 @@ def find(
     today: date | None = None,
     warn: bool = True,
     protocol: ProtocolName = "auto",
+    plan: Literal["auto"] | None = None,
 ) -> pd.DataFrame:
     """Query ``node`` and return one typed row per match.
 
@@ -95,6 +97,18 @@ def find(
 
     ``protocol``: ``"auto"`` (the first the node is configured for; DICOMweb for a
     ``fuzzy`` query when the node has it), ``"dimse"`` or ``"dicomweb"``.
+
+    ``plan="auto"``: for archives that cap their answers. The query is asked as it is;
+    when the archive refuses it as too large, cancels it after N matches, or answers
+    Success with exactly its cap (``Node.find_cap``, or the cap learned from an earlier
+    answer and kept in the node's profile), it is split by date range, then time of
+    day (down to 30 minutes), then modality (when several are asked), then Patient ID
+    prefix, until every piece is under the cap; each match comes once.
+    ``df.attrs["plan"]`` lists every query asked (``window``, ``count``, ``verdict``,
+    ``split``, ``complete``), ``df.attrs["cap"]`` the cap known and
+    ``df.attrs["queries"]`` how many were asked. A study without a StudyDate is not
+    reached by a date split (nor one without a StudyTime by a time split). Without a
+    plan, an answer of exactly the known cap is flagged incomplete and warned about.
 
     ``df.attrs``: ``node`` (name), ``query`` (description), ``status`` (final
     DIMSE status or None), ``complete`` (False when the peer stopped early,
@@ -124,8 +138,21 @@ def find(
     """
     if not isinstance(query, Query):
         raise ValidationError(f"expected a dl.Query, got {query!r}")
+    if plan not in (None, "auto"):
+        raise ValidationError(f"plan={plan!r} must be 'auto' or None")
     call = _call(node, calling_ae, book, progress=False)
-    return find_any(choose(call.node, _for(query, protocol)), call, query, today, warn)
+    speaker = choose(call.node, _for(query, protocol))
+    if plan is None:
+        df = find_any(speaker, call, query, today, warn)
+        if query.fan_out() is None:
+            warn_if_capped(df, call.node, warn)
+        return df
+    if query.fan_out() is not None:
+        df = find_any(speaker, call, query, today, False)
+        with speaker.finder(call, today) as run:
+            return replan(call.node, query, df, run, today)
+    with speaker.finder(call, today) as run:
+        return planned_find(call.node, query, run, today or date.today(), warn=warn)
 
 
 def _for(query: Query, protocol: ProtocolName) -> ProtocolName:

@@ -41,6 +41,7 @@ _NODE_KEYS = {
     "allow_query",
     "allow_retrieve",
     "query_model",
+    "find_cap",
     "tls",
     "dicomweb",
 }
@@ -227,6 +228,8 @@ class NodeBook:
             }
             if n.charset is not None:
                 entry["charset"] = n.charset
+            if n.find_cap is not None:
+                entry["find_cap"] = n.find_cap
             if n.tls is not None:
                 entry["tls"] = n.tls.to_dict()
             if n.dicomweb is not None:

@@ -178,6 +178,10 @@ class Node:
     dicomweb
         The node's DICOMweb service (:class:`DICOMweb`), if it has one. A node with a
         DICOMweb service needs no AE title: it then speaks only DICOMweb.
+    find_cap
+        The most matches the node returns for one query, when known (its archive's
+        result limit): ``dl.find(..., plan="auto")`` splits a query whose answer reaches
+        it. ``None``: learned from the node's answers (see :func:`dicomlab.find`).
     """
 
     name: str
@@ -194,6 +198,7 @@ class Node:
     allow_retrieve: bool = True
     query_model: Literal["study", "patient"] = "study"
     dicomweb: DICOMweb | None = None
+    find_cap: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -233,6 +238,12 @@ class Node:
         object.__setattr__(self, "timeout", float(t))
         with _field("charset"):
             object.__setattr__(self, "charset", _validate_charset(self.charset))
+        cap = self.find_cap
+        with _field("find_cap"):
+            if cap is not None and (
+                isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 10_000_000
+            ):
+                raise ValidationError(f"find_cap {cap!r} must be None or an integer in 1-10000000")
         for flag in ("allow_store", "allow_query", "allow_retrieve"):
             with _field(flag):
                 if not isinstance(getattr(self, flag), bool):

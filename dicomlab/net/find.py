@@ -15,6 +15,7 @@ import io
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import ExitStack
 from datetime import date
 from typing import Any, NoReturn
 
@@ -45,6 +46,7 @@ from dicomlab.net import diagnose, dimse
 from dicomlab.net.association import open_association
 
 __all__ = [
+    "Finder",
     "Outcome",
     "conclude",
     "fail",
@@ -73,6 +75,44 @@ def find(call: Call, query: Query, today: date | None = None, warn: bool = True)
     df.attrs["elapsed_s"] = time.perf_counter() - t0
     conclude(df, target, ours, "C-FIND", warn)
     return df
+
+
+class Finder:
+    """Queries one after another on one kept association (a planned find's pieces):
+    ``finder(query)`` answers as :func:`find` with ``warn=False`` does. After an
+    operation that did not end well the association is aborted (:func:`find_on`) and
+    the next query opens a new one; leaving the ``with`` block releases it."""
+
+    def __init__(self, call: Call, today: date | None = None) -> None:
+        self.call, self.today = call, today
+        self._stack = ExitStack()
+        self._assoc: Association | None = None
+        self.opened = 0
+
+    def __enter__(self) -> Finder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self._assoc = None
+
+    def __call__(self, query: Query) -> pd.DataFrame:
+        node = self.call.node
+        identifier = to_identifier(query, today=self.today, charset=node.charset)
+        if self._assoc is None or not self._assoc.is_established:
+            self._stack.close()
+            self._stack = ExitStack()
+            contexts = find_contexts(node, query)
+            opened = self._stack.enter_context(
+                open_association(node, contexts, calling_ae=self.call.ours)
+            )
+            self._assoc = opened.assoc
+            self.opened += 1
+        t0 = time.perf_counter()
+        df = find_on(self._assoc, node, query, identifier=identifier)
+        df.attrs["elapsed_s"] = time.perf_counter() - t0
+        conclude(df, node, self.call.ours, "C-FIND", warn=False)
+        return df
 
 
 def conclude(df: pd.DataFrame, node: Node, ours: str, service: str, warn: bool = True) -> None:

@@ -10,7 +10,8 @@ a new protocol touches neither ``transfer/`` nor the widgets nor the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any, Literal, Protocol
 
@@ -57,6 +58,13 @@ class Speaker(Protocol):
     def echo(self, call: Call) -> EchoResult: ...
 
     def find(self, call: Call, query: Query, today: date | None, warn: bool) -> pd.DataFrame: ...
+
+    def finder(
+        self, call: Call, today: date | None
+    ) -> AbstractContextManager[Callable[[Query], pd.DataFrame]]:
+        """Queries one after another (a planned find's pieces), each answered as ``find``
+        with ``warn=False``; a protocol keeps its connection between them."""
+        ...
 
     def find_many(
         self,

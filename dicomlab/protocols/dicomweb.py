@@ -6,7 +6,8 @@ dicomweb-client).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date
 from typing import Any
 
@@ -42,6 +43,11 @@ class DicomWeb:
 
     def find(self, call: Call, query: Query, today: date | None, warn: bool) -> pd.DataFrame:
         return qido.find(call, query, today, warn)
+
+    def finder(
+        self, call: Call, today: date | None
+    ) -> AbstractContextManager[Callable[[Query], pd.DataFrame]]:
+        return nullcontext(lambda q: qido.find(call, q, today, False))
 
     def find_many(
         self,

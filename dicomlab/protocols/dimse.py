@@ -45,6 +45,9 @@ class Dimse:
         _literal(query, call)
         return _find.find(call, query, today, warn)
 
+    def finder(self, call: Call, today: date | None) -> _find.Finder:
+        return _find.Finder(call, today)
+
     def find_many(
         self,
         call: Call,

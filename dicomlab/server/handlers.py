@@ -8,6 +8,7 @@ escape without a failure status (pynetdicom would otherwise answer a generic one
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomlab.core import transcode
+from dicomlab.core.findlimit import FindLimit
 from dicomlab.core.header import (
     IMPLEMENTATION_UID,
     IMPLEMENTATION_VERSION,
@@ -75,6 +77,7 @@ class Policy:
     allow_unknown: frozenset[str]
     # AE titles we are retrieving from right now: they may store into us (C-MOVE).
     trusted_senders: set[str] = field(default_factory=set)
+    find_limit: FindLimit | None = None
 
     def node_for(self, ae_title: str) -> Node | None:
         return self.book.find_ae(ae_title) if self.book is not None else None
@@ -252,7 +255,7 @@ def _answer(identifier: Dataset, level: str, match: Mapping[str, Any]) -> Datase
 
 def handle_find(
     event: Any, archive: Archive, policy: Policy, worklist: Worklist | None = None
-) -> Iterator[tuple[int, Dataset | None]]:
+) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     calling = _calling(event)
     if not policy.permits(calling, "find", event.assoc):
         yield STATUS_NOT_AUTHORIZED, None
@@ -267,14 +270,27 @@ def handle_find(
         return
     filters = _filters(identifier)
     root = _root(event)
+    limit = policy.find_limit
     try:
-        matches = archive.index.find(level, filters, root=root)
+        matches = iter(archive.index.find(level, filters, root=root))
         unsupported = [k for k, v in filters.items() if v and not archive.index.supports(k)]
         pending = STATUS_PENDING_OPTIONAL if unsupported else STATUS_PENDING
-        for match in matches:
+        if limit is not None and limit.how == "refuse":
+            first = list(itertools.islice(matches, limit.matches + 1))
+            if len(first) > limit.matches:
+                comment = f"more than {limit.matches} matches: narrow the query"
+                yield _refusal(STATUS_OUT_OF_RESOURCES, comment), None
+                return
+            matches = iter(first)
+        for n, match in enumerate(matches):
             if event.is_cancelled:
                 yield STATUS_CANCEL, None
                 return
+            if limit is not None and n >= limit.matches:
+                if limit.how == "cancel":
+                    yield STATUS_CANCEL, None
+                    return
+                break  # "silent": Success, as if that were all
             yield pending, _answer(identifier, level, match)
     except Exception:
         log.exception("C-FIND from %s failed", calling)

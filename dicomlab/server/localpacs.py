@@ -33,6 +33,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomlab.core import commitment
 from dicomlab.core.dicomweb import DICOMweb
+from dicomlab.core.findlimit import FindLimit
 from dicomlab.core.models import QR_UIDS
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import TLS, Node, validate_host, validate_port
@@ -126,6 +127,10 @@ class LocalPACS(ServerThread):
         ``web_host`` (default: ``host``, loopback unless said otherwise) and serves
         HTTPS with ``tls``'s files. Every request but the viewer's own files needs a
         web user (:meth:`add_web_user`) or a token (:meth:`share`, :meth:`viewer_url`).
+    find_limit
+        Cap C-FIND answers as many archives do (a :class:`dl.FindLimit`, or a number
+        of matches: then cancelled past it, status 0xFE00), to show or test what a
+        capped archive does; QIDO-RS is not capped.
     worklist_on_arrival
         What a stored study does to the worklist items of its accession number:
         ``"done"`` (no longer served), ``"remove"`` or ``"keep"``
@@ -178,6 +183,7 @@ class LocalPACS(ServerThread):
         worklist_on_arrival: OnArrival = "done",
         web_port: int | None = None,
         web_host: str | None = None,
+        find_limit: FindLimit | int | None = None,
     ) -> None:
         if deidentify is not None and not isinstance(deidentify, Deidentifier):
             raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
@@ -197,7 +203,13 @@ class LocalPACS(ServerThread):
         self.worklist = Worklist(self.archive.root / "worklist.json", worklist_on_arrival)
         self.archive.on_stored.append(self.worklist.arrived)
         self.book = book
-        self.policy = handlers.Policy(book, _services(allow_unknown))
+        if isinstance(find_limit, int) and not isinstance(find_limit, bool):
+            find_limit = FindLimit(find_limit)
+        if find_limit is not None and not isinstance(find_limit, FindLimit):
+            raise ValidationError(
+                f"find_limit={find_limit!r} must be a dl.FindLimit, a number or None"
+            )
+        self.policy = handlers.Policy(book, _services(allow_unknown), find_limit=find_limit)
         self.commitment = Reporter(ae_title, self.archive.index.sop_class_of)
         self.max_associations = max_associations
         self.web_access = Access(self.archive.root / "web.json")
