@@ -53,7 +53,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
             raise ValidationError(f"filter {item!r} is not KEYWORD=VALUE")
         filters[key] = value
     query = Query(args.level, tuple(filters.items()), (), args.date)
-    df = find(args.node, query, calling_ae=args.calling_ae)
+    df = find(args.node, query, calling_ae=args.calling_ae, plan="auto" if args.plan else None)
     if args.csv:
         df.to_csv(args.csv, index=False)
     if args.parquet:
@@ -61,7 +61,8 @@ def _cmd_find(args: argparse.Namespace) -> int:
     if not args.csv and not args.parquet:
         _out(df.to_string(max_rows=args.max_rows, max_colwidth=40))
     state = "complete" if df.attrs["complete"] else f"INCOMPLETE: {df.attrs['error']}"
-    _out(f"{len(df)} matches in {df.attrs['elapsed_s']:.2f} s ({state})")
+    asked = f", {df.attrs['queries']} queries" if "queries" in df.attrs else ""
+    _out(f"{len(df)} matches in {df.attrs['elapsed_s']:.2f} s{asked} ({state})")
     return 0 if df.attrs["complete"] else 3
 
 
@@ -284,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--csv", help="write the result as CSV")
     f.add_argument("--parquet", help="write the result as Parquet")
     f.add_argument("--max-rows", type=int, default=50)
+    f.add_argument(
+        "--plan",
+        action="store_true",
+        help="split the query when the node caps its answers (by date, time, modality, ID)",
+    )
     f.set_defaults(func=_cmd_find)
 
     r = sub.add_parser("retrieve", help="C-MOVE/C-GET studies into a LocalPACS folder")

@@ -182,3 +182,18 @@ def test_deidentify_command_reads_the_secret_from_the_environment(
     assert len(written) == len(manifest)
     blob = b"".join(p.read_bytes() for p in written)
     assert not any(pid.encode() in blob for pid in manifest.PatientID.unique())
+
+
+def test_find_with_plan_splits_what_a_capped_node_cuts_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dl.synth.write_studies(tmp_path / "s", n_studies=6, seed=4)
+    capped = dl.FindLimit(2, "cancel")
+    with dl.LocalPACS(tmp_path / "lp", port=0, fsync=False, find_limit=capped) as lp:
+        lp.import_files(tmp_path / "s")
+        assert main(["find", lp.node.address]) == 3  # cut short: said, not hidden
+        out = capsys.readouterr().out
+        assert "2 matches" in out and "INCOMPLETE" in out
+        assert main(["find", lp.node.address, "--plan"]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last.startswith("6 matches") and "queries" in last and "(complete)" in last

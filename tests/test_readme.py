@@ -25,6 +25,8 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for block in _blocks():
         exec(compile(block, "README.md", "exec"), namespace)
     done = namespace["done"]
+    whole = namespace["whole"]
+    assert len(whole) == 20 and whole.attrs["complete"] and whole.attrs["queries"] > 1  # type: ignore[attr-defined]
     assert bool(done.complete.all())  # type: ignore[attr-defined]
     assert (tmp_path / "throughput.png").stat().st_size > 5_000
     assert namespace["accepted"].ok  # type: ignore[attr-defined]
