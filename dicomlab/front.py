@@ -35,6 +35,7 @@ from dicomlab.protocols.base import (
     retrieve_method,
     values_of,
 )
+from dicomlab.server.lifecycle import running_servers
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.checkmove import MoveCheck
 from dicomlab.transfer.checkmove import check_move as _check_move
@@ -42,11 +43,12 @@ from dicomlab.transfer.commit import commit as _commit
 from dicomlab.transfer.commit import references
 from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
+from dicomlab.transfer.journal import Journal, jobs
 from dicomlab.transfer.outbox import deidentified_store
 from dicomlab.transfer.planner import planned_find, replan, warn_if_capped
 from dicomlab.transfer.retrieve import Request
 
-__all__ = ["echo", "find", "find_many", "reconcile", "retrieve", "store"]
+__all__ = ["echo", "find", "find_many", "jobs", "reconcile", "resume", "retrieve", "store"]
 
 register(dimse.DIMSE)
 register(dicomweb.DICOMWEB)
@@ -248,6 +250,74 @@ def retrieve(
         raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
     request = Request(what, into, how, level, max_connections, wait, deidentify)
     return speaker.retrieve(call, request)
+
+
+def resume(
+    job_id: str,
+    *,
+    into: LocalPACS | None = None,
+    wait: bool = True,
+    progress: bool = True,
+    calling_ae: str | None = None,
+    book: NodeBook | None = None,
+    deidentify: Deidentifier | None = None,
+) -> pd.DataFrame | Job:
+    """Take up a retrieve job kept in ``DICOMLAB_HOME`` (:func:`jobs` lists them): after a
+    kernel restart or a crash, or a cancel. Items that ended complete keep their rows
+    and are not asked again; the rest run as the job was asked (node, method, level,
+    connections), skipping what the archive already holds. The outcome table covers
+    the whole job, under the same ``job_id``.
+
+    ``into``: the LocalPACS the job filled (default: one running in this process on the
+    job's archive folder, else one started there for the transfer). A de-identifying
+    job needs the same ``deidentify`` again (its secret is never written down).
+    """
+    journal = Journal()
+    try:
+        kind, spec, state = journal.spec(job_id)
+        entries = journal.items(job_id)
+    finally:
+        journal.close()
+    if kind != "retrieve":
+        raise ValidationError(f"job {job_id} is a {kind} job: only retrieve jobs resume")
+    if state == "running":
+        raise ValidationError(
+            f"job {job_id} is running in another kernel: cancel it there, or wait for it"
+        )
+    if spec.deidentified and deidentify is None:
+        raise ValidationError(
+            f"job {job_id} de-identified what it retrieved: pass the same deidentify= again"
+        )
+    if into is not None and str(into.archive.root) != spec.into:
+        raise ValidationError(f"job {job_id} filled {spec.into}, not {into.archive.root}")
+    target: LocalPACS | str = into or _running_on(spec.into) or spec.into
+    prior = {
+        n: row
+        for n, (_, st, row) in enumerate(entries)
+        if st == "done" and isinstance(row, dict) and row.get("complete") is True
+    }
+    call = _call(spec.node, calling_ae, book, progress)
+    speaker = choose(call.node, spec.protocol, spec.method, "retrieve")
+    items = [item for item, _, _ in entries]
+    request = Request(
+        items,
+        target,
+        spec.method,
+        spec.level,
+        spec.max_connections,
+        wait,
+        deidentify,
+        job_id=job_id,
+        prior=prior,
+    )
+    return speaker.retrieve(call, request)
+
+
+def _running_on(root: str) -> LocalPACS | None:
+    for server in running_servers():
+        if isinstance(server, LocalPACS) and str(server.archive.root) == root:
+            return server
+    return None
 
 
 def check_move(

@@ -12,21 +12,32 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import pandas as pd
 
 from dicomlab.core.outcomes import OutcomeSchema, progress_frame
 from dicomlab.log import capture
+from dicomlab.transfer.journal import Journal
 
-__all__ = ["Job", "run_items"]
+__all__ = ["Durable", "Job", "run_items"]
 
 log = logging.getLogger(__name__)
 
 
 class _HasCancel(Protocol):
     cancel: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """A job written down as it runs: where, its id, the rows kept from an earlier run."""
+
+    journal: Journal
+    job_id: str
+    prior: Mapping[int, Any] = field(default_factory=dict)
 
 
 class _NoBar:
@@ -53,13 +64,14 @@ class Job:
         items: Sequence[Any],
         schema: OutcomeSchema,
         extra_rows: Sequence[dict[str, Any]] = (),
+        job_id: str | None = None,
     ) -> None:
         self.items = list(items)
         self.schema = schema
         self.columns = schema.names
         self._extra_rows = list(extra_rows)
         self.started_at = time.time()
-        self.id = uuid.uuid4().hex  # the job_id of its rows in the network log
+        self.id = job_id or uuid.uuid4().hex  # its job_id in the network log and dl.jobs()
         self._rows: dict[int, Any] = {}  # a row, or a list of rows (one per instance)
         self._state = ["queued"] * len(self.items)
         self._lock = threading.Lock()
@@ -153,10 +165,19 @@ def run_items(
     unit: str = "inst",
     on_finish: Callable[[], None] | None = None,
     extra_rows: Sequence[dict[str, Any]] = (),
+    durable: Durable | None = None,
 ) -> Job:
     """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads
-    (the progress bar counts ``total`` of ``unit``)."""
-    job = Job(items, schema, extra_rows)
+    (the progress bar counts ``total`` of ``unit``).
+
+    ``durable``: the job is written down as it runs (:mod:`dicomlab.transfer.journal`):
+    its id, and the rows of items that ended in an earlier run of it (not run again).
+    """
+    job = Job(items, schema, extra_rows, job_id=durable.job_id if durable else None)
+    prior = durable.prior if durable is not None else {}
+    for i, row in prior.items():
+        job._rows[i] = row
+        job._state[i] = "done"
     bar = _bar(total, desc, progress, unit)
     bar_lock = threading.Lock()
 
@@ -169,7 +190,8 @@ def run_items(
     job._ctx = ctx
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in range(len(items)):
-        todo.put(i)
+        if i not in prior:
+            todo.put(i)
 
     def worker() -> None:
         while not ctx.cancel.is_set():
@@ -179,6 +201,8 @@ def run_items(
                 return
             with job._lock:
                 job._state[i] = "running"
+            if durable is not None:
+                durable.journal.started(job.id, i)
             try:
                 with capture.job_context(job.id):
                     row = work(ctx, items[i])
@@ -191,6 +215,8 @@ def run_items(
                 job._rows[i] = row
                 cancelled = isinstance(row, dict) and row.get("error") == "cancelled"
                 job._state[i] = "cancelled" if cancelled else "done"
+            if durable is not None:
+                durable.journal.finished(job.id, i, row, job._state[i])
 
     def supervise() -> None:
         try:
@@ -202,11 +228,14 @@ def run_items(
             with job._lock:
                 job._state = [s if s != "queued" else "cancelled" for s in job._state]
             bar.close()
+            if durable is not None:
+                durable.journal.end(job.id, "cancelled" if ctx.cancel.is_set() else "done")
+                durable.journal.close()
             if on_finish is not None:
                 on_finish()
             job._finished.set()
 
-    n = max(1, min(workers, len(items)))
+    n = max(1, min(workers, len(items) - len(prior)))
     job._threads = [
         threading.Thread(target=worker, name=f"dicomlab-transfer-{k}", daemon=True)
         for k in range(n)

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ from dicomlab.errors import AssociationRejected, DicomlabError, ValidationError
 from dicomlab.log.record import redacting
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.fetch import Cancelled, Fetcher, FetcherFactory
-from dicomlab.transfer.job import Job, run_items
+from dicomlab.transfer.job import Durable, Job, run_items
+from dicomlab.transfer.journal import JobSpec, Journal
 
 __all__ = ["OUTCOME_COLUMNS", "Request", "run_retrieve"]
 
@@ -60,11 +62,15 @@ class _Context:
         progress: Callable[[int], None],
         cancel: threading.Event,
         deid: Deidentifier | None = None,
+        lookup: Callable[[Query], pd.DataFrame] | None = None,
+        durable: Durable | None = None,
     ) -> None:
         self.fetcher, self.into, self.node, self.progress = fetcher, into, node, progress
         self.method = fetcher.method
         self.cancel = cancel
         self.deid = deid
+        self.lookup = lookup  # an image-level query on the node (for a partly held item)
+        self.durable = durable  # the job as written down (its claims on items)
 
     def held(self, item: Item) -> tuple[int, int]:
         """Instances and bytes of ``item`` in the archive (by its new UIDs when the
@@ -80,6 +86,28 @@ def _subops(n: int) -> str:
 
 
 def _retrieve_one(ctx: _Context, item: Item) -> dict[str, Any]:
+    """One item, claimed first (another job pulling the same item into the same archive,
+    in this kernel or another, is waited for: then it is here and skipped)."""
+    durable = ctx.durable
+    if durable is None:
+        return _retrieve_any(ctx, item)
+    archive = str(ctx.into.archive.root)
+    told = False
+    while (holder := durable.journal.claim(archive, item.uid, durable.job_id)) is not None:
+        if not told:
+            log.info("%s is being pulled by job %s: waiting for it", item.uid, holder)
+            told = True
+        if ctx.cancel.wait(0.25):
+            row = _retrieve_row(ctx, item)
+            row.update(complete=False, error="cancelled")
+            return row
+    try:
+        return _retrieve_any(ctx, item)
+    finally:
+        durable.journal.release(archive, item.uid, durable.job_id)
+
+
+def _retrieve_any(ctx: _Context, item: Item) -> dict[str, Any]:
     """One item: skipped when the archive has it all, else fetched (retried while the
     error is transient), then judged against what the archive holds. A de-identifying
     retrieve logs and reports the new UIDs only."""
@@ -103,7 +131,7 @@ def _without(error: Any, item: Item, deid: Deidentifier) -> Any:
     return error
 
 
-def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
+def _retrieve_row(ctx: _Context, item: Item) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(OUTCOME_COLUMNS)
     row.update(
         node=ctx.node.name,
@@ -115,6 +143,11 @@ def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
         skipped=False,
         attempts=0,
     )
+    return row
+
+
+def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
+    row = _retrieve_row(ctx, item)
     t0 = time.perf_counter()
     have0, bytes0 = ctx.held(item)
     try:
@@ -135,35 +168,25 @@ def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
         )
         ctx.progress(expected)
         return row
-    delays = list(_RETRY_DELAYS_S)
-    note = row["error"]  # from planning; an earlier attempt's error does not outlive it
-    while True:
-        row["attempts"] += 1
-        row["error"] = note
-        asked: float | None = None  # how long the peer asked us to wait (Retry-After)
-        try:
-            ctx.fetcher.fetch(item, row, ctx.progress)
-            break
-        except Cancelled:
-            row["error"] = "cancelled"
-            break
-        except DicomlabError as exc:  # transient ones are tried again; refusals, bad input not
-            row["error"] = str(exc)
-            if not exc.transient:
+    parts = _missing(ctx, item) if expected is not None and 0 < have0 < expected else None
+    if parts is None:
+        _fetch(ctx, item, row)
+    else:  # only what is not here yet: nothing that arrived is transferred twice
+        log.info(
+            "%s %s: %d of %d here, fetching %d part(s)",
+            item.level,
+            item.uid,
+            have0,
+            expected,
+            len(parts),
+        )
+        row["status"], row["status_text"] = 0, "the rest of a partly held item"
+        for part in parts:
+            sub: dict[str, Any] = {**row, "attempts": 0, "completed": None, "failed": None}
+            _fetch(ctx, part, sub)
+            _merge(row, sub)
+            if row["error"] == "cancelled":
                 break
-            gone = ctx.fetcher.gone()
-            if gone is not None and not isinstance(exc, AssociationRejected):
-                row["error"] = f"{exc}; {gone}"  # another attempt cannot succeed
-                break
-            if not delays:
-                break
-            asked = getattr(exc, "retry_after_s", None)
-        wait = delays.pop(0)
-        if asked is not None:
-            wait = max(wait, min(float(asked), _MAX_RETRY_AFTER_S))
-        if ctx.cancel.wait(wait):  # a cancel ends the wait at once
-            row["error"] = "cancelled"
-            break
     ctx.into.archive.settle(item.study, ctx.node.timeout)
     have, size = ctx.held(item)
     duration = time.perf_counter() - t0
@@ -228,7 +251,88 @@ def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
     return row
 
 
+def _fetch(ctx: _Context, item: Item, row: dict[str, Any]) -> None:
+    """Fetch ``item`` into the archive, again while the failure is transient (the peer's
+    Retry-After respected, a cancel ending the wait); ``row`` gets its status."""
+    delays = list(_RETRY_DELAYS_S)
+    note = row["error"]  # from planning; an earlier attempt's error does not outlive it
+    while True:
+        row["attempts"] += 1
+        row["error"] = note
+        asked: float | None = None  # how long the peer asked us to wait (Retry-After)
+        try:
+            ctx.fetcher.fetch(item, row, ctx.progress)
+            return
+        except Cancelled:
+            row["error"] = "cancelled"
+            return
+        except DicomlabError as exc:  # transient ones are tried again; refusals, bad input not
+            row["error"] = str(exc)
+            if not exc.transient:
+                return
+            gone = ctx.fetcher.gone()
+            if gone is not None and not isinstance(exc, AssociationRejected):
+                row["error"] = f"{exc}; {gone}"  # another attempt cannot succeed
+                return
+            if not delays:
+                return
+            asked = getattr(exc, "retry_after_s", None)
+        wait = delays.pop(0)
+        if asked is not None:
+            wait = max(wait, min(float(asked), _MAX_RETRY_AFTER_S))
+        if ctx.cancel.wait(wait):  # a cancel ends the wait at once
+            row["error"] = "cancelled"
+            return
+
+
+def _missing(ctx: _Context, item: Item) -> list[Item] | None:
+    """What of a partly held study or series is not here yet: each series the archive
+    lacks whole, each missing instance of a series it holds in part. None when that
+    cannot be told (the node's image-level answer was not whole; a de-identifying
+    retrieve, whose archive holds other UIDs): the item is then fetched whole."""
+    if ctx.lookup is None or ctx.deid is not None or item.level == "image":
+        return None
+    query = Query.instances().with_filters(**item.filters())
+    try:
+        listed = ctx.lookup(query)
+    except DicomlabError as exc:
+        log.info("could not list %s %s: fetching it whole (%s)", item.level, item.uid, exc)
+        return None
+    if not listed.attrs.get("complete") or not len(listed):
+        return None
+    held = {m["SOPInstanceUID"] for m in ctx.into.archive.index.find("IMAGE", item.filters())}
+    parts: list[Item] = []
+    for series, group in listed.groupby("SeriesInstanceUID", sort=True):
+        sops = {str(u) for u in group["SOPInstanceUID"].dropna()}
+        lacking = sorted(sops - held)
+        if len(lacking) == len(sops):
+            parts.append(Item("series", item.study, str(series), None, len(sops)))
+        else:
+            parts.extend(Item("image", item.study, str(series), sop, 1) for sop in lacking)
+    return parts
+
+
+def _merge(row: dict[str, Any], sub: dict[str, Any]) -> None:
+    """A part's fetch into the item's row: counts added, the first failure kept."""
+    row["attempts"] = max(int(row["attempts"] or 0), int(sub["attempts"] or 0))
+    for key in ("completed", "failed", "warning"):
+        if sub.get(key) is not None:
+            row[key] = int(row.get(key) or 0) + int(sub[key])
+    for key in ("refused",):
+        if sub.get(key):
+            row[key] = [*(row.get(key) or []), *sub[key]]
+    if sub.get("no_scp_role"):
+        row["no_scp_role"] = True
+    ok = sub["status"] is not None and decode_status(int(sub["status"])).category == "success"
+    if not ok and (row["status"] == 0 or row["status"] is None):
+        row["status"], row["status_text"] = sub["status"], sub.get("status_text")
+    if sub.get("error") and not row.get("error"):
+        row["error"] = sub["error"]
+
+
 def _items(call: Call, what: Any, level: str | None, find: Finder) -> list[Item]:
+    if isinstance(what, list) and what and all(isinstance(i, Item) for i in what):
+        return list(what)  # a resumed job's items
     if isinstance(what, Query):
         what = find(call.quiet(), what)
         if not what.attrs.get("complete"):
@@ -261,6 +365,8 @@ class Request:
     max_connections: int | None = None
     wait: bool = True
     deidentify: Deidentifier | None = None
+    job_id: str | None = None  # taking up this kept job (dl.resume)
+    prior: dict[int, Any] | None = None  # its items' rows that are kept, by index
 
 
 def run_retrieve(
@@ -301,11 +407,14 @@ def run_retrieve(
     if method == "move":
         local.policy.trusted_senders.add(target.ae_title)
     contexts: list[_Context] = []
+    durable = _durable(call, request, local, items)
 
     def make_context(ctx_progress: Callable[[int], None]) -> _Context:
         cancel = threading.Event()
         fetcher = fetchers(target, local, method, ours, cancel)
-        contexts.append(_Context(fetcher, local, target, ctx_progress, cancel, deid))
+        lookup = lambda q: find(call.quiet(), q)  # noqa: E731
+        ctx = _Context(fetcher, local, target, ctx_progress, cancel, deid, lookup, durable)
+        contexts.append(ctx)
         return contexts[-1]
 
     def finish() -> None:
@@ -325,9 +434,41 @@ def run_retrieve(
         _retrieve_one,
         RETRIEVE,
         workers=request.max_connections or target.max_connections,
-        total=sum(i.expected or 1 for i in items),
+        total=sum(i.expected or 1 for n, i in enumerate(items) if n not in durable.prior),
         desc=f"{method} from {target.name}",
         progress=call.progress,
         on_finish=finish,
+        durable=durable,
     )
     return job.result() if request.wait else job
+
+
+def _in_book(call: Call, node: Node) -> bool:
+    """Whether ``node`` is the book's entry of its name (a resume finds it there)."""
+    try:
+        book = call.book if call.book is not None else NodeBook.load()
+    except DicomlabError:
+        return False
+    return node.name in book and book[node.name] == node
+
+
+def _durable(call: Call, request: Request, local: LocalPACS, items: list[Item]) -> Durable:
+    """The job written down in the jobs file before its first item runs (see
+    :mod:`dicomlab.transfer.journal`)."""
+    node = call.node
+    named = (call.book is not None and node.name in call.book) or node.name in NodeBook.load()
+    spec = JobSpec(
+        node=node.name if named else node.address,
+        address=node.address,
+        into=str(local.archive.root),
+        ae_title=local.ae_title,
+        method=request.method,
+        level=request.level,
+        max_connections=request.max_connections,
+        protocol="dicomweb" if request.method == "wado" else "dimse",
+        deidentified=request.deidentify is not None,
+    )
+    journal = Journal()
+    job_id = request.job_id or uuid.uuid4().hex
+    journal.begin(job_id, "retrieve", spec, items)
+    return Durable(journal, job_id, dict(request.prior or {}))
