@@ -16,6 +16,7 @@ from benchmarks import (
     bench_index,
     bench_log,
     bench_memory,
+    bench_planner,
     bench_query,
     bench_receive,
     bench_small,
@@ -58,6 +59,8 @@ def main() -> int:
         results.extend(bench_log.run())
     if not only or "index" in only:
         results.extend(bench_index.run())
+    if not only or "planner" in only:
+        results.extend(bench_planner.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -26,6 +26,8 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         exec(compile(block, "README.md", "exec"), namespace)
     done = namespace["done"]
     whole = namespace["whole"]
+    resumed = namespace["resumed"]
+    assert len(resumed) == 20 and bool(resumed.complete.all())  # type: ignore[arg-type]
     assert len(whole) == 20 and whole.attrs["complete"] and whole.attrs["queries"] > 1  # type: ignore[attr-defined]
     assert bool(done.complete.all())  # type: ignore[attr-defined]
     assert (tmp_path / "throughput.png").stat().st_size > 5_000

@@ -574,3 +574,26 @@ def test_worklist_panel_adds_marks_done_and_removes_steps(tmp_path: Path) -> Non
         panel.wait()
         assert len(local.worklist) == 5
         panel.close()
+
+
+def test_transfer_panel_lists_an_unfinished_job_and_resumes_it(world: tuple) -> None:  # type: ignore[type-arg]
+    book, _pacs, mine, manifest = world
+    studies = list(manifest.StudyInstanceUID.unique())
+    job = dl.retrieve(
+        "pacs", studies, into=mine, book=book, max_connections=1, wait=False, progress=False
+    )
+    assert isinstance(job, dl.Job)
+    job.cancel()
+    job.result()
+    panel = dl.widgets.TransferPanel(book, into=mine)
+    try:
+        assert panel.kept.options and panel.kept.value == job.id
+        assert "cancelled" in panel.kept.options[0][0]
+        panel.resume_button.click()
+        panel.wait()
+        assert panel.result is not None and len(panel.result) == len(studies)
+        assert bool(panel.result.complete.all()), panel.message.value
+        assert len(mine.instances()) == len(manifest)
+        assert not panel.kept.options and panel.resume_button.disabled  # nothing left open
+    finally:
+        panel.close()

@@ -11,7 +11,7 @@ import ipywidgets as w
 import pandas as pd
 
 import dicomlab as dl
-from dicomlab.widgets.base import Panel, plural, style
+from dicomlab.widgets.base import Panel, explain, plural, style
 from dicomlab.widgets.grid import Grid, human_size
 
 __all__ = ["TransferPanel"]
@@ -81,11 +81,24 @@ class TransferPanel(Panel):
         self._lock = threading.Lock()
         self.queue = w.VBox([]).add_class("dl-transfer-queue")
         self.outcome = Grid("dl-transfer-outcome", selectable=False)
+        self.kept = w.Dropdown(options=[], description="Unfinished").add_class("dl-transfer-kept")
+        self.resume_button = w.Button(description="Resume", icon="play").add_class(
+            "dl-transfer-resume"
+        )
+        self.resume_button.on_click(lambda _: self._resume_chosen())
         self.ui = w.VBox(
-            [w.HTML("<b>Transfers</b>"), self.queue, self.message, self.outcome.ui, style()]
+            [
+                w.HTML("<b>Transfers</b>"),
+                w.HBox([self.kept, self.resume_button]),
+                self.queue,
+                self.message,
+                self.outcome.ui,
+                style(),
+            ]
         ).add_class(self.css)
         self._poll_s = poll_s
         self._poller: threading.Thread | None = None
+        self.refresh_kept()
 
     def submit(self, node: dl.Node | str, what: Any, **kwargs: Any) -> dl.Job:
         """Start ``dl.retrieve(node, what, wait=False, **kwargs)`` and show it in the queue."""
@@ -97,7 +110,47 @@ class TransferPanel(Panel):
         job = dl.retrieve(node, what, wait=False, **kwargs)
         assert isinstance(job, dl.Job)
         name = node if isinstance(node, str) else node.name
-        items = f"{plural(len(job.items), 'item')} from {name}"
+        return self._show(job, f"{plural(len(job.items), 'item')} from {name}")
+
+    def refresh_kept(self) -> None:
+        """List the kept jobs that did not finish (a kernel that died, a cancel)."""
+        try:
+            kept = dl.jobs()
+        except dl.DicomlabError as exc:
+            self.error = exc
+            self.say(f"the kept jobs cannot be read: {explain(exc)}", "error")
+            return
+        open_ = kept[kept.state.isin(["interrupted", "cancelled"])]
+        self.kept.options = [
+            (
+                f"{str(r['job_id'])[:8]} · {r['node']} · {r['done']}/{r['items']} done · "
+                f"{r['state']}",
+                str(r["job_id"]),
+            )
+            for r in open_.to_dict("records")
+        ]
+        self.kept.value = self.kept.options[0][1] if self.kept.options else None
+        self.resume_button.disabled = not self.kept.options
+
+    def resume(self, job_id: str) -> dl.Job:
+        """``dl.resume(job_id, wait=False)``, shown in the queue like a new job."""
+        job = dl.resume(job_id, into=self.into, book=self.book, wait=False, progress=False)
+        assert isinstance(job, dl.Job)
+        shown = self._show(job, f"resumed {job_id[:8]}: {plural(len(job.items), 'item')}")
+        self.refresh_kept()
+        return shown
+
+    def _resume_chosen(self) -> None:
+        if self.kept.value is None:
+            self.say("no unfinished job to resume")
+            return
+        try:
+            self.resume(str(self.kept.value))
+        except dl.DicomlabError as exc:
+            self.error = exc
+            self.say(f"resume failed: {explain(exc)}", "error")
+
+    def _show(self, job: dl.Job, items: str) -> dl.Job:
         row = _Row(self, job, items)
         with self._lock:
             self.jobs.append(job)
