@@ -45,6 +45,7 @@ from dicomlab.transfer.findmany import reconcile
 from dicomlab.transfer.job import Job
 from dicomlab.transfer.journal import Journal, jobs
 from dicomlab.transfer.outbox import deidentified_store
+from dicomlab.transfer.pace import Schedule
 from dicomlab.transfer.planner import planned_find, replan, warn_if_capped
 from dicomlab.transfer.retrieve import Request
 
@@ -212,6 +213,7 @@ def retrieve(
     book: NodeBook | None = None,
     protocol: ProtocolName = "auto",
     deidentify: Deidentifier | None = None,
+    schedule: tuple[str, str] | None = None,
 ) -> pd.DataFrame | Job:
     """Retrieve ``what`` from ``node`` into a LocalPACS; one outcome row per item.
 
@@ -239,7 +241,20 @@ def retrieve(
         anything is written (no identified byte reaches the archive's disk); the
         outcome table, the index and the network log hold the new UIDs only.
 
-    Items already complete in the archive are skipped, so running the same cell
+    schedule
+        A daily window, ``("19:00", "07:00")`` (local time): no item starts outside
+        it (the job waits; one running when it closes finishes).
+
+    Politeness: the job starts at ``max_connections`` and uses one fewer each time the
+    peer says it is busy (an association rejected for a local limit or congestion,
+    0xA7xx out of resources, HTTP 429/503), waiting longer before trying that item
+    again, and one more after ten items in a row went well
+    (``df.attrs["connections"]``: ``max`` and ``lowest``). ``Job.eta_s`` estimates
+    the time left from the rate so far.
+
+    The job is written down as it runs (``dl.jobs()``; ``dl.resume(job_id)`` after a
+    restart). Items already complete in the archive are skipped, and a study that
+    arrived in part fetches only the instances it lacks, so running the same cell
     twice transfers nothing. A study the peer reports as done but of which fewer
     instances arrived than expected is flagged ``complete=False``.
     """
@@ -248,7 +263,9 @@ def retrieve(
     how = retrieve_method(speaker, call.node, method)
     if deidentify is not None and not isinstance(deidentify, Deidentifier):
         raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
-    request = Request(what, into, how, level, max_connections, wait, deidentify)
+    request = Request(
+        what, into, how, level, max_connections, wait, deidentify, Schedule.of(schedule)
+    )
     return speaker.retrieve(call, request)
 
 

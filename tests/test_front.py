@@ -86,6 +86,9 @@ class _Scripted:
     def gone(self) -> str | None:
         return None
 
+    def idle(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -8,7 +8,6 @@ covers the whole job. A cancel is kept; a partly held study fetches only what it
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -18,14 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from pydicom import dcmwrite
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 import dicomlab as dl
+from dicomlab.testing.tiny import tiny_archive, tiny_instance
 from dicomlab.transfer.journal import Journal
 
 N_STUDIES = int(os.environ.get("DICOMLAB_TEST_COHORT", "2000"))
@@ -33,39 +29,17 @@ N_STUDIES = int(os.environ.get("DICOMLAB_TEST_COHORT", "2000"))
 PER_STUDY = 2
 
 
-def _instance(study: int, k: int) -> bytes:
-    """A small synthetic CT instance (8x8): study ``study``, instance ``k``."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = f"2.25.9{study}.{k}"
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = f"2.25.9{study}.{k}"
-    ds.StudyInstanceUID = f"2.25.7{study}"
-    ds.SeriesInstanceUID = f"2.25.8{study}"
-    ds.PatientID = f"SYN{study % 500:04d}"
-    ds.PatientName = f"SYNTH^COHORT{study % 500}"
-    ds.StudyDate = f"2025{1 + study % 12:02d}{1 + study % 28:02d}"
-    ds.Modality = "CT"
-    ds.InstanceNumber = k + 1
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.full((8, 8), study % 4096, dtype=np.uint16).tobytes()
-    out = io.BytesIO()
-    dcmwrite(out, ds, enforce_file_format=True)
-    return out.getvalue()
-
-
 def _source(root: Path, n: int) -> dl.LocalPACS:
-    lp = dl.LocalPACS(
-        root, ae_title="SRC", port=0, fsync=False, max_associations=32, allow_unknown="all"
+    return tiny_archive(
+        root,
+        n,
+        PER_STUDY,
+        ae_title="SRC",
+        port=0,
+        fsync=False,
+        max_associations=32,
+        allow_unknown="all",
     )
-    for s in range(n):
-        for k in range(PER_STUDY):
-            assert lp.archive.add_file(_instance(s, k), "TEST").status == "stored"
-    return lp
 
 
 def _sent(uids: set[str] | None = None) -> pd.Series:
@@ -153,7 +127,7 @@ def test_a_partly_held_study_fetches_only_the_instances_it_lacks(tmp_path: Path)
         _source(tmp_path / "src", 3) as src,
         dl.LocalPACS(tmp_path / "dst", ae_title="DST", port=0, fsync=False) as dst,
     ):
-        dst.archive.add_file(_instance(1, 0), "TEST")  # one of study 1's two is here
+        dst.archive.add_file(tiny_instance(1, 0), "TEST")  # one of study 1's two is here
         out = dl.retrieve(src.node, ["2.25.71", "2.25.72"], into=dst, method="get", progress=False)
         assert isinstance(out, pd.DataFrame) and out.complete.all()
         assert len(dst.instances()) == 4

@@ -57,6 +57,11 @@ class Fetcher(Protocol):
         """Why no further attempt can succeed (the destination stopped), else None."""
         ...
 
+    def idle(self) -> None:
+        """Release the calling thread's kept connection (it waits while the peer is
+        busy: an idle association would hold one of the peer's slots)."""
+        ...
+
     def close(self) -> None:
         """Release every connection it holds (the job ended)."""
         ...

@@ -200,6 +200,9 @@ class GetMove:
             "and skipped)"
         )
 
+    def idle(self) -> None:
+        self.sessions.release()
+
     def close(self) -> None:
         self.sessions.close_all()
 

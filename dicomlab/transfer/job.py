@@ -21,6 +21,7 @@ import pandas as pd
 from dicomlab.core.outcomes import OutcomeSchema, progress_frame
 from dicomlab.log import capture
 from dicomlab.transfer.journal import Journal
+from dicomlab.transfer.pace import Pace
 
 __all__ = ["Durable", "Job", "run_items"]
 
@@ -78,6 +79,7 @@ class Job:
         self._threads: list[threading.Thread] = []
         self._ctx: _HasCancel | None = None
         self._finished = threading.Event()
+        self.pace: Pace | None = None  # its connections, when they adapt to the peer
 
     def __repr__(self) -> str:
         counts = pd.Series(self._state).value_counts().to_dict() if self._state else {}
@@ -95,6 +97,17 @@ class Job:
                 row["state"] = self._state[i]
                 rows.append(row)
         return progress_frame(self.schema, rows)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate items ended so far (None before the first ends, or
+        when the job is over)."""
+        with self._lock:
+            n = len(self._state)
+            ended = sum(s in ("done", "cancelled") for s in self._state)
+        if not ended or ended >= n or self._finished.is_set():
+            return None
+        return (time.time() - self.started_at) / ended * (n - ended)
 
     def cancel(self) -> None:
         """Stop: running operations are aborted (what was received stays), queued ones skipped."""
@@ -135,6 +148,8 @@ class Job:
         else:
             done = df["error"].isna()
         df.attrs["complete"] = bool(done.all())
+        if self.pace is not None:
+            df.attrs["connections"] = {"max": self.pace.maximum, "lowest": self.pace.lowest}
         return df
 
     def _cancelled_row(self, i: int) -> dict[str, Any]:
@@ -166,6 +181,7 @@ def run_items(
     on_finish: Callable[[], None] | None = None,
     extra_rows: Sequence[dict[str, Any]] = (),
     durable: Durable | None = None,
+    pace: Pace | None = None,
 ) -> Job:
     """Start a :class:`Job` running ``work(ctx, item)`` for each item on ``workers`` threads
     (the progress bar counts ``total`` of ``unit``).
@@ -188,6 +204,7 @@ def run_items(
 
     ctx = make_context(advance)
     job._ctx = ctx
+    job.pace = pace
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in range(len(items)):
         if i not in prior:
@@ -195,28 +212,36 @@ def run_items(
 
     def worker() -> None:
         while not ctx.cancel.is_set():
+            if pace is not None and not pace.acquire(ctx.cancel, getattr(ctx, "idle", None)):
+                return
             try:
-                i = todo.get_nowait()
+                _one()
             except queue.Empty:
                 return
-            with job._lock:
-                job._state[i] = "running"
-            if durable is not None:
-                durable.journal.started(job.id, i)
-            try:
-                with capture.job_context(job.id):
-                    row = work(ctx, items[i])
-            except Exception as exc:  # a bug must not lose the other items' outcomes
-                log.exception("transfer of %s failed", items[i])
-                row = job._cancelled_row(i)
-                row["error"] = f"internal error: {exc!r}"
-            row = row if not isinstance(row, list) else list(row)
-            with job._lock:
-                job._rows[i] = row
-                cancelled = isinstance(row, dict) and row.get("error") == "cancelled"
-                job._state[i] = "cancelled" if cancelled else "done"
-            if durable is not None:
-                durable.journal.finished(job.id, i, row, job._state[i])
+            finally:
+                if pace is not None:
+                    pace.release()
+
+    def _one() -> None:
+        i = todo.get_nowait()
+        with job._lock:
+            job._state[i] = "running"
+        if durable is not None:
+            durable.journal.started(job.id, i)
+        try:
+            with capture.job_context(job.id):
+                row = work(ctx, items[i])
+        except Exception as exc:  # a bug must not lose the other items' outcomes
+            log.exception("transfer of %s failed", items[i])
+            row = job._cancelled_row(i)
+            row["error"] = f"internal error: {exc!r}"
+        row = row if not isinstance(row, list) else list(row)
+        with job._lock:
+            job._rows[i] = row
+            cancelled = isinstance(row, dict) and row.get("error") == "cancelled"
+            job._state[i] = "cancelled" if cancelled else "done"
+        if durable is not None:
+            durable.journal.finished(job.id, i, row, job._state[i])
 
     def supervise() -> None:
         try:

@@ -35,6 +35,7 @@ from dicomlab.server.localpacs import LocalPACS
 from dicomlab.transfer.fetch import Cancelled, Fetcher, FetcherFactory
 from dicomlab.transfer.job import Durable, Job, run_items
 from dicomlab.transfer.journal import JobSpec, Journal
+from dicomlab.transfer.pace import Pace, Schedule, is_busy
 
 __all__ = ["OUTCOME_COLUMNS", "Request", "run_retrieve"]
 
@@ -46,6 +47,9 @@ _RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 """Waits before the second, third and fourth attempt of an item that failed transiently
 (longer when the peer said how long: an HTTP Retry-After, up to :data:`_MAX_RETRY_AFTER_S`)."""
 _MAX_RETRY_AFTER_S = 60.0
+_BUSY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+"""Waits after the peer said it is busy (beside the connection given back, and at least
+its Retry-After): four more chances over 7.5 s before the item fails."""
 
 Finder = Callable[[Call, Query], pd.DataFrame]
 """Runs a query (for ``what`` given as a :class:`Query`) with the retrieve's protocol."""
@@ -64,6 +68,7 @@ class _Context:
         deid: Deidentifier | None = None,
         lookup: Callable[[Query], pd.DataFrame] | None = None,
         durable: Durable | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self.fetcher, self.into, self.node, self.progress = fetcher, into, node, progress
         self.method = fetcher.method
@@ -71,6 +76,11 @@ class _Context:
         self.deid = deid
         self.lookup = lookup  # an image-level query on the node (for a partly held item)
         self.durable = durable  # the job as written down (its claims on items)
+        self.pace = pace  # the job's connections now (fewer while the peer is busy)
+
+    def idle(self) -> None:
+        """This worker waits: its kept association goes back to the peer."""
+        self.fetcher.idle()
 
     def held(self, item: Item) -> tuple[int, int]:
         """Instances and bytes of ``item`` in the archive (by its new UIDs when the
@@ -155,6 +165,8 @@ def _retrieve(ctx: _Context, item: Item) -> dict[str, Any]:
     except DicomlabError as exc:
         expected = item.expected
         row["error"] = f"could not count the instances first: {exc}"
+        if ctx.pace is not None and is_busy(exc):
+            ctx.pace.busy()
     row["expected_instances"] = expected
     if expected is not None and expected > 0 and have0 >= expected:
         row.update(
@@ -255,6 +267,7 @@ def _fetch(ctx: _Context, item: Item, row: dict[str, Any]) -> None:
     """Fetch ``item`` into the archive, again while the failure is transient (the peer's
     Retry-After respected, a cancel ending the wait); ``row`` gets its status."""
     delays = list(_RETRY_DELAYS_S)
+    busy_delays = list(_BUSY_DELAYS_S)
     note = row["error"]  # from planning; an earlier attempt's error does not outlive it
     while True:
         row["attempts"] += 1
@@ -262,12 +275,27 @@ def _fetch(ctx: _Context, item: Item, row: dict[str, Any]) -> None:
         asked: float | None = None  # how long the peer asked us to wait (Retry-After)
         try:
             ctx.fetcher.fetch(item, row, ctx.progress)
+            if ctx.pace is not None:
+                ctx.pace.ok()
             return
         except Cancelled:
             row["error"] = "cancelled"
             return
         except DicomlabError as exc:  # transient ones are tried again; refusals, bad input not
             row["error"] = str(exc)
+            if ctx.pace is not None and is_busy(exc):
+                ctx.pace.busy()  # fewer connections, and this one waits longer
+                ctx.idle()
+                if busy_delays:
+                    told = getattr(exc, "retry_after_s", None)  # the peer's Retry-After
+                    pause = busy_delays.pop(0)
+                    if told is not None:
+                        pause = max(pause, min(float(told), _MAX_RETRY_AFTER_S))
+                    if ctx.cancel.wait(pause):
+                        row["error"] = "cancelled"
+                        return
+                    continue
+                return  # busy every time: given up
             if not exc.transient:
                 return
             gone = ctx.fetcher.gone()
@@ -365,6 +393,7 @@ class Request:
     max_connections: int | None = None
     wait: bool = True
     deidentify: Deidentifier | None = None
+    schedule: Schedule | None = None  # no item starts outside this daily window
     job_id: str | None = None  # taking up this kept job (dl.resume)
     prior: dict[int, Any] | None = None  # its items' rows that are kept, by index
 
@@ -408,12 +437,13 @@ def run_retrieve(
         local.policy.trusted_senders.add(target.ae_title)
     contexts: list[_Context] = []
     durable = _durable(call, request, local, items)
+    pace = Pace(request.max_connections or target.max_connections, request.schedule)
 
     def make_context(ctx_progress: Callable[[int], None]) -> _Context:
         cancel = threading.Event()
         fetcher = fetchers(target, local, method, ours, cancel)
         lookup = lambda q: find(call.quiet(), q)  # noqa: E731
-        ctx = _Context(fetcher, local, target, ctx_progress, cancel, deid, lookup, durable)
+        ctx = _Context(fetcher, local, target, ctx_progress, cancel, deid, lookup, durable, pace)
         contexts.append(ctx)
         return contexts[-1]
 
@@ -439,6 +469,7 @@ def run_retrieve(
         progress=call.progress,
         on_finish=finish,
         durable=durable,
+        pace=pace,
     )
     return job.result() if request.wait else job
 

@@ -79,6 +79,12 @@ class Sessions:
         if held is not None:
             self._drop(held, clean=False)
 
+    def release(self) -> None:
+        """Release this thread's association cleanly (it will wait a while)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            self._drop(held, clean=True)
+
     def _drop(self, held: _Held, clean: bool) -> None:
         self._local.held = None
         with self._lock:

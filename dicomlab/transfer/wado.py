@@ -133,6 +133,9 @@ class Wado:
     def gone(self) -> str | None:
         return None  # parts are written into the archive directly: nothing to stop
 
+    def idle(self) -> None:
+        return None  # HTTP keeps no slot of the server's while idle worth giving back
+
     def close(self) -> None:
         """Close every worker's HTTP session."""
         self.clients.close()
