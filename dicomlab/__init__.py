@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from pynetdicom import _config as _pynetdicom_config
 
 from dicomlab import log, plot, synth, tls
+from dicomlab.cohort import Cohort
 from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.core.findlimit import FindLimit
 from dicomlab.core.nodebook import NodeBook, home
@@ -73,6 +74,7 @@ __all__ = [
     "AssociationAborted",
     "AssociationRejected",
     "BurnedInAnnotationWarning",
+    "Cohort",
     "ConfigError",
     "ConnectTimeout",
     "ConnectionRefused",

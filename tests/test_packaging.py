@@ -54,6 +54,7 @@ def test_exported_members() -> None:
         "transfer",
         "peers",
         "front",
+        "cohort",
         "protocols",
         "derived",
         "web",

@@ -341,7 +341,14 @@ class Archive:
 
     def delete_study(self, study_instance_uid: str) -> int:
         """Delete a study's files and index rows; returns how many instances went."""
-        paths = self.index.delete('"StudyInstanceUID" = ?', [study_instance_uid])
+        return self._delete('"StudyInstanceUID" = ?', study_instance_uid)
+
+    def delete_instance(self, sop_instance_uid: str) -> int:
+        """Delete one instance's file and index row; returns 1, or 0 when not held."""
+        return self._delete('"SOPInstanceUID" = ?', sop_instance_uid)
+
+    def _delete(self, where: str, uid: str) -> int:
+        paths = self.index.delete(where, [uid])
         with self._lock:
             self._checked.clear()  # folders may go below
         for rel in paths:

@@ -506,6 +506,10 @@ class LocalPACS(ServerThread):
         """Delete one study (files and index rows); returns how many instances went."""
         return self.archive.delete_study(study_instance_uid)
 
+    def delete_instance(self, sop_instance_uid: str) -> int:
+        """Delete one instance (its file and index row); returns 1, or 0 when not held."""
+        return self.archive.delete_instance(sop_instance_uid)
+
 
 def _uids(what: str | Iterable[str] | None) -> list[str]:
     if what is None:

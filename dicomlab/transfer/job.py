@@ -148,6 +148,7 @@ class Job:
         else:
             done = df["error"].isna()
         df.attrs["complete"] = bool(done.all())
+        df.attrs["job_id"] = self.id
         if self.pace is not None:
             df.attrs["connections"] = {"max": self.pace.maximum, "lowest": self.pace.lowest}
         return df
