@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "deid": {"core", "errors"},  # PS3.15 de-identification of data sets
     "protocols": {"core", "errors", "log", "net", "server", "transfer", "web"},
     "front": {"core", "errors", "net", "server", "transfer", "protocols", "deid"},
+    "cohort": {"core", "errors", "front", "server"},  # bundles of queries and pulls
     "widgets": {"(public)"},
     "cli": {"(public)", "core", "errors", "net", "server", "tls", "demo", "log", "front", "deid"},
     "demo": {"(public)", "core", "errors", "log", "net", "server", "front", "peers"},
