@@ -78,17 +78,37 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         calling_ae=args.calling_ae,
     )
     assert isinstance(res, pd.DataFrame)
-    cols = [
-        "StudyInstanceUID",
-        "status",
-        "expected_instances",
-        "received_instances",
-        "complete",
-        "skipped",
-        "attempts",
-        "error",
-    ]
-    _out(res[cols].to_string(max_colwidth=60))
+    _out(res[_OUTCOME].to_string(max_colwidth=60))
+    return 0 if res.attrs["complete"] else 3
+
+
+_OUTCOME = [
+    "StudyInstanceUID",
+    "status",
+    "expected_instances",
+    "received_instances",
+    "complete",
+    "skipped",
+    "attempts",
+    "error",
+]
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from dicomlab.transfer.journal import jobs
+
+    kept = jobs()
+    shown = kept.head(args.max_rows).drop(columns=["created"])
+    _out(shown.to_string(index=False) if len(kept) else "no job kept")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from dicomlab.front import resume
+
+    res = resume(args.job_id, calling_ae=args.calling_ae)
+    assert isinstance(res, pd.DataFrame)
+    _out(res[_OUTCOME].to_string(max_colwidth=60))
     return 0 if res.attrs["complete"] else 3
 
 
@@ -291,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="split the query when the node caps its answers (by date, time, modality, ID)",
     )
     f.set_defaults(func=_cmd_find)
+
+    j = sub.add_parser("jobs", help="the retrieve jobs kept (interrupted ones can resume)")
+    j.add_argument("--max-rows", type=int, default=20)
+    j.set_defaults(func=_cmd_jobs)
+
+    u = sub.add_parser("resume", help="take up a kept retrieve job (after a crash, a cancel)")
+    u.add_argument("job_id", help="its id, from 'dicomlab jobs'")
+    u.add_argument("--calling-ae", help="our AE title (default: the node book's)")
+    u.set_defaults(func=_cmd_resume)
 
     r = sub.add_parser("retrieve", help="C-MOVE/C-GET studies into a LocalPACS folder")
     r.add_argument("node", help="a node name from the node book, or AE@HOST:PORT")

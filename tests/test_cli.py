@@ -197,3 +197,28 @@ def test_find_with_plan_splits_what_a_capped_node_cuts_short(
         assert main(["find", lp.node.address, "--plan"]) == 0
         last = capsys.readouterr().out.strip().splitlines()[-1]
         assert last.startswith("6 matches") and "queries" in last and "(complete)" in last
+
+
+def test_jobs_lists_a_cancelled_retrieve_and_resume_finishes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomlab.testing.tiny import study_uid, tiny_archive
+
+    with (
+        tiny_archive(tmp_path / "src", 12, ae_title="SRC", port=0, fsync=False) as src,
+        dl.LocalPACS(tmp_path / "dst", port=0, fsync=False) as dst,
+    ):
+        uids = [study_uid(s) for s in range(12)]
+        job = dl.retrieve(
+            src.node, uids, into=dst, method="get", max_connections=1, wait=False, progress=False
+        )
+        assert isinstance(job, dl.Job)
+        job.cancel()
+        job.result()
+        assert main(["jobs"]) == 0
+        listed = capsys.readouterr().out
+        assert job.id in listed and "cancelled" in listed
+        assert main(["resume", job.id]) == 0  # the LocalPACS running here on that folder
+        assert len(dst.instances()) == 24
+    assert main(["resume", "nope"]) == 1
+    assert "no job 'nope'" in capsys.readouterr().err

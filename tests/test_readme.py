@@ -27,6 +27,8 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     done = namespace["done"]
     whole = namespace["whole"]
     resumed = namespace["resumed"]
+    second = namespace["second_pull"]
+    assert len(second) == 0 and second.attrs["changes"] == {"study removed": 1}  # type: ignore[attr-defined]
     assert len(resumed) == 20 and bool(resumed.complete.all())  # type: ignore[arg-type]
     assert len(whole) == 20 and whole.attrs["complete"] and whole.attrs["queries"] > 1  # type: ignore[attr-defined]
     assert bool(done.complete.all())  # type: ignore[attr-defined]
