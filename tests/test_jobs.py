@@ -147,8 +147,11 @@ def test_a_cancel_is_kept_and_resume_finishes_the_rest(tmp_path: Path) -> None:
         assert isinstance(job, dl.Job)
         while int((job.progress.state == "done").sum()) < 5:
             time.sleep(0.01)
+        eta = job.eta_s  # from the rate so far: 35 items to go
+        assert eta is not None and eta > 0
         job.cancel()
         first = job.result()
+        assert job.eta_s is None
         assert not first.attrs["complete"]
         row = dl.jobs().iloc[0]
         assert row.state == "cancelled" and row.job_id == job.id and row.done < 40

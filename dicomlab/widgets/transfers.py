@@ -39,14 +39,25 @@ class _Row:
         instances = int(_total(progress, "received_instances"))
         size = _total(progress, "bytes")
         seconds = max(time.time() - self.job.started_at, 1e-6)
+        eta = self.job.eta_s
+        left = f" · about {_duration(eta)} left" if eta is not None else ""
         self.status.value = (
             f"{states} · {plural(instances, 'instance')} · "
-            f"{human_size(size)} · {size / 1e6 / seconds:.2f} MB/s"
+            f"{human_size(size)} · {size / 1e6 / seconds:.2f} MB/s{left}"
         )
         finished = self.job.done()
         if finished:
             self.cancel.disabled = True
         return finished
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _total(df: pd.DataFrame, column: str) -> float:
