@@ -174,8 +174,26 @@ COHORT = [
         "manifest.to_parquet(work / 'cohort' / 'manifest.parquet', index=False)\n"
         "manifest.groupby('AccessionNumber').size()"
     ),
+    new_markdown_cell(
+        "## A bundle to re-run next month, and jobs that survive a restart\n\n"
+        "`dl.Cohort` keeps the request, the study list, what changed on the PACS and "
+        "every transfer in one folder (no patient data unless `phi=True`); a re-run "
+        "pulls only the difference. Every retrieve is written down as it runs: after a "
+        "kernel restart `dl.jobs()` lists it and `dl.resume(job_id)` takes it up."
+    ),
+    new_code_cell(
+        'bundle = dl.Cohort("ct-mr", pacs.node, accessions=list(cohort.AccessionNumber),\n'
+        '                   folder=work / "bundle")\n'
+        'pulled = bundle.pull(into=mine, method="get", progress=False)  # all held already\n'
+        'print(pulled.attrs["changes"])\n'
+        'bundle.runs()[["studies", "new", "transferred", "complete"]]'
+    ),
+    new_code_cell('dl.jobs()[["job_id", "node", "state", "items", "done", "complete"]].head()'),
     new_code_cell(
         "pacs.stop(); mine.stop()\n"
+        "assert len(pulled) == 0 and pulled.attrs['changes'] == {'new study': len(cohort)}\n"
+        "ours = dl.jobs().set_index('job_id').loc[[outcome.attrs['job_id'], again.attrs['job_id']]]\n"
+        "assert (ours.state == 'done').all()\n"
         "assert (report.outcome == 'none').sum() == 3  # the three made-up numbers\n"
         "assert outcome.complete.all() and again.skipped.all()\n"
         "assert len(manifest) == outcome.received_instances.sum() > 0\n"
