@@ -211,20 +211,37 @@ class Journal:
             return None
 
     def _claim(self, archive: str, uid: str, job_id: str) -> str | None:
+        # The INSERT is the claim (the primary key makes it atomic between kernels); a
+        # dead holder's claim is taken with a compare-and-swap on its job id.
+        mine = (archive, uid, job_id, os.getpid(), _HOST)
         with self._db() as db:
+            try:
+                db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?)", mine)
+                return None
+            except sqlite3.IntegrityError:
+                pass
             got = db.execute(
                 "SELECT job, pid, host FROM claims WHERE archive=? AND uid=?", (archive, uid)
             ).fetchone()
-            if got is not None:
-                job, pid, host = got
-                if job == job_id:
-                    return None
-                if host != _HOST or _alive(pid):
-                    return str(job)
-            db.execute(
-                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
-                (archive, uid, job_id, os.getpid(), _HOST),
+            if got is None:  # released in between: ask again
+                return self._claim_again(db, mine)
+            job, pid, host = got
+            if job == job_id:
+                return None
+            if host != _HOST or _alive(pid):
+                return str(job)
+            taken = db.execute(
+                "UPDATE claims SET job=?, pid=?, host=? WHERE archive=? AND uid=? AND job=?",
+                (job_id, os.getpid(), _HOST, archive, uid, job),
             )
+            return None if taken.rowcount == 1 else str(job)
+
+    @staticmethod
+    def _claim_again(db: sqlite3.Connection, mine: tuple[Any, ...]) -> str | None:
+        try:
+            db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?)", mine)
+        except sqlite3.IntegrityError:
+            return "another job"
         return None
 
     def release(self, archive: str, uid: str, job_id: str) -> None:
