@@ -95,7 +95,7 @@ _OUTCOME = [
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from dicomlab.transfer.journal import jobs
+    from dicomlab.front import jobs
 
     kept = jobs()
     shown = kept.head(args.max_rows).drop(columns=["created"])

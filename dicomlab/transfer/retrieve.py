@@ -328,6 +328,9 @@ def _missing(ctx: _Context, item: Item) -> list[Item] | None:
         return None
     if not listed.attrs.get("complete") or not len(listed):
         return None
+    keys = listed.reindex(columns=["SeriesInstanceUID", "SOPInstanceUID"])
+    if keys.isna().any().any():
+        return None  # the node did not say which series each instance is in
     held = {m["SOPInstanceUID"] for m in ctx.into.archive.index.find("IMAGE", item.filters())}
     parts: list[Item] = []
     for series, group in listed.groupby("SeriesInstanceUID", sort=True):
@@ -337,7 +340,7 @@ def _missing(ctx: _Context, item: Item) -> list[Item] | None:
             parts.append(Item("series", item.study, str(series), None, len(sops)))
         else:
             parts.extend(Item("image", item.study, str(series), sop, 1) for sop in lacking)
-    return parts
+    return parts or None  # nothing lacking by its list, yet fewer here: fetch it whole
 
 
 def _merge(row: dict[str, Any], sub: dict[str, Any]) -> None:
