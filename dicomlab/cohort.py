@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Any
 
 import pandas as pd
 
+from dicomlab.core.atomic import replace_file, replace_text
+from dicomlab.core.items import count_of
 from dicomlab.core.nodebook import NodeBook, home
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import RETRIEVE, Dtype, typed
@@ -231,14 +232,14 @@ class Cohort:
                 "job_id": job or None,
             }
         )
-        _write_text(json.dumps(manifest, indent=2), self.folder / "manifest.json")
+        replace_text(self.folder / "manifest.json", json.dumps(manifest, indent=2))
 
 
 def _lacks(local: Any, row: dict[str, Any]) -> bool:
     """Whether the archive holds fewer instances of the study than the node lists."""
     held, _ = local.archive.index.count_matching({"StudyInstanceUID": row["StudyInstanceUID"]})
-    expected = row.get(_N)
-    return held == 0 or (expected is not None and not pd.isna(expected) and held < int(expected))
+    expected = count_of(row.get(_N))
+    return held == 0 or (expected is not None and held < expected)
 
 
 def _records(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -256,7 +257,7 @@ def _diff(before: pd.DataFrame, now: pd.DataFrame, phi: bool) -> pd.DataFrame:
         if uid not in old:
             rows.append(_row("new study", uid, None, r.get(_N), ""))
             continue
-        a, b = _count(old[uid].get(_N)), _count(r.get(_N))
+        a, b = count_of(old[uid].get(_N)), count_of(r.get(_N))
         if a is not None and b is not None and a != b:
             kind = "instances added" if b > a else "instances removed"
             rows.append(_row(kind, uid, a, b, f"{abs(b - a)} instance(s)"))
@@ -267,7 +268,7 @@ def _diff(before: pd.DataFrame, now: pd.DataFrame, phi: bool) -> pd.DataFrame:
             rows.append(_row("attributes changed", uid, a, b, ", ".join(moved)))
     for uid, r in old.items():
         if uid not in new:
-            rows.append(_row("study removed", uid, _count(r.get(_N)), None, ""))
+            rows.append(_row("study removed", uid, count_of(r.get(_N)), None, ""))
     return _changes(rows)
 
 
@@ -278,16 +279,12 @@ def _differs(a: dict[str, Any], b: dict[str, Any], column: str) -> bool:
     return str(x) != str(y)
 
 
-def _count(value: Any) -> int | None:
-    return None if value is None or pd.isna(value) else int(value)
-
-
 def _row(change: str, uid: str, before: Any, after: Any, detail: str) -> dict[str, Any]:
     return {
         "change": change,
         "StudyInstanceUID": uid,
-        "instances_before": _count(before),
-        "instances_after": _count(after),
+        "instances_before": count_of(before),
+        "instances_after": count_of(after),
         "detail": detail,
     }
 
@@ -298,24 +295,6 @@ def _changes(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        plain = df.copy()
-        plain.attrs = {}
-        plain.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    plain = df.copy()
+    plain.attrs = {}  # run facts live in the manifest, not in each table's metadata
+    replace_file(path, lambda tmp: plain.to_parquet(tmp, index=False))

@@ -157,6 +157,12 @@ def _node(lp: dl.LocalPACS, **extra: Any) -> dl.Node:
     return dl.Node("capped", ae_title=lp.ae_title, host="127.0.0.1", port=lp.port, **extra)
 
 
+@pytest.fixture(scope="module")
+def expected(archive_root: Path) -> set[str]:
+    """Every study of the archive, asked once of an uncapped LocalPACS over it."""
+    return _all_studies(archive_root)
+
+
 def _all_studies(root: Path) -> set[str]:
     with dl.LocalPACS(root, port=0) as lp:
         df = dl.find(lp.node, dl.Query.studies())
@@ -176,9 +182,8 @@ def _check_whole(df: pd.DataFrame, expected: set[str]) -> None:
 
 @pytest.mark.slow
 def test_a_query_cancelled_after_100_matches_is_split_until_whole_and_the_cap_is_kept(
-    archive_root: Path,
+    archive_root: Path, expected: set[str]
 ) -> None:
-    expected = _all_studies(archive_root)
     with _capped(archive_root, "cancel") as lp:
         node = _node(lp)
         with pytest.warns(dl.PartialResultWarning, match="100 rows"):
@@ -200,10 +205,9 @@ def test_a_query_cancelled_after_100_matches_is_split_until_whole_and_the_cap_is
 
 
 @pytest.mark.slow
-def test_a_refused_query_is_split_and_a_refusal_that_is_not_a_cap_raises(
-    archive_root: Path,
+def test_a_refused_query_raises_unplanned_and_is_split_until_whole_when_planned(
+    archive_root: Path, expected: set[str]
 ) -> None:
-    expected = _all_studies(archive_root)
     with _capped(archive_root, "refuse") as lp:
         node = _node(lp)
         with pytest.raises(dl.OperationRefused, match="more than 100 matches"):
@@ -217,8 +221,9 @@ def test_a_refused_query_is_split_and_a_refusal_that_is_not_a_cap_raises(
 
 
 @pytest.mark.slow
-def test_a_silent_cap_is_found_by_probing_a_round_count_then_known(archive_root: Path) -> None:
-    expected = _all_studies(archive_root)
+def test_a_silent_cap_is_found_by_probing_a_round_count_then_known(
+    archive_root: Path, expected: set[str]
+) -> None:
     with _capped(archive_root, "silent") as lp:
         node = _node(lp)
         plain = dl.find(node, dl.Query.studies())  # Success with 100: nothing says so yet
@@ -235,8 +240,9 @@ def test_a_silent_cap_is_found_by_probing_a_round_count_then_known(archive_root:
 
 
 @pytest.mark.slow
-def test_a_configured_cap_splits_a_silent_subset_from_the_first_answer(archive_root: Path) -> None:
-    expected = _all_studies(archive_root)
+def test_a_configured_cap_splits_a_silent_subset_from_the_first_answer(
+    archive_root: Path, expected: set[str]
+) -> None:
     with _capped(archive_root, "silent") as lp:
         node = _node(lp, find_cap=100)
         df = dl.find(node, dl.Query.studies(), plan="auto")

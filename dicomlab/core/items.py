@@ -11,7 +11,14 @@ import pandas as pd
 from dicomlab.core.models import DICOM_LEVEL
 from dicomlab.errors import ValidationError
 
-__all__ = ["Item", "RetrieveLevel", "identifier_keys", "items_from_frame", "items_from_uids"]
+__all__ = [
+    "Item",
+    "RetrieveLevel",
+    "count_of",
+    "identifier_keys",
+    "items_from_frame",
+    "items_from_uids",
+]
 
 RetrieveLevel = Literal["study", "series", "image"]
 _DICOM = {lv: DICOM_LEVEL[lv] for lv in ("study", "series", "image")}
@@ -59,7 +66,8 @@ def _infer_level(df: pd.DataFrame) -> RetrieveLevel:
     )
 
 
-def _count(value: Any) -> int | None:
+def count_of(value: Any) -> int | None:
+    """A count from a table cell (None for a missing one: None, NaN, NA)."""
     if value is None or pd.isna(value):
         return None
     return int(value)
@@ -84,7 +92,7 @@ def items_from_frame(df: pd.DataFrame, level: RetrieveLevel | None = None) -> li
         key = tuple(str(rec[c]) for c in need)
         if any(k in ("", "<NA>", "nan", "None") for k in key):
             raise ValidationError(f"a row has an empty UID among {need}: {key!r}")
-        expected = 1 if lv == "image" else _count(rec.get(_COUNT[lv]))
+        expected = 1 if lv == "image" else count_of(rec.get(_COUNT[lv]))
         out[key] = Item(
             lv,
             key[0],

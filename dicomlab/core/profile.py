@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dicomlab.core.atomic import replace_text
 from dicomlab.core.nodebook import home
 from dicomlab.core.nodes import Node
 
@@ -53,14 +52,7 @@ def _read(path: Path) -> dict[str, dict[str, object]]:
 
 
 def _write(path: Path, data: dict[str, dict[str, object]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    replace_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def learned_cap(node: Node) -> CapProfile | None:

@@ -67,27 +67,23 @@ def find(call: Call, query: Query, today: date | None = None, warn: bool = True)
     per match, ``df.attrs`` saying how it ended; raises or warns as ``dl.find`` says."""
     if not isinstance(query, Query):
         raise ValidationError(f"expected a dl.Query, got {query!r}")
-    target, ours = call.node, call.ours
-    identifier = to_identifier(query, today=today, charset=target.charset)
     t0 = time.perf_counter()
-    with open_association(target, find_contexts(target, query), calling_ae=ours) as opened:
-        df = find_on(opened.assoc, target, query, identifier=identifier)
-    df.attrs["elapsed_s"] = time.perf_counter() - t0
-    conclude(df, target, ours, "C-FIND", warn)
+    with Finder(call, today) as run:
+        df = run(query, warn)
+    df.attrs["elapsed_s"] = time.perf_counter() - t0  # the association's setup and release too
     return df
 
 
 class Finder:
     """Queries one after another on one kept association (a planned find's pieces):
-    ``finder(query)`` answers as :func:`find` with ``warn=False`` does. After an
-    operation that did not end well the association is aborted (:func:`find_on`) and
+    ``finder(query)`` answers as :func:`find` does (``warn=False`` unless asked). After
+    an operation that did not end well the association is aborted (:func:`find_on`) and
     the next query opens a new one; leaving the ``with`` block releases it."""
 
     def __init__(self, call: Call, today: date | None = None) -> None:
         self.call, self.today = call, today
         self._stack = ExitStack()
         self._assoc: Association | None = None
-        self.opened = 0
 
     def __enter__(self) -> Finder:
         return self
@@ -96,9 +92,10 @@ class Finder:
         self._stack.close()
         self._assoc = None
 
-    def __call__(self, query: Query) -> pd.DataFrame:
+    def __call__(self, query: Query, warn: bool = False) -> pd.DataFrame:
         node = self.call.node
         identifier = to_identifier(query, today=self.today, charset=node.charset)
+        t0 = time.perf_counter()
         if self._assoc is None or not self._assoc.is_established:
             self._stack.close()
             self._stack = ExitStack()
@@ -107,11 +104,9 @@ class Finder:
                 open_association(node, contexts, calling_ae=self.call.ours)
             )
             self._assoc = opened.assoc
-            self.opened += 1
-        t0 = time.perf_counter()
         df = find_on(self._assoc, node, query, identifier=identifier)
         df.attrs["elapsed_s"] = time.perf_counter() - t0
-        conclude(df, node, self.call.ours, "C-FIND", warn=False)
+        conclude(df, node, self.call.ours, "C-FIND", warn)
         return df
 
 

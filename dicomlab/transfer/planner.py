@@ -143,7 +143,7 @@ def planned_find(
     out.attrs.update(
         query=query.describe(),
         complete=complete,
-        status=0 if complete else _last_status(plan, first_attrs),
+        status=0 if complete else _status_of(first_attrs),
         elapsed_s=time.perf_counter() - t0,
         plan=plan,
         cap=cap,
@@ -266,7 +266,8 @@ def _note(
     )
 
 
-def _last_status(plan: list[dict[str, Any]], attrs: dict[str, Any] | None) -> int | None:
+def _status_of(attrs: dict[str, Any] | None) -> int | None:
+    """The failure status the query as asked ended with (None: Success, or none came)."""
     status = (attrs or {}).get("status")
     return status if isinstance(status, int) and status != 0 else None
 

@@ -272,7 +272,6 @@ def _fetch(ctx: _Context, item: Item, row: dict[str, Any]) -> None:
     while True:
         row["attempts"] += 1
         row["error"] = note
-        asked: float | None = None  # how long the peer asked us to wait (Retry-After)
         try:
             ctx.fetcher.fetch(item, row, ctx.progress)
             if ctx.pace is not None:
@@ -284,28 +283,21 @@ def _fetch(ctx: _Context, item: Item, row: dict[str, Any]) -> None:
         except DicomlabError as exc:  # transient ones are tried again; refusals, bad input not
             row["error"] = str(exc)
             if ctx.pace is not None and is_busy(exc):
-                ctx.pace.busy()  # fewer connections, and this one waits longer
+                ctx.pace.busy()  # fewer connections, and this one waits on its own terms
                 ctx.idle()
-                if busy_delays:
-                    told = getattr(exc, "retry_after_s", None)  # the peer's Retry-After
-                    pause = busy_delays.pop(0)
-                    if told is not None:
-                        pause = max(pause, min(float(told), _MAX_RETRY_AFTER_S))
-                    if ctx.cancel.wait(pause):
-                        row["error"] = "cancelled"
-                        return
-                    continue
-                return  # busy every time: given up
-            if not exc.transient:
-                return
-            gone = ctx.fetcher.gone()
-            if gone is not None and not isinstance(exc, AssociationRejected):
-                row["error"] = f"{exc}; {gone}"  # another attempt cannot succeed
-                return
-            if not delays:
-                return
-            asked = getattr(exc, "retry_after_s", None)
-        wait = delays.pop(0)
+                waits = busy_delays
+            else:
+                if not exc.transient:
+                    return
+                gone = ctx.fetcher.gone()
+                if gone is not None and not isinstance(exc, AssociationRejected):
+                    row["error"] = f"{exc}; {gone}"  # another attempt cannot succeed
+                    return
+                waits = delays
+            if not waits:
+                return  # tried as often as it gets
+            asked = getattr(exc, "retry_after_s", None)  # how long the peer asked us to wait
+        wait = waits.pop(0)
         if asked is not None:
             wait = max(wait, min(float(asked), _MAX_RETRY_AFTER_S))
         if ctx.cancel.wait(wait):  # a cancel ends the wait at once
