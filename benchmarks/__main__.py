@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_cores,
     bench_deid,
     bench_dicomweb,
     bench_echo,
@@ -27,40 +28,41 @@ from benchmarks import (
     bench_worklist,
 )
 
+MODULES = {
+    "echo": bench_echo,
+    "receive": bench_receive,
+    "cores": bench_cores,
+    "transfer": bench_transfer,
+    "small": bench_small,
+    "memory": bench_memory,
+    "query": bench_query,
+    "dicomweb": bench_dicomweb,
+    "webserver": bench_webserver,
+    "viewer": bench_viewer,
+    "deid": bench_deid,
+    "transcode": bench_transcode,
+    "worklist": bench_worklist,
+    "log": bench_log,
+    "index": bench_index,
+    "planner": bench_planner,
+}
+"""Every benchmark, in the order ``make bench`` runs them (``python -m benchmarks NAME...``
+runs some)."""
+
 
 def main() -> int:
     only = set(sys.argv[1:])
+    unknown = only - set(MODULES)
+    if unknown:
+        raise SystemExit(f"no benchmark {sorted(unknown)}: choose among {list(MODULES)}")
     results: list[dict[str, Any]] = []
-    if not only or "echo" in only:
-        results.append(bench_echo.run())
-    if not only or "receive" in only:
-        results.extend(bench_receive.run())
-    if not only or "transfer" in only:
-        results.extend(bench_transfer.run())
-    if not only or "small" in only:
-        results.extend(bench_small.run())
-    if not only or "memory" in only:
-        results.extend(bench_memory.run())
-    if not only or "query" in only:
-        results.append(bench_query.run())
-    if not only or "dicomweb" in only:
-        results.extend(bench_dicomweb.run())
-    if not only or "webserver" in only:
-        results.extend(bench_webserver.run())
-    if not only or "viewer" in only:
-        results.extend(bench_viewer.run())
-    if not only or "deid" in only:
-        results.extend(bench_deid.run())
-    if not only or "transcode" in only:
-        results.extend(bench_transcode.run())
-    if not only or "worklist" in only:
-        results.extend(bench_worklist.run())
-    if not only or "log" in only:
-        results.extend(bench_log.run())
-    if not only or "index" in only:
-        results.extend(bench_index.run())
-    if not only or "planner" in only:
-        results.extend(bench_planner.run())
+    for name, module in MODULES.items():
+        if only and name not in only:
+            continue
+        got = module.run()
+        for row in [got] if isinstance(got, dict) else got:
+            row.setdefault("peer", module.PEER)
+            results.append(row)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -72,11 +74,11 @@ def main() -> int:
     }
     path = out / f"bench-{stamp}.json"
     path.write_text(json.dumps(payload, indent=2))
-    print(f"{'benchmark':48} {'dicomlab':>12} {'dcmtk':>12} {'ratio':>8}")
+    print(f"{'benchmark':48} {'dicomlab':>12} {'peer':>12} {'ratio':>8}")
     for r in results:
         print(
             f"{r['name']:48} {r['dicomlab']:>12.4g} {r['dcmtk']:>12.4g} "
-            f"{r['ratio']:>8.2f}  {r['unit']}"
+            f"{r['ratio']:>8.2f}  {r['unit']}\n{'':48}   peer: {r.get('peer', '')}"
         )
     print(f"written {path}")
     return 0

@@ -16,6 +16,9 @@ from typing import Any
 import dicomlab as dl
 from benchmarks.common import interleaved, large, storescu_into_localpacs, storescu_into_storescp
 
+PEER = "storescu -> storescp --aetitle STORESCP --output-directory <dir> +xa +B <port> (reference)"
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def run() -> list[dict[str, Any]]:
     with large() as ws:

@@ -35,6 +35,12 @@ from dicomlab.peers import Orthanc
 
 _AS_STORED = (("application/dicom", "*"),)
 
+PEER = (
+    "dicomweb-client (search_for_studies(get_remaining=True), iter_study) against "
+    "Orthanc + DICOMweb plugin"
+)
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _qido(n: int) -> dict[str, Any]:
     files = sorted(_studies(n).rglob("*.dcm"))

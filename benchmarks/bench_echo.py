@@ -16,6 +16,12 @@ from typing import Any
 import dicomlab as dl
 from dicomlab.peers import StoreSCP, peer_env, require_binary
 
+PEER = (
+    "echoscu -aet BENCH -aec STORESCP 127.0.0.1 <port>, per call minus `echoscu "
+    "--version` start-up, against storescp"
+)
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _echoscu_seconds(port: int, n: int) -> float:
     exe = require_binary("echoscu")

@@ -21,6 +21,9 @@ from typing import Any
 from dicomlab.server.index import Index
 from dicomlab.testing.indexrows import index_row
 
+PEER = "none: absolute targets"
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _timed_find(ix: Index, filters: dict[str, str]) -> tuple[float, float, int]:
     t0 = time.perf_counter()

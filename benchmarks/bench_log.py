@@ -32,6 +32,9 @@ from benchmarks.common import CACHE, interleaved
 
 _END = datetime(2026, 1, 31, tzinfo=UTC)
 
+PEER = "DuckDB read_parquet of the same folder into pandas"
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _log(days: int) -> tuple[Path, int]:
     folder = CACHE / f"log-{days}d"

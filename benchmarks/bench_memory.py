@@ -1,7 +1,7 @@
 """Memory while receiving: is LocalPACS flat as instances arrive?
 
 dcmtk storescu sends 1,000 CT instances of 512x512 16-bit (DICOMLAB_BENCH_N) to a
-LocalPACS in this process, then to dcmtk storescp, while a thread samples resident
+LocalPACS in this process, then to dcmtk ``storescp +B``, while a thread samples resident
 memory (VmRSS) every 20 ms with the number of instances received so far. Reported:
 the growth in MB from a quarter of the instances received to the end, for
 LocalPACS (this whole Python process) and storescp; the ratio column is LocalPACS's
@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import dicomlab as dl
-from benchmarks.common import large, storescu
+from benchmarks.common import FAST_SCP, large, storescu
 from dicomlab.peers import StoreSCP
 
 UNIT = "MB RSS growth from 25% to 100% received (ratio = end / 25% for LocalPACS; 1 = flat)"
+
+PEER = "storescu -> storescp +B (the RSS of the storescp process)"
+"""The peer command line this module's rows compare with, unless a row names its own."""
 
 
 def _rss_mb(pid: int | str = "self") -> float:
@@ -68,7 +71,7 @@ def run() -> list[dict[str, Any]]:
                 lambda: storescu(lp.port, data, lp.ae_title), "self", lambda: lp.stats["stored"]
             )
             assert lp.stats["stored"] == total
-        with StoreSCP(work / "scp") as scp:
+        with StoreSCP(work / "scp", extra=FAST_SCP) as scp:
             assert scp.proc is not None
             pid = scp.proc.pid
             theirs = _sampled(

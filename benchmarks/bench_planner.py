@@ -25,6 +25,12 @@ import dicomlab as dl
 from benchmarks.common import findscu, scratch
 from dicomlab.testing.indexrows import index_row
 
+PEER = (
+    "findscu -S -X -od /dev/shm/<dir> -aet BENCH -aec DICOMLAB -k "
+    "QueryRetrieveLevel=STUDY -k <the same keys> 127.0.0.1 <port>"
+)
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _rows(n: int) -> Any:
     for s in range(n):

@@ -1,27 +1,85 @@
-"""Receive: dcmtk storescu -> LocalPACS (fsync on/off) vs -> dcmtk storescp vs -> Orthanc.
+"""Receive: dcmtk storescu -> LocalPACS (fsync on/off; warm, and cold in a fresh
+``dicomlab serve`` process) vs -> dcmtk ``storescp +B`` (bit-preserving: written as
+received, as LocalPACS does; dcmtk's fastest like-for-like receiver).
 
-1,000 CT instances of 512x512 16-bit (DICOMLAB_BENCH_N to change), one association,
-all receivers writing to disk. Throughput in instances/s; ratio = receiver / storescp.
+Warm: 1,000 CT instances of 512x512 16-bit (``DICOMLAB_BENCH_N``), one association,
+a LocalPACS in this process started before the round. References: plain storescp
+(parses and re-encodes each data set) and Orthanc. Cold: a process started fresh
+for each round and its very first association timed, as a user running
+``dicomlab serve`` meets it (default settings: fsync on), on the first 300 of the
+instances; storescp +B is started fresh for each round too. Every receiver writes
+to disk. Throughput in instances/s; ratio = receiver / storescp +B.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    FAST_SCP,
+    STORESCU,
+    command_line,
     interleaved,
     large,
     storescu,
     storescu_into_localpacs,
     storescu_into_storescp,
+    subset,
 )
-from dicomlab.peers import Orthanc
+from dicomlab.peers import Orthanc, StoreSCP, free_port, wait_for_port
+
+COLD_N = 300
+
+PEER = "see each row"
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
+
+def _scp_line(extra: tuple[str, ...]) -> str:
+    return command_line([*StoreSCP(Path("/tmp/never"), extra=extra).command()[:-1], "<port>"])
+
+
+def _cold_serve(work: Path, data: Path, total: int) -> float:
+    """Seconds for storescu -> a ``dicomlab serve`` process started just now (its first
+    association), fsync on as by default."""
+    root, port = work / "cold", free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dicomlab.cli",
+            "serve",
+            "--root",
+            str(root),
+            "--port",
+            str(port),
+            "--allow",
+            "all",
+            "--ae",
+            "COLD",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, timeout=60, proc=proc)  # listening: a TCP probe, no association
+        s = storescu(port, data, "COLD")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    held = sum(1 for _ in (root / "files").rglob("*.dcm"))
+    assert held == total, f"dicomlab serve kept {held} of {total}: {err.decode()[-400:]}"
+    shutil.rmtree(root)
+    return s
 
 
 def run() -> list[dict[str, Any]]:
     with large() as ws:
         data, total, work = ws.data, ws.total, ws.work
+        cold_data = subset(data, COLD_N)
 
         def into_local(fsync: bool) -> float:
             return storescu_into_localpacs(work, data, total, fsync)
@@ -34,33 +92,57 @@ def run() -> list[dict[str, Any]]:
 
         m = interleaved(
             {
-                "storescp": lambda: storescu_into_storescp(work, data),
+                "storescp +B": lambda: storescu_into_storescp(work, data, FAST_SCP),
                 "on": lambda: into_local(True),
                 "off": lambda: into_local(False),
+                "storescp": lambda: storescu_into_storescp(work, data, ()),
                 "orthanc": into_orthanc,
             }
         )
-        (scp_s, scp_runs), (on_s, on_runs) = m["storescp"], m["on"]
-        (off_s, off_runs), (orth_s, orth_runs) = m["off"], m["orthanc"]
-    rate = lambda s: total / s  # noqa: E731
-    base = rate(scp_s)
-    unit = "instances/s (higher is better; ratio = receiver / storescp)"
+        cold = interleaved(
+            {
+                "storescp +B": lambda: storescu_into_storescp(work, cold_data, FAST_SCP),
+                "serve": lambda: _cold_serve(work, cold_data, COLD_N),
+            }
+        )
+    unit = "instances/s (higher is better; ratio = receiver / storescp +B)"
+    base_s, base_runs = m["storescp +B"]
+    peer = f"{STORESCU} -> {_scp_line(FAST_SCP)}"
     rows = []
-    for name, s, runs in (
-        ("receive: storescu -> LocalPACS fsync on", on_s, on_runs),
-        ("receive: storescu -> LocalPACS fsync off", off_s, off_runs),
-        ("receive: storescu -> Orthanc", orth_s, orth_runs),
+    for key, name in (
+        ("on", "receive: storescu -> LocalPACS fsync on"),
+        ("off", "receive: storescu -> LocalPACS fsync off"),
+        ("storescp", "receive: storescu -> storescp (no +B; reference)"),
+        ("orthanc", "receive: storescu -> Orthanc (reference)"),
     ):
+        s, runs = m[key]
         rows.append(
             {
                 "name": name,
                 "unit": unit,
-                "dicomlab": rate(s),
-                "dcmtk": base,
-                "ratio": rate(s) / base,
+                "dicomlab": total / s,
+                "dcmtk": total / base_s,
+                "ratio": base_s / s,
                 "runs_s": runs,
-                "storescp_runs_s": scp_runs,
+                "storescp_b_runs_s": base_runs,
                 "instances": total,
+                "peer": peer,
             }
         )
+    cold_base, cold_base_runs = cold["storescp +B"]
+    serve_s, serve_runs = cold["serve"]
+    rows.append(
+        {
+            "name": f"receive cold: storescu -> fresh dicomlab serve ({COLD_N})",
+            "unit": unit,
+            "dicomlab": COLD_N / serve_s,
+            "dcmtk": COLD_N / cold_base,
+            "ratio": cold_base / serve_s,
+            "runs_s": serve_runs,
+            "storescp_b_runs_s": cold_base_runs,
+            "instances": COLD_N,
+            "peer": f"{STORESCU} -> a fresh {_scp_line(FAST_SCP)}; ours: dicomlab serve "
+            "--allow all (fsync on), its first association",
+        }
+    )
     return rows

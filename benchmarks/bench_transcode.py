@@ -29,6 +29,9 @@ import dicomlab as dl
 from benchmarks.common import interleaved, storescu, workspace
 from dicomlab.peers import StoreSCP, peer_env, require_binary
 
+PEER = "dcmdjpls IN OUT per file, then storescu -aec STORESCP +sd 127.0.0.1 <port> <dir>"
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _compressed(data: Path, folder: Path) -> Path:
     """The set in JPEG-LS lossless (made once, cached beside it)."""

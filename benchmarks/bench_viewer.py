@@ -36,6 +36,9 @@ _ARGS = [
     "--ignore-gpu-blocklist",
 ]
 
+PEER = "none: the viewer's own time to the first image"
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _one_series(local: dl.LocalPACS, n: int) -> str:
     """``n`` CT images of 512x512 as one series of one study; its Study Instance UID."""

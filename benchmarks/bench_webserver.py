@@ -33,6 +33,12 @@ from dicomlab.peers import Orthanc
 
 _ACCEPT = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 
+PEER = (
+    "Orthanc orthanc.json with the DICOMweb plugin: GET /dicom-web/studies/{uid}, GET "
+    "/dicom-web/studies, the same client"
+)
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _pull(url: str, headers: dict[str, str]) -> tuple[float, int]:
     t0 = time.perf_counter()

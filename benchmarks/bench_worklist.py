@@ -29,6 +29,12 @@ from benchmarks.common import findscu, interleaved, scratch
 from dicomlab.core import worklist as wl
 from dicomlab.peers import WlmSCPFS
 
+PEER = (
+    "findscu -W -X -od <tmpfs> -aec WLMSCPFS 127.0.0.1 <port> against wlmscpfs -csk "
+    "--data-files-path <dir> <port>"
+)
+"""The peer command line this module's rows compare with, unless a row names its own."""
+
 
 def _items(n: int) -> pd.DataFrame:
     """``n`` complete synthetic steps over a week, five modalities, ten stations."""

@@ -88,9 +88,9 @@ def storescu(port: int, folder: Path, called: str) -> float:
     return time.perf_counter() - t0
 
 
-def storescu_into_storescp(work: Path, data: Path, extra: tuple[str, ...] = ()) -> float:
+def storescu_into_storescp(work: Path, data: Path, extra: tuple[str, ...] = ("+B",)) -> float:
     """Seconds for storescu -> a fresh storescp under ``work`` (the dcmtk baseline;
-    ``extra`` options such as ``+B``, bit-preserving)."""
+    ``extra``: its options, ``+B`` (bit-preserving, :data:`FAST_SCP`) unless told)."""
     with StoreSCP(work / "scp", extra=extra) as scp:
         s = storescu(scp.port, data, scp.ae_title)
     shutil.rmtree(work / "scp")
@@ -164,3 +164,71 @@ def findscu(where: Path, args: list[str], expected: int) -> float:
     assert sum(1 for _ in out.iterdir()) == expected
     shutil.rmtree(out)
     return s
+
+
+def split(folder: Path, parts: int) -> list[Path]:
+    """``folder``'s files in ``parts`` folders beside it (hard links, cached), for as many
+    senders at once, each with its own instances."""
+    out = folder.with_name(f"{folder.name}-split{parts}")
+    marker = out.with_name(out.name + ".complete")
+    folders = [out / str(i) for i in range(parts)]
+    if not marker.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        for f in folders:
+            f.mkdir(parents=True)
+        for i, path in enumerate(sorted(folder.glob("*.dcm"))):
+            os.link(path, folders[i % parts] / path.name)
+        marker.write_text(str(parts))
+    return folders
+
+
+def storescu_many(port: int, folders: list[Path], called: str) -> float:
+    """Seconds for one dcmtk storescu per folder, all at once, to send every file."""
+    exe = require_binary("storescu")
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [exe, "-aet", f"BENCH{i}", "-aec", called, "+sd", "+r", "127.0.0.1", str(port), str(f)],
+            env=peer_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i, f in enumerate(folders)
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    s = time.perf_counter() - t0
+    failed = [e for p, e in zip(procs, errors, strict=True) if p.returncode != 0]
+    assert not failed, failed[0][-500:]
+    return s
+
+
+def command_line(argv: list[str]) -> str:
+    """A peer's command line as a row names it (paths and ports shortened)."""
+    shown = []
+    for arg in argv:
+        if "/" in arg:
+            arg = f"<{Path(arg).name or 'dir'}>" if not arg.startswith("/usr") else Path(arg).name
+        elif arg.isdigit() and int(arg) > 1024:
+            arg = "<port>"
+        shown.append(arg)
+    return " ".join(shown)
+
+
+STORESCU = "storescu -aet BENCH -aec <ae> +sd +r 127.0.0.1 <port> <folder>"
+"""The sender every receive row uses (``TCP_NODELAY=1``, as :func:`peer_env` sets)."""
+FAST_SCP = ("+B",)
+"""storescp's fastest like-for-like setting: bit-preserving, written as received, as
+LocalPACS does (without it storescp parses and re-encodes every data set)."""
+
+
+def subset(folder: Path, n: int) -> Path:
+    """The first ``n`` files of ``folder`` in a folder beside it (hard links, cached)."""
+    out = folder.with_name(f"{folder.name}-first{n}")
+    marker = out.with_name(out.name + ".complete")
+    if not marker.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        for path in sorted(folder.glob("*.dcm"))[:n]:
+            os.link(path, out / path.name)
+        marker.write_text(str(n))
+    return out

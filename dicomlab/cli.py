@@ -246,6 +246,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls=tls,
         tls_port=args.tls_port if tls is not None else None,
         web_port=args.web_port,
+        workers=int(args.workers) if args.workers.isdigit() else args.workers,
     )
     if args.seed_demo:
         with tempfile.TemporaryDirectory() as tmp:
@@ -260,6 +261,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"LocalPACS {pacs.ae_title} serving {pacs.archive.root} on {pacs.host}:{pacs.port}"
             f"{on_tls} (unknown callers may: {', '.join(allow) or 'nothing'}); Ctrl-C stops"
         )
+        if pacs.workers:
+            ready = "ready" if pacs.wait_for_workers() else "not all ready"
+            _out(f"{pacs.workers} worker processes receiving storage ({ready})")
         if args.web_port is not None:
             _out(f"web port: {pacs.web_url} (viewer), {pacs.dicomweb_url} (DICOMweb)")
         try:
@@ -408,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--web-port", type=int, default=None, help="serve DICOMweb and the viewer on this port"
+    )
+    v.add_argument(
+        "--workers",
+        default="0",
+        help="worker processes receiving storage on the other cores: a number, or auto "
+        "(one per core); default 0",
     )
     v.set_defaults(func=_cmd_serve)
 

@@ -24,8 +24,10 @@ __all__ = [
     "C_MOVE_RSP",
     "C_STORE_RQ",
     "C_STORE_RSP",
+    "AssociateRequest",
     "Command",
     "MessageScan",
+    "associate_request",
     "command_pdu",
     "data_pdus",
     "decode_command",
@@ -362,3 +364,48 @@ class MessageScan:
                     return True if item_end == end else None
             pos = item_end
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateRequest:
+    """What an A-ASSOCIATE-RQ PDU asks (PS3.8 9.3.2): who calls whom, for which
+    abstract syntaxes, and whether it proposes SCP/SCU roles (PS3.7 D.3.3.4)."""
+
+    called_ae: str
+    calling_ae: str
+    abstract_syntaxes: tuple[str, ...]
+    role_selection: bool
+
+
+def associate_request(data: bytes | bytearray | memoryview) -> AssociateRequest | None:
+    """The A-ASSOCIATE-RQ at the start of ``data``, or None when ``data`` does not hold a
+    whole, well-formed one (the caller then leaves it to pynetdicom to judge)."""
+    buf = bytes(data)
+    if len(buf) < 74 or buf[0] != 0x01:
+        return None
+    end = 6 + int.from_bytes(buf[2:6], "big")
+    if end > len(buf):
+        return None
+    called = buf[10:26].decode("ascii", "replace").strip()
+    calling = buf[26:42].decode("ascii", "replace").strip()
+    syntaxes: list[str] = []
+    roles = False
+    for kind, body in _items_of(buf, 74, end):
+        if kind == 0x20:  # presentation context: id, 3 reserved, then sub-items
+            for sub, value in _items_of(body, 4, len(body)):
+                if sub == 0x30:
+                    syntaxes.append(value.rstrip(b"\0 ").decode("ascii", "replace"))
+        elif kind == 0x50:  # user information
+            roles = any(sub == 0x54 for sub, _ in _items_of(body, 0, len(body)))
+    return AssociateRequest(called, calling, tuple(syntaxes), roles)
+
+
+def _items_of(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """The (type, value) items of PS3.8's item layout (type, reserved, 2-byte length);
+    stops at the first that overruns ``end``."""
+    while pos + 4 <= end:
+        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        if pos + 4 + length > end:
+            return
+        yield buf[pos], buf[pos + 4 : pos + 4 + length]
+        pos += 4 + length

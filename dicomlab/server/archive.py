@@ -75,6 +75,7 @@ class Archive:
         *,
         fsync: bool = True,
         deidentify: Deidentifier | None = None,
+        clean_temporaries: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.deidentify = deidentify
@@ -91,7 +92,8 @@ class Archive:
         self._added = threading.Condition(self._lock)
         self.on_stored: list[Callable[[dict[str, Any]], None]] = []
         """Told of each instance stored (its index row), after it is durably written."""
-        self._clean_temporaries()
+        if clean_temporaries:  # not in a worker process: its owner may be writing them now
+            self._clean_temporaries()
 
     def close(self) -> None:
         self.index.close()
@@ -127,7 +129,7 @@ class Archive:
     def _write(self, path: Path, chunks: Iterable[bytes | memoryview]) -> int:
         if path.parent not in self._checked:
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         size = 0
         try:
             try:
@@ -185,7 +187,10 @@ class Archive:
                 received_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 source_ae=source_ae,
             )
-            self.index.add(full)
+            if not self.index.add(full):  # another process indexed it meanwhile
+                with self._lock:
+                    self.stats["duplicates"] += 1
+                return "duplicate"
             with self._lock:
                 self.stats["stored"] += 1
                 self.stats["bytes"] += size
@@ -199,6 +204,19 @@ class Archive:
             with self._lock:
                 self._inflight.discard(uid)
             self._received(str(row.get("StudyInstanceUID") or ""))
+
+    def tally(self, delta: dict[str, int]) -> None:
+        """Add what a worker process stored into this archive to :attr:`stats`."""
+        with self._lock:
+            for key, n in delta.items():
+                if key in self.stats:
+                    self.stats[key] += int(n)
+
+    @property
+    def deidentifies(self) -> bool:
+        """Whether what arrives now may be de-identified (always, or a de-identifying
+        retrieve is running): then no worker process may receive it."""
+        return self.deidentify is not None or bool(self._deid_studies)
 
     @contextmanager
     def deidentifying(self, studies: Iterable[str], deid: Deidentifier) -> Iterator[None]:

@@ -83,7 +83,11 @@ class Index:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # timeout: how long a write waits for another writer (a worker process of the same
+        # LocalPACS, a bulk import) before "database is locked"
+        self._db = sqlite3.connect(
+            self.path, timeout=30.0, check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         cols = ", ".join(f'"{k}" {t}' for k, (_, t) in COLUMNS.items())

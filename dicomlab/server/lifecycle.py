@@ -132,6 +132,18 @@ class ServerThread:
         """Whether this association's calling AE may associate at all (a whitelist)."""
         return True
 
+    def _served_elsewhere(self) -> int:
+        """Associations of this server's being served by its worker processes now."""
+        return 0
+
+    def _dispatcher(self) -> Any:
+        """What may take the plain port's connections (:attr:`Listener.dispatch`), or None."""
+        return None
+
+    accepts = True
+    """Whether it listens itself; a worker process's server (False) binds no port and serves
+    only the connections handed to it (:meth:`serve_handed`)."""
+
     # -- admission: once the A-ASSOCIATE-RQ is in ----------------------------------------
     def _admit(self, event: Any) -> None:
         """Accept or reject an association request (EVT_REQUESTED, before negotiation).
@@ -147,7 +159,7 @@ class ServerThread:
             return
         with self._admit_lock:
             serving = [a for a in self._admitted if a.is_alive() and not finished(a)]
-            if len(serving) >= self._max_associations():
+            if len(serving) + self._served_elsewhere() >= self._max_associations():
                 full = True
             else:
                 full = False
@@ -243,7 +255,7 @@ class ServerThread:
                     self._bound[kind] = int(started[-1].server_address[1])
             except BaseException:
                 for listener in started:
-                    listener.shutdown()
+                    listener.close()
                     if listener.gate is not None:
                         listener.gate.stop()
                 raise
@@ -264,15 +276,29 @@ class ServerThread:
         except OSError as exc:
             raise listen_error(exc, self.host, port) from None
         assert isinstance(listener, Listener)
+        ae._servers.append(listener)
+        if not self.accepts:
+            listener.server_close()  # the port it bound is given back: it is handed connections
+            return listener
         listener.open_gate(self.pending_limits, context)
+        if context is None:
+            listener.dispatch = self._dispatcher()
+        listener.serving = True
         thread = threading.Thread(
             target=listener.serve_forever,
             name=f"dicomlab-{self.ae_title}-{'tls' if context else 'plain'}",
             daemon=True,
         )
         thread.start()
-        ae._servers.append(listener)
         return listener
+
+    def serve_handed(self, sock: socket.socket, address: Any) -> None:
+        """Serve a connection another process accepted (its A-ASSOCIATE-RQ not yet read)."""
+        listeners = self._listeners
+        if not listeners:
+            sock.close()
+            raise ConfigError(f"server {self.ae_title} is not running")
+        listeners[0].serve_handed(sock, address)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop listening and abort open associations; safe to call twice."""
@@ -285,7 +311,7 @@ class ServerThread:
             _RUNNING.discard(self)
         deadline = time.monotonic() + timeout
         for listener in listeners:
-            listener.shutdown()  # stops accepting and closes the listening socket
+            listener.close()  # stops accepting and closes the listening socket
             if listener.gate is not None:
                 listener.gate.stop(max(0.1, deadline - time.monotonic()))
                 self._dropped += listener.gate.counters["dropped"]

@@ -109,6 +109,11 @@ class Listener(ThreadedAssociationServer):
     connection gets its thread (and pynetdicom's attention) only once its first PDU is in."""
 
     gate: Gate | None = None
+    dispatch: Any = None
+    """Called with ``(socket, address)`` of a connection whose A-ASSOCIATE-RQ has arrived;
+    True when it took the connection (a worker process serves it), else pynetdicom does."""
+    serving = False
+    """Whether its accept loop runs (a worker process's listener only serves what it is handed)."""
     # The listen backlog: socketserver's 5 makes a burst of connections wait for SYN
     # retries (1 s, 3 s, 7 s...) before the gate even sees them.
     request_queue_size = 1024
@@ -135,4 +140,19 @@ class Listener(ThreadedAssociationServer):
         self.gate.add(request, client_address)
 
     def _serve(self, request: Any, client_address: Any) -> None:
+        if self.dispatch is not None and self.dispatch(request, client_address):
+            return
         super().process_request(request, client_address)  # a thread for this connection
+
+    def serve_handed(self, request: Any, client_address: Any) -> None:
+        """Serve a connection accepted elsewhere, its A-ASSOCIATE-RQ waiting to be read."""
+        super().process_request(request, client_address)
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (whether or not it was serving)."""
+        if self.serving:
+            self.shutdown()
+            return
+        self.server_close()
+        if self in self.ae._servers:
+            self.ae._servers.remove(self)

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from dicomlab.errors import ConfigError, DicomlabError, ValidationError
 from dicomlab.log.record import record_of
 from dicomlab.log.web import WebLog
 from dicomlab.net import commit as commit_scu
+from dicomlab.net.trust import is_own_connection
 from dicomlab.server import handlers
 from dicomlab.server.archive import Archive
 from dicomlab.server.commitment import Reporter, handle_n_action
@@ -50,6 +52,7 @@ from dicomlab.server.lifecycle import ServerThread, running_servers
 from dicomlab.server.web import viewer
 from dicomlab.server.web.access import Access
 from dicomlab.server.web.dicomjson import is_uid
+from dicomlab.server.workers import VERIFICATION, WorkerConfig, Workers, storage_request
 from dicomlab.server.worklist import OnArrival, Worklist
 
 __all__ = ["LocalPACS", "ensure_listener"]
@@ -131,6 +134,14 @@ class LocalPACS(ServerThread):
         Cap C-FIND answers as many archives do (a :class:`dl.FindLimit`, or a number
         of matches: then cancelled past it, status 0xFE00), to show or test what a
         capped archive does; QIDO-RS is not capped.
+    workers
+        Worker processes receiving storage associations on the other cores (0, the default:
+        this process serves everything). The LocalPACS still accepts and admits every
+        association; one that asks only for storage is handed, connection and all, to the
+        least busy worker, which writes into the same archive and index. Queries,
+        retrieves, worklist, storage commitment, TLS, the web side and this process's own
+        connections stay here (:mod:`dicomlab.server.workers`). ``"auto"``: one per core.
+        Not with ``deidentify``.
     worklist_on_arrival
         What a stored study does to the worklist items of its accession number:
         ``"done"`` (no longer served), ``"remove"`` or ``"keep"``
@@ -184,9 +195,17 @@ class LocalPACS(ServerThread):
         web_port: int | None = None,
         web_host: str | None = None,
         find_limit: FindLimit | int | None = None,
+        workers: int | str = 0,
     ) -> None:
         if deidentify is not None and not isinstance(deidentify, Deidentifier):
             raise ValidationError(f"deidentify={deidentify!r} must be a dl.Deidentifier")
+        n_workers = _worker_count(workers)
+        if n_workers and deidentify is not None:
+            raise ConfigError(
+                "workers= cannot be used with deidentify= (a worker process would have to "
+                "hold the secret and the pseudonym map)",
+                hint="de-identify in this process (workers=0), or on the way in dl.retrieve",
+            )
         super().__init__(
             ae_title,
             host,
@@ -198,7 +217,9 @@ class LocalPACS(ServerThread):
         )
         if not 1 <= max_associations <= 1000:
             raise ValidationError(f"max_associations {max_associations!r} must be in 1-1000")
-        self.archive = Archive(root, fsync=fsync, deidentify=deidentify)
+        self.archive = Archive(
+            root, fsync=fsync, deidentify=deidentify, clean_temporaries=self.accepts
+        )
         self.deidentify = deidentify
         self.worklist = Worklist(self.archive.root / "worklist.json", worklist_on_arrival)
         self.archive.on_stored.append(self.worklist.arrived)
@@ -217,9 +238,11 @@ class LocalPACS(ServerThread):
         self._web_host = validate_host(web_host) if web_host is not None else self.host
         self._web: Any = None  # a dicomlab.server.web.runner.WebServer while serving
         self._owner_secret: str | None = None
-        self.counters = {"associations": 0, "rejected": 0, "aborted": 0}
+        self.counters = {"associations": 0, "rejected": 0, "aborted": 0, "to_workers": 0}
         self._callers: deque[Caller] = deque(maxlen=64)
         self._count_lock = threading.Lock()
+        self.workers = n_workers
+        self._pool: Workers | None = None
 
     def __repr__(self) -> str:
         state = f"port {self.port}" if self.running else "stopped"
@@ -244,6 +267,77 @@ class LocalPACS(ServerThread):
 
     def _max_associations(self) -> int:
         return self.max_associations
+
+    # -- worker processes ----------------------------------------------------------------
+    def _dispatcher(self) -> Any:
+        if not self.workers:
+            return None
+        ref = weakref.WeakMethod(self._offer)  # the listener must not keep us alive
+
+        def offer(sock: Any, address: Any) -> bool:
+            bound = ref()
+            return bound is not None and bound(sock, address)
+
+        return offer
+
+    def _served_elsewhere(self) -> int:
+        pool = self._pool
+        return pool.busy if pool is not None else 0
+
+    def _offer(self, sock: Any, address: Any) -> bool:
+        """Hand a storage-only association to a worker process, when one may serve it."""
+        pool = self._pool
+        if pool is None or not pool.ready or self.archive.deidentifies:
+            return False
+        if is_own_connection(sock):
+            return False  # ours may do anything: served here, where that is known
+        rq = storage_request(sock)
+        if rq is None:
+            return False
+        calling, policy = rq.calling_ae, self.policy
+        if self.book is not None and not policy.allow_unknown and not self.book.find_ae(calling):
+            return False  # rejected here
+        if not policy.permits(calling, "store"):
+            return False  # refused here, instance by instance
+        if VERIFICATION in rq.abstract_syntaxes and not policy.permits(calling, "echo"):
+            return False
+        with self._admit_lock:
+            here = sum(1 for a in self._admitted if a.is_alive())
+        if here + pool.busy >= self.max_associations:
+            return False  # rejected here: local limit exceeded
+        if not pool.offer(sock, address):
+            return False
+        with self._count_lock:
+            self.counters["to_workers"] += 1
+        return True
+
+    def _worker_report(self, message: dict[str, Any]) -> None:
+        """A worker ended a connection: its counters, its caller, its arrivals."""
+        self.archive.tally(message.get("stats") or {})
+        outcome, ae = message.get("outcome"), str(message.get("ae") or "")
+        address = message.get("address") or ["", 0]
+        with self._count_lock:
+            if outcome in ("released", "aborted"):
+                self.counters["associations"] += 1
+                self._callers.append(Caller(time.time(), ae, str(address[0])))
+            if outcome == "aborted":
+                self.counters["aborted"] += 1
+            elif outcome == "rejected":
+                self.counters["rejected"] += 1
+        for accession in message.get("accessions") or ():
+            self.worklist.arrived({"AccessionNumber": accession})
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the worker processes (empty without ``workers``)."""
+        pool = self._pool
+        return pool.pids if pool is not None else []
+
+    def wait_for_workers(self, timeout: float = 30.0) -> bool:
+        """Wait until every worker process is ready to receive; whether they are (without
+        workers: True). Until then this process serves every connection itself."""
+        pool = self._pool
+        return pool.wait_ready(timeout) if pool is not None else True
 
     def _calling_allowed(self, assoc: Any) -> bool:
         """With a book and no service for strangers, only the book's AE titles (and this
@@ -301,8 +395,27 @@ class LocalPACS(ServerThread):
                 log.error("cannot write the pseudonym map %s: %s", self.deidentify.map.folder, exc)
 
     def start(self) -> Self:
-        """Start listening (DIMSE, and the web port when asked); a second call is a no-op."""
+        """Start listening (DIMSE, and the web port when asked); a second call is a no-op.
+        Worker processes (``workers``) start in the background (:meth:`wait_for_workers`)."""
         super().start()
+        if self.workers and self._pool is None:
+            config = WorkerConfig(
+                str(self.archive.root), self.ae_title, self.archive.fsync, self.idle_timeout
+            )
+            report = weakref.WeakMethod(self._worker_report)  # nor the pool's readers
+
+            def on_report(message: dict[str, Any]) -> None:
+                bound = report()
+                if bound is not None:
+                    bound(message)
+
+            pool = Workers(self.workers, config, on_report)
+            try:
+                pool.start()
+            except BaseException:
+                super().stop()
+                raise
+            self._pool = pool
         if self._web_port is not None and self._web is None:
             from dicomlab.server.web.app import WebContext  # Starlette: only when serving
             from dicomlab.server.web.runner import WebServer
@@ -322,10 +435,14 @@ class LocalPACS(ServerThread):
 
     def stop(self, timeout: float = 5.0) -> None:
         web, self._web = self._web, None
+        pool, self._pool = self._pool, None
+        deadline = time.monotonic() + timeout
         try:
             if web is not None:
                 web.stop(timeout)
-            super().stop(timeout)
+            super().stop(max(0.5, deadline - time.monotonic()) / (2 if pool else 1))
+            if pool is not None:
+                pool.stop(max(0.5, deadline - time.monotonic()))
         finally:
             self.commitment.stop(timeout)
             self._flush_map()
@@ -482,7 +599,8 @@ class LocalPACS(ServerThread):
     @property
     def stats(self) -> dict[str, int]:
         """Counters: stored, duplicates, failed, bytes, associations, rejected, aborted,
-        and connections ``pending`` (waiting for their request now) and ``dropped``."""
+        ``to_workers`` (connections handed to worker processes), and connections
+        ``pending`` (waiting for their request now) and ``dropped``."""
         return {
             **self.archive.stats,
             **self.counters,
@@ -509,6 +627,14 @@ class LocalPACS(ServerThread):
     def delete_instance(self, sop_instance_uid: str) -> int:
         """Delete one instance (its file and index row); returns 1, or 0 when not held."""
         return self.archive.delete_instance(sop_instance_uid)
+
+
+def _worker_count(workers: int | str) -> int:
+    if workers == "auto":
+        return max(1, min(64, os.cpu_count() or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= 64:
+        raise ValidationError(f"workers={workers!r} must be a number in 0-64 or 'auto'")
+    return workers
 
 
 def _uids(what: str | Iterable[str] | None) -> list[str]:
