@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 import time
@@ -27,6 +28,8 @@ from benchmarks import (
     bench_webserver,
     bench_worklist,
 )
+
+log = logging.getLogger("benchmarks")
 
 MODULES = {
     "echo": bench_echo,
@@ -56,10 +59,16 @@ def main() -> int:
     if unknown:
         raise SystemExit(f"no benchmark {sorted(unknown)}: choose among {list(MODULES)}")
     results: list[dict[str, Any]] = []
+    failed: list[str] = []
     for name, module in MODULES.items():
         if only and name not in only:
             continue
-        got = module.run()
+        try:
+            got = module.run()
+        except Exception as exc:  # one broken benchmark must not lose the others' rows
+            log.exception("benchmark %s failed", name)
+            failed.append(f"{name}: {exc!r}")
+            continue
         for row in [got] if isinstance(got, dict) else got:
             row.setdefault("peer", module.PEER)
             results.append(row)
@@ -71,6 +80,7 @@ def main() -> int:
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "results": results,
+        "failed": failed,
     }
     path = out / f"bench-{stamp}.json"
     path.write_text(json.dumps(payload, indent=2))
@@ -80,8 +90,10 @@ def main() -> int:
             f"{r['name']:48} {r['dicomlab']:>12.4g} {r['dcmtk']:>12.4g} "
             f"{r['ratio']:>8.2f}  {r['unit']}\n{'':48}   peer: {r.get('peer', '')}"
         )
+    for line in failed:
+        print(f"FAILED {line}")
     print(f"written {path}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for block in _blocks():
         exec(compile(block, "README.md", "exec"), namespace)
     done = namespace["done"]
+    pids = namespace["pids"]
+    assert len(pids) == 2 and not any(Path(f"/proc/{p}").exists() for p in pids)  # type: ignore[attr-defined]
     whole = namespace["whole"]
     resumed = namespace["resumed"]
     second = namespace["second_pull"]

@@ -42,6 +42,7 @@ from dicomlab.deid import Deidentifier
 from dicomlab.errors import ConfigError, DicomlabError, ValidationError
 from dicomlab.log.record import record_of
 from dicomlab.log.web import WebLog
+from dicomlab.log.writer import folder as log_folder
 from dicomlab.net import commit as commit_scu
 from dicomlab.net.trust import is_own_connection
 from dicomlab.server import handlers
@@ -399,8 +400,13 @@ class LocalPACS(ServerThread):
         Worker processes (``workers``) start in the background (:meth:`wait_for_workers`)."""
         super().start()
         if self.workers and self._pool is None:
+            logs = log_folder()
             config = WorkerConfig(
-                str(self.archive.root), self.ae_title, self.archive.fsync, self.idle_timeout
+                str(self.archive.root),
+                self.ae_title,
+                self.archive.fsync,
+                self.idle_timeout,
+                str(logs) if logs is not None else None,
             )
             report = weakref.WeakMethod(self._worker_report)  # nor the pool's readers
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pynetdicom import evt
 
+from dicomlab.log.writer import configure as configure_log
 from dicomlab.server.localpacs import LocalPACS
 from dicomlab.server.workers import WorkerConfig
 
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     ctl = socket.socket(fileno=int(args[0]))
     config = WorkerConfig(**json.loads(args[1]))
+    if config.log_folder is None:
+        configure_log(enabled=False)
+    else:
+        configure_log(config.log_folder)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in the owner's terminal: the owner stops us

@@ -64,6 +64,8 @@ class WorkerConfig:
     ae_title: str
     fsync: bool
     idle_timeout: float
+    log_folder: str | None
+    """Where the owner's network log goes now (None: not kept)."""
 
 
 def storage_request(sock: socket.socket) -> wire.AssociateRequest | None:
@@ -140,11 +142,13 @@ class Workers:
             worker.reader.start()
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """Wait until every worker is ready; whether they all are."""
+        """Wait until every worker is ready; whether they all are (False at once when one
+        ended before it was ready)."""
         deadline = time.monotonic() + timeout
         for worker in list(self._workers):
-            if not worker.ready.wait(max(0.0, deadline - time.monotonic())):
-                return False
+            while not worker.ready.wait(0.05):
+                if worker.proc.poll() is not None or time.monotonic() >= deadline:
+                    return False  # it ended before it was ready, or is too slow
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
