@@ -12,6 +12,7 @@ the wanted tags) returns ``None`` and the caller falls back to pydicom.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Container, Mapping
 
@@ -166,9 +167,29 @@ def scan_elements(
 def encodings_of(raw_values: Mapping[int, tuple[str, bytes]]) -> list[str]:
     """Python codecs for the Specific Character Set (0008,0005) among ``raw_values``."""
     raw = raw_values.get(CHARSET_TAG)
-    charset = raw[1].decode("ascii", "replace") if raw else ""
+    return list(_encodings(raw[1] if raw else b""))
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(charset_value: bytes) -> tuple[str, ...]:
+    """Once per character set: a receive asks for every instance."""
+    charset = charset_value.decode("ascii", "replace")
     terms = [t.strip() for t in charset.split("\\")] if charset.strip() else None
-    return list(convert_encodings(terms))
+    return tuple(convert_encodings(terms))
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted(keywords: tuple[str, ...]) -> dict[int, str]:
+    """Tag -> keyword for ``keywords`` and the character set, once per list of keywords
+    (the dictionary lookups were a tenth of a small instance's receive). Read only."""
+    wanted: dict[int, str] = {}
+    for kw in keywords:
+        tag = tag_for_keyword(kw)
+        if tag is None:
+            raise ValueError(f"unknown DICOM keyword {kw!r}")
+        wanted[tag] = kw
+    wanted[CHARSET_TAG] = "SpecificCharacterSet"
+    return wanted
 
 
 def scan_header(
@@ -183,13 +204,7 @@ def scan_header(
     backslashes. With ``whole=False`` ``data`` is only the start of the data set:
     ``None`` unless the scan got past the last wanted tag within it.
     """
-    wanted: dict[int, str] = {}
-    for kw in keywords:
-        tag = tag_for_keyword(kw)
-        if tag is None:
-            raise ValueError(f"unknown DICOM keyword {kw!r}")
-        wanted[tag] = kw
-    wanted[CHARSET_TAG] = "SpecificCharacterSet"
+    wanted = _wanted(tuple(keywords))
     raw_values = scan_elements(data, transfer_syntax, wanted, max(wanted), whole)
     if raw_values is None:
         return None

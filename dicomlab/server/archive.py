@@ -19,6 +19,7 @@ disk and the index holds only pseudonyms and new UIDs; one it refuses raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+@functools.lru_cache(maxsize=4096)  # pure; a series' instances share three of four components
 def safe_component(value: str, uid: bool = True) -> str:
     """A file-name-safe form of ``value`` that can never leave its folder."""
     if uid and is_valid_uid(value):

@@ -7,6 +7,7 @@ file paths are relative to the archive root.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -77,6 +78,14 @@ _LOCATE = (
 )
 
 
+@functools.lru_cache(maxsize=32)
+def _insert_sql(keys: tuple[str, ...]) -> str:
+    """The INSERT of a row with ``keys``, built once per set of keys (every stored instance
+    asks)."""
+    columns = ", ".join(f'"{k}"' for k in keys)
+    return f"INSERT OR IGNORE INTO instances ({columns}) VALUES ({', '.join('?' * len(keys))})"
+
+
 class Index:
     """SQLite index of an archive, safe to use from several threads."""
 
@@ -114,11 +123,8 @@ class Index:
     # -- writing -------------------------------------------------------------
     def add(self, row: Mapping[str, Any]) -> bool:
         """Insert an instance row; False when the SOP Instance UID is already indexed."""
-        keys = [k for k in COLUMNS if k in row]
-        sql = (
-            f"INSERT OR IGNORE INTO instances ({', '.join(f'{k!r}' for k in keys)}) "
-            f"VALUES ({', '.join('?' * len(keys))})"
-        ).replace("'", '"')
+        keys = tuple(k for k in COLUMNS if k in row)
+        sql = _insert_sql(keys)
         with self._lock:
             cur = self._db.execute(sql, [row[k] for k in keys])
             return cur.rowcount == 1

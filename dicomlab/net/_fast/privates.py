@@ -59,7 +59,11 @@ PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
     ),
     "pynetdicom.ae.ApplicationEntity": ("_servers",),
     "pynetdicom.dimse_messages.C_STORE_RQ": ("_data_set_path",),
-    "pynetdicom.dimse_primitives.C_STORE": ("_context_id",),
+    "pynetdicom.dimse_primitives.C_STORE": (
+        "_context_id",
+        "_affected_sop_class_uid",  # set directly once our own check passed (store._request)
+        "_affected_sop_instance_uid",
+    ),
     "pynetdicom.presentation.PresentationContext": ("_transfer_syntax",),
     "queue.Queue": ("_put",),  # the DUL's outgoing queue wakes its select() on put
     "threading.Thread": ("_target",),
