@@ -17,8 +17,8 @@ import dicomlab as dl
 from dicomlab.peers import StoreSCP, peer_env, require_binary
 
 PEER = (
-    "echoscu -aet BENCH -aec STORESCP 127.0.0.1 <port>, per call minus `echoscu "
-    "--version` start-up, against storescp"
+    "echoscu -aet BENCH -aec STORESCP 127.0.0.1 <port>, per call minus the start-up of "
+    "echoscu --version, against storescp"
 )
 """The peer command line this module's rows compare with, unless a row names its own."""
 

@@ -240,3 +240,55 @@ def test_bad_settings_are_refused() -> None:
     deid = dl.Deidentifier(secret="s" * 32)
     with pytest.raises(ConfigError, match="deidentify"):
         dl.LocalPACS("/tmp/never-made", workers=2, deidentify=deid)
+
+
+def _request_pdu(contexts: list[str], role: str | None = None) -> bytes:
+    """An A-ASSOCIATE-RQ as pynetdicom encodes it."""
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import (
+        A_ASSOCIATE,
+        MaximumLengthNotification,
+        SCP_SCU_RoleSelectionNegotiation,
+    )
+    from pynetdicom.presentation import build_context
+    from pynetdicom.transport import AddressInformation
+
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "CALLER"
+    primitive.called_ae_title = "CALLED"
+    primitive.calling_presentation_address = AddressInformation("127.0.0.1", 1)
+    primitive.called_presentation_address = AddressInformation("127.0.0.1", 2)
+    cxs = [build_context(uid) for uid in contexts]
+    for i, cx in enumerate(cxs):
+        cx.context_id = 2 * i + 1
+    primitive.presentation_context_definition_list = cxs
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    items: list[object] = [length]
+    if role is not None:
+        item = SCP_SCU_RoleSelectionNegotiation()
+        item.sop_class_uid = role
+        item.scp_role = True
+        items.append(item)
+    primitive.user_information = items
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def test_the_association_request_is_read_as_pynetdicom_wrote_it() -> None:
+    from dicomlab.net.wire import associate_request
+    from dicomlab.server.workers import STORAGE_ONLY, VERIFICATION
+
+    ct, find = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.2.2.1"
+    rq = associate_request(_request_pdu([ct, VERIFICATION]))
+    assert rq is not None
+    assert (rq.called_ae, rq.calling_ae) == ("CALLED", "CALLER")
+    assert rq.abstract_syntaxes == (ct, VERIFICATION) and not rq.role_selection
+    assert set(rq.abstract_syntaxes) <= STORAGE_ONLY
+    asked = associate_request(_request_pdu([ct, find], role=ct))
+    assert asked is not None and asked.role_selection and find not in STORAGE_ONLY
+    whole = _request_pdu([ct])
+    assert associate_request(whole[:-1]) is None  # cut short: left to pynetdicom
+    assert associate_request(b"\x02" + whole[1:]) is None  # not a request
