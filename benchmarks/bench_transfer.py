@@ -98,6 +98,7 @@ def _send(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
             "dcmtk": off,
             "ratio": on / off,
             "on_runs_s": [p[0] for p in pairs],
+            "peer": "none: the same dl.store with DICOMLAB_LOG=0",
             "off_runs_s": [p[1] for p in pairs],
         },
     ]
