@@ -16,7 +16,14 @@ import shutil
 from typing import Any
 
 import dicomlab as dl
-from benchmarks.common import command_line, interleaved, large, split, storescu_many
+from benchmarks.common import (
+    command_line,
+    interleaved,
+    large,
+    rate_row,
+    split,
+    storescu_many,
+)
 from dicomlab.peers import StoreSCP
 
 UNIT = "instances/s (higher is better; ratio = LocalPACS / storescp --fork +B)"
@@ -53,21 +60,10 @@ def run() -> list[dict[str, Any]]:
             return s
 
         m = interleaved({"fork": fork, "workers": lambda: local(workers), "one": lambda: local(0)})
-    base_s, base_runs = m["fork"]
-    rows = []
-    for key, label in (("workers", f"workers={workers}"), ("one", "workers=0")):
-        s, runs = m[key]
-        rows.append(
-            {
-                "name": f"cores: {SENDERS} storescu at once -> LocalPACS {label}",
-                "unit": UNIT,
-                "dicomlab": total / s,
-                "dcmtk": total / base_s,
-                "ratio": base_s / s,
-                "runs_s": runs,
-                "dcmtk_runs_s": base_runs,
-                "instances": total,
-                "peer": f"{SENDERS} x storescu +sd +r -> {shown[0]}",
-            }
-        )
+    peer = f"{SENDERS} x storescu +sd +r -> {shown[0]}"
+    name = f"cores: {SENDERS} storescu at once -> LocalPACS"
+    rows = [
+        rate_row(f"{name} workers={workers}", UNIT, total, m["workers"], m["fork"], peer),
+        rate_row(f"{name} workers=0", UNIT, total, m["one"], m["fork"], peer),
+    ]
     return rows

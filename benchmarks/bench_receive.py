@@ -25,6 +25,7 @@ from benchmarks.common import (
     command_line,
     interleaved,
     large,
+    rate_row,
     storescu,
     storescu_into_localpacs,
     storescu_into_storescp,
@@ -106,43 +107,20 @@ def run() -> list[dict[str, Any]]:
             }
         )
     unit = "instances/s (higher is better; ratio = receiver / storescp +B)"
-    base_s, base_runs = m["storescp +B"]
     peer = f"{STORESCU} -> {_scp_line(FAST_SCP)}"
-    rows = []
-    for key, name in (
-        ("on", "receive: storescu -> LocalPACS fsync on"),
-        ("off", "receive: storescu -> LocalPACS fsync off"),
-        ("storescp", "receive: storescu -> storescp (no +B; reference)"),
-        ("orthanc", "receive: storescu -> Orthanc (reference)"),
-    ):
-        s, runs = m[key]
-        rows.append(
-            {
-                "name": name,
-                "unit": unit,
-                "dicomlab": total / s,
-                "dcmtk": total / base_s,
-                "ratio": base_s / s,
-                "runs_s": runs,
-                "storescp_b_runs_s": base_runs,
-                "instances": total,
-                "peer": peer,
-            }
+    rows = [
+        rate_row(name, unit, total, m[key], m["storescp +B"], peer)
+        for key, name in (
+            ("on", "receive: storescu -> LocalPACS fsync on"),
+            ("off", "receive: storescu -> LocalPACS fsync off"),
+            ("storescp", "receive: storescu -> storescp (no +B; reference)"),
+            ("orthanc", "receive: storescu -> Orthanc (reference)"),
         )
-    cold_base, cold_base_runs = cold["storescp +B"]
-    serve_s, serve_runs = cold["serve"]
-    rows.append(
-        {
-            "name": f"receive cold: storescu -> fresh dicomlab serve ({COLD_N})",
-            "unit": unit,
-            "dicomlab": COLD_N / serve_s,
-            "dcmtk": COLD_N / cold_base,
-            "ratio": cold_base / serve_s,
-            "runs_s": serve_runs,
-            "storescp_b_runs_s": cold_base_runs,
-            "instances": COLD_N,
-            "peer": f"{STORESCU} -> a fresh {_scp_line(FAST_SCP)}; ours: dicomlab serve "
-            "--allow all (fsync on), its first association",
-        }
+    ]
+    cold_peer = (
+        f"{STORESCU} -> a fresh {_scp_line(FAST_SCP)}; ours: dicomlab serve --allow all "
+        "(fsync on), its first association"
     )
+    name = f"receive cold: storescu -> fresh dicomlab serve ({COLD_N})"
+    rows.append(rate_row(name, unit, COLD_N, cold["serve"], cold["storescp +B"], cold_peer))
     return rows

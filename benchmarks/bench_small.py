@@ -18,6 +18,7 @@ from benchmarks.common import (
     FAST_SCP,
     STORESCU,
     interleaved,
+    rate_row,
     storescu_into_localpacs,
     storescu_into_storescp,
     workspace,
@@ -53,27 +54,9 @@ def run() -> list[dict[str, Any]]:
                 "send": store,
             }
         )
-        (base_s, base_runs), (recv_s, recv_runs), (send_s, send_runs) = (
-            m["base"],
-            m["recv"],
-            m["send"],
-        )
-    rows = []
-    for name, s, runs in (
-        ("small: receive storescu -> LocalPACS", recv_s, recv_runs),
-        ("small: send dl.store -> storescp", send_s, send_runs),
-    ):
-        rows.append(
-            {
-                "name": name,
-                "unit": UNIT,
-                "dicomlab": total / s,
-                "dcmtk": total / base_s,
-                "ratio": base_s / s,
-                "runs_s": runs,
-                "dcmtk_runs_s": base_runs,
-                "instances": total,
-                "peer": f"{STORESCU} -> storescp +B",
-            }
-        )
+    peer = f"{STORESCU} -> storescp +B"
+    rows = [
+        rate_row("small: receive storescu -> LocalPACS", UNIT, total, m["recv"], m["base"], peer),
+        rate_row("small: send dl.store -> storescp", UNIT, total, m["send"], m["base"], peer),
+    ]
     return rows

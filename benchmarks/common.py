@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dicomlab as dl
 from dicomlab.peers import StoreSCP, peer_env, require_binary
@@ -232,3 +233,27 @@ def subset(folder: Path, n: int) -> Path:
             os.link(path, out / path.name)
         marker.write_text(str(n))
     return out
+
+
+def rate_row(
+    name: str,
+    unit: str,
+    total: int,
+    ours: tuple[float, list[float]],
+    theirs: tuple[float, list[float]],
+    peer: str,
+) -> dict[str, Any]:
+    """A throughput row: ``total`` instances in ``ours`` and ``theirs`` (median seconds,
+    and the runs), ratio = our rate / theirs."""
+    (s, runs), (base_s, base_runs) = ours, theirs
+    return {
+        "name": name,
+        "unit": unit,
+        "dicomlab": total / s,
+        "dcmtk": total / base_s,
+        "ratio": base_s / s,
+        "runs_s": runs,
+        "dcmtk_runs_s": base_runs,
+        "instances": total,
+        "peer": peer,
+    }
