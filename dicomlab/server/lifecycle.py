@@ -132,6 +132,10 @@ class ServerThread:
         """Whether this association's calling AE may associate at all (a whitelist)."""
         return True
 
+    def _serving_here(self) -> int:
+        """Associations admitted here and still being served (hold ``_admit_lock``)."""
+        return sum(1 for a in self._admitted if a.is_alive() and not finished(a))
+
     def _served_elsewhere(self) -> int:
         """Associations of this server's being served by its worker processes now."""
         return 0
@@ -158,8 +162,7 @@ class ServerThread:
             reject(assoc, 0x01, 0x01, 0x03)  # permanent: calling AE title not recognised
             return
         with self._admit_lock:
-            serving = [a for a in self._admitted if a.is_alive() and not finished(a)]
-            if len(serving) + self._served_elsewhere() >= self._max_associations():
+            if self._serving_here() + self._served_elsewhere() >= self._max_associations():
                 full = True
             else:
                 full = False

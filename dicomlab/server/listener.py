@@ -24,12 +24,14 @@ from dicomlab.server.gate import Gate, PendingLimits
 __all__ = ["Listener", "reject", "tune_connection", "wake", "wake_unassociated", "weak"]
 
 
-def weak(method: Any) -> Any:
-    """Call a bound method without keeping its object alive.
+def weak(method: Any, gone: Any = 0xC000) -> Any:
+    """Call a bound method without keeping its object alive; ``gone`` is the answer once
+    the object is (for a DIMSE handler, 0xC000: the server is being stopped).
 
-    pynetdicom keeps handlers for as long as the server runs. Holding the owner
-    weakly lets a server whose owner is dropped (a notebook cell run again) be
-    collected, and its ``__del__`` free the port.
+    pynetdicom keeps handlers for as long as the server runs (and a listener its
+    dispatcher, a worker pool its report). Holding the owner weakly lets a server whose
+    owner is dropped (a notebook cell run again) be collected, and its ``__del__`` free
+    the port.
     """
     if not hasattr(method, "__self__"):
         return method  # a plain function holds no owner
@@ -38,7 +40,7 @@ def weak(method: Any) -> Any:
     def call(*args: Any, **kwargs: Any) -> Any:
         bound = ref()
         if bound is None:
-            return 0xC000  # owner gone: the server is being stopped
+            return gone
         return bound(*args, **kwargs)
 
     return call

@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from dicomlab.server.archive import Archive
 from dicomlab.server.commitment import Reporter, handle_n_action
 from dicomlab.server.gate import PendingLimits
 from dicomlab.server.lifecycle import ServerThread, running_servers
+from dicomlab.server.listener import weak
 from dicomlab.server.web import viewer
 from dicomlab.server.web.access import Access
 from dicomlab.server.web.dicomjson import is_uid
@@ -273,13 +273,7 @@ class LocalPACS(ServerThread):
     def _dispatcher(self) -> Any:
         if not self.workers:
             return None
-        ref = weakref.WeakMethod(self._offer)  # the listener must not keep us alive
-
-        def offer(sock: Any, address: Any) -> bool:
-            bound = ref()
-            return bound is not None and bound(sock, address)
-
-        return offer
+        return weak(self._offer, gone=False)  # the listener must not keep us alive
 
     def _served_elsewhere(self) -> int:
         pool = self._pool
@@ -296,14 +290,14 @@ class LocalPACS(ServerThread):
         if rq is None:
             return False
         calling, policy = rq.calling_ae, self.policy
-        if self.book is not None and not policy.allow_unknown and not self.book.find_ae(calling):
+        if not self._known_or_welcome(calling):
             return False  # rejected here
         if not policy.permits(calling, "store"):
             return False  # refused here, instance by instance
         if VERIFICATION in rq.abstract_syntaxes and not policy.permits(calling, "echo"):
             return False
         with self._admit_lock:
-            here = sum(1 for a in self._admitted if a.is_alive())
+            here = self._serving_here()
         if here + pool.busy >= self.max_associations:
             return False  # rejected here: local limit exceeded
         if not pool.offer(sock, address):
@@ -315,16 +309,10 @@ class LocalPACS(ServerThread):
     def _worker_report(self, message: dict[str, Any]) -> None:
         """A worker ended a connection: its counters, its caller, its arrivals."""
         self.archive.tally(message.get("stats") or {})
-        outcome, ae = message.get("outcome"), str(message.get("ae") or "")
+        outcome, ae = str(message.get("outcome") or ""), str(message.get("ae") or "")
         address = message.get("address") or ["", 0]
-        with self._count_lock:
-            if outcome in ("released", "aborted"):
-                self.counters["associations"] += 1
-                self._callers.append(Caller(time.time(), ae, str(address[0])))
-            if outcome == "aborted":
-                self.counters["aborted"] += 1
-            elif outcome == "rejected":
-                self.counters["rejected"] += 1
+        established = outcome in ("released", "aborted")
+        self._counted(Caller(time.time(), ae, str(address[0])) if established else None, outcome)
         for accession in message.get("accessions") or ():
             self.worklist.arrived({"AccessionNumber": accession})
 
@@ -343,10 +331,15 @@ class LocalPACS(ServerThread):
     def _calling_allowed(self, assoc: Any) -> bool:
         """With a book and no service for strangers, only the book's AE titles (and this
         process's own connections) may associate."""
+        calling = str(assoc.requestor.ae_title).strip()
+        return self._known_or_welcome(calling) or handlers.own_connection(assoc)
+
+    def _known_or_welcome(self, calling: str) -> bool:
+        """Whether ``calling`` may associate by its AE title: anyone may without a book or
+        when strangers may use a service, else only the book's AE titles."""
         if self.book is None or self.policy.allow_unknown:
             return True
-        calling = str(assoc.requestor.ae_title).strip()
-        return self.book.find_ae(calling) is not None or handlers.own_connection(assoc)
+        return self.book.find_ae(calling) is not None
 
     def _handlers(self) -> list[Any]:
         p, a = self.policy, self.archive
@@ -367,21 +360,27 @@ class LocalPACS(ServerThread):
     def _on_established(self, event: Any) -> None:
         requestor = event.assoc.requestor
         caller = Caller(time.time(), str(requestor.ae_title).strip(), str(requestor.address or ""))
-        with self._count_lock:
-            self.counters["associations"] += 1
-            self._callers.append(caller)
+        self._counted(caller, "")
         rec = record_of(event.assoc)
         if rec is not None:
             rec.redact = self.archive.log_uid  # de-identified: never a source UID in the log
 
     def _on_rejected(self, event: Any) -> None:
-        with self._count_lock:
-            self.counters["rejected"] += 1
+        self._counted(None, "rejected")
 
     def _on_aborted(self, event: Any) -> None:
-        with self._count_lock:
-            self.counters["aborted"] += 1
+        self._counted(None, "aborted")
         self._flush_map()
+
+    def _counted(self, caller: Caller | None, outcome: str) -> None:
+        """An association in the counters (here or in a worker process): ``caller`` once
+        it is established, ``outcome`` "rejected" or "aborted" when it ended so."""
+        with self._count_lock:
+            if caller is not None:
+                self.counters["associations"] += 1
+                self._callers.append(caller)
+            if outcome in ("rejected", "aborted"):
+                self.counters[outcome] += 1
 
     def _on_released(self, event: Any) -> None:
         self._flush_map()
@@ -408,14 +407,8 @@ class LocalPACS(ServerThread):
                 self.idle_timeout,
                 str(logs) if logs is not None else None,
             )
-            report = weakref.WeakMethod(self._worker_report)  # nor the pool's readers
-
-            def on_report(message: dict[str, Any]) -> None:
-                bound = report()
-                if bound is not None:
-                    bound(message)
-
-            pool = Workers(self.workers, config, on_report)
+            # nor the pool's readers: they hold our report weakly
+            pool = Workers(self.workers, config, weak(self._worker_report, gone=None))
             try:
                 pool.start()
             except BaseException:

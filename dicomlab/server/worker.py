@@ -77,11 +77,8 @@ class Receiver(LocalPACS):
         self._end(event, "rejected")
 
     def _end(self, event: Any, outcome: str) -> None:
-        requestor = event.assoc.requestor
-        self._ends[_key(requestor)] = {
-            "ae": str(requestor.primitive.calling_ae_title if requestor.primitive else "").strip(),
-            "outcome": outcome,
-        }
+        requestor = event.assoc.requestor  # its AE title: set on admission (lifecycle._admit)
+        self._ends[_key(requestor)] = {"ae": str(requestor.ae_title).strip(), "outcome": outcome}
 
     def _closed(self, event: Any) -> None:
         """A connection ended: tell the owner (what it stored since the last message)."""
