@@ -14,8 +14,6 @@ to disk. Throughput in instances/s; ratio = receiver / storescp +B.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from benchmarks.common import (
     storescu_into_storescp,
     subset,
 )
-from dicomlab.peers import Orthanc, StoreSCP, free_port, wait_for_port
+from dicomlab.peers import Orthanc, Serve, StoreSCP
 
 COLD_N = 300
 
@@ -39,41 +37,19 @@ PEER = "see each row"
 """The peer command line this module's rows compare with, unless a row names its own."""
 
 
-def _scp_line(extra: tuple[str, ...]) -> str:
-    return command_line([*StoreSCP(Path("/tmp/never"), extra=extra).command()[:-1], "<port>"])
+def _scp_line(work: Path, extra: tuple[str, ...]) -> str:
+    """The command line of the storescp the rows compare with (never started)."""
+    return command_line([*StoreSCP(work / "line", extra=extra).command()[:-1], "<port>"])
 
 
 def _cold_serve(work: Path, data: Path, total: int) -> float:
     """Seconds for storescu -> a ``dicomlab serve`` process started just now (its first
     association), fsync on as by default."""
-    root, port = work / "cold", free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dicomlab.cli",
-            "serve",
-            "--root",
-            str(root),
-            "--port",
-            str(port),
-            "--allow",
-            "all",
-            "--ae",
-            "COLD",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_port(port, timeout=60, proc=proc)  # listening: a TCP probe, no association
-        s = storescu(port, data, "COLD")
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    held = sum(1 for _ in (root / "files").rglob("*.dcm"))
-    assert held == total, f"dicomlab serve kept {held} of {total}: {err.decode()[-400:]}"
-    shutil.rmtree(root)
+    with Serve(work / "cold", ae_title="COLD", extra=["--allow", "all"]) as serve:
+        s = storescu(serve.port, data, serve.ae_title)
+    held = sum(1 for _ in (serve.root / "files").rglob("*.dcm"))
+    assert held == total, f"dicomlab serve kept {held} of {total}: {serve.log_text()[-400:]}"
+    shutil.rmtree(work / "cold")
     return s
 
 
@@ -81,6 +57,7 @@ def run() -> list[dict[str, Any]]:
     with large() as ws:
         data, total, work = ws.data, ws.total, ws.work
         cold_data = subset(data, COLD_N)
+        scp_line = _scp_line(work, FAST_SCP)
 
         def into_local(fsync: bool) -> float:
             return storescu_into_localpacs(work, data, total, fsync)
@@ -107,7 +84,7 @@ def run() -> list[dict[str, Any]]:
             }
         )
     unit = "instances/s (higher is better; ratio = receiver / storescp +B)"
-    peer = f"{STORESCU} -> {_scp_line(FAST_SCP)}"
+    peer = f"{STORESCU} -> {scp_line}"
     rows = [
         rate_row(name, unit, total, m[key], m["storescp +B"], peer)
         for key, name in (
@@ -118,7 +95,7 @@ def run() -> list[dict[str, Any]]:
         )
     ]
     cold_peer = (
-        f"{STORESCU} -> a fresh {_scp_line(FAST_SCP)}; ours: dicomlab serve --allow all "
+        f"{STORESCU} -> a fresh {scp_line}; ours: dicomlab serve --allow all "
         "(fsync on), its first association"
     )
     name = f"receive cold: storescu -> fresh dicomlab serve ({COLD_N})"

@@ -21,6 +21,12 @@ from dicomlab.peers import StoreSCP, peer_env, require_binary
 CACHE = Path(os.environ.get("DICOMLAB_BENCH_DATA", Path(__file__).parent / ".data"))
 REPEATS = int(os.environ.get("DICOMLAB_BENCH_REPEATS", "3"))
 
+STORESCU = "storescu -aet BENCH -aec <ae> +sd +r 127.0.0.1 <port> <folder>"
+"""The sender every receive row uses (``TCP_NODELAY=1``, as :func:`peer_env` sets)."""
+FAST_SCP = ("+B",)
+"""storescp's fastest like-for-like setting: bit-preserving, written as received, as
+LocalPACS does (without it storescp parses and re-encodes every data set)."""
+
 
 def dataset(name: str, n_instances: int, image_size: int) -> Path:
     """A cached folder of ``n_instances`` synthetic CT instances of ``image_size``²."""
@@ -89,9 +95,9 @@ def storescu(port: int, folder: Path, called: str) -> float:
     return time.perf_counter() - t0
 
 
-def storescu_into_storescp(work: Path, data: Path, extra: tuple[str, ...] = ("+B",)) -> float:
+def storescu_into_storescp(work: Path, data: Path, extra: tuple[str, ...] = FAST_SCP) -> float:
     """Seconds for storescu -> a fresh storescp under ``work`` (the dcmtk baseline;
-    ``extra``: its options, ``+B`` (bit-preserving, :data:`FAST_SCP`) unless told)."""
+    ``extra``: its options, :data:`FAST_SCP` unless told)."""
     with StoreSCP(work / "scp", extra=extra) as scp:
         s = storescu(scp.port, data, scp.ae_title)
     shutil.rmtree(work / "scp")
@@ -171,16 +177,25 @@ def split(folder: Path, parts: int) -> list[Path]:
     """``folder``'s files in ``parts`` folders beside it (hard links, cached), for as many
     senders at once, each with its own instances."""
     out = folder.with_name(f"{folder.name}-split{parts}")
-    marker = out.with_name(out.name + ".complete")
     folders = [out / str(i) for i in range(parts)]
-    if not marker.exists():
-        shutil.rmtree(out, ignore_errors=True)
-        for f in folders:
-            f.mkdir(parents=True)
-        for i, path in enumerate(sorted(folder.glob("*.dcm"))):
-            os.link(path, folders[i % parts] / path.name)
-        marker.write_text(str(parts))
+    files = sorted(folder.glob("*.dcm"))
+    _linked(out, [(p, folders[i % parts] / p.name) for i, p in enumerate(files)])
+    for f in folders:
+        f.mkdir(parents=True, exist_ok=True)
     return folders
+
+
+def _linked(out: Path, links: list[tuple[Path, Path]]) -> None:
+    """Hard links ``(file, link)`` under ``out``, made once (a marker beside ``out`` says
+    they are all there; a half-made ``out`` is made again)."""
+    marker = out.with_name(out.name + ".complete")
+    if marker.exists():
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for path, link in links:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, link)
+    marker.write_text(str(len(links)))
 
 
 def storescu_many(port: int, folders: list[Path], called: str) -> float:
@@ -215,23 +230,11 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shown)
 
 
-STORESCU = "storescu -aet BENCH -aec <ae> +sd +r 127.0.0.1 <port> <folder>"
-"""The sender every receive row uses (``TCP_NODELAY=1``, as :func:`peer_env` sets)."""
-FAST_SCP = ("+B",)
-"""storescp's fastest like-for-like setting: bit-preserving, written as received, as
-LocalPACS does (without it storescp parses and re-encodes every data set)."""
-
-
 def subset(folder: Path, n: int) -> Path:
     """The first ``n`` files of ``folder`` in a folder beside it (hard links, cached)."""
     out = folder.with_name(f"{folder.name}-first{n}")
-    marker = out.with_name(out.name + ".complete")
-    if not marker.exists():
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        for path in sorted(folder.glob("*.dcm"))[:n]:
-            os.link(path, out / path.name)
-        marker.write_text(str(n))
+    _linked(out, [(p, out / p.name) for p in sorted(folder.glob("*.dcm"))[:n]])
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 

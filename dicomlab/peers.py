@@ -1,5 +1,5 @@
 """Real DICOM peers for demos, teaching, tests and benchmarks: dcmtk and Orthanc
-processes on loopback.
+processes on loopback, and ``dicomlab serve`` in a process of its own.
 
 Each peer binds 127.0.0.1 on a free port, writes into its own folder, and is
 stopped by PID (never by process name). Use them as context managers::
@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,7 @@ __all__ = [
     "Orthanc",
     "Peer",
     "PeerMissing",
+    "Serve",
     "SilentListener",
     "StoreSCP",
     "WlmSCPFS",
@@ -220,6 +222,35 @@ class StoreSCP(Peer):
         return Node(
             "storescp", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10
         )
+
+
+class Serve(Peer):
+    """``dicomlab serve`` in a process of its own (a LocalPACS as a user runs it from a
+    terminal), its archive in ``workdir/root``; ``extra``: more of its options."""
+
+    name = "dicomlab-serve"
+
+    def __init__(
+        self, workdir: str | os.PathLike[str], ae_title: str = "DICOMLAB", extra: Iterable[str] = ()
+    ) -> None:
+        super().__init__(workdir)
+        self.ae_title = ae_title
+        self.extra = list(extra)
+        self.root = self.workdir / "root"
+
+    def command(self) -> list[str]:
+        return [
+            *(sys.executable, "-m", "dicomlab.cli", "serve", "--root", str(self.root)),
+            *("--port", str(self.port), "--ae", self.ae_title, *self.extra),
+        ]
+
+    def ready(self) -> None:
+        assert self.proc is not None
+        wait_for_port(self.port, timeout=60, proc=self.proc)  # a TCP probe: no association
+
+    @property
+    def node(self) -> Node:
+        return Node("serve", ae_title=self.ae_title, host="127.0.0.1", port=self.port, timeout=10)
 
 
 class DcmQRSCP(Peer):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import dicomlab as dl
-from dicomlab.peers import free_port, peer_env, stop_process, wait_for_port
+from dicomlab.peers import Serve, peer_env
 from dicomlab.testing.fixtures import need_peer
 
 OURS = "DICOMLAB"  # the calling AE title dl.* uses by default (book.local)
@@ -110,27 +110,8 @@ def test_the_query_panel_searches_the_kernels_localpacs(tmp_path: Path, studies:
 @pytest.fixture
 def stranger_pacs(tmp_path: Path) -> Iterator[dl.Node]:
     """``dicomlab serve`` in a subprocess: only echo for callers it does not know."""
-    port = free_port()
-    with (tmp_path / "serve.log").open("wb") as out:
-        options = ["--port", str(port), "--ae", "ELSEWHERE", "--seed-demo", "2"]
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dicomlab.cli",
-                "serve",
-                "--root",
-                str(tmp_path / "srv"),
-                *options,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, proc=proc, timeout=60)
-            yield dl.Node("elsewhere", ae_title="ELSEWHERE", port=port, timeout=10)
-        finally:
-            stop_process(proc)
+    with Serve(tmp_path / "srv", ae_title="ELSEWHERE", extra=["--seed-demo", "2"]) as srv:
+        yield dl.Node("elsewhere", ae_title="ELSEWHERE", port=srv.port, timeout=10)
 
 
 def test_a_refused_query_raises_with_the_status_and_what_to_register(
