@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import date
 from io import BytesIO
 
@@ -13,11 +14,19 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import DeflatedExplicitVRLittleEndian as DeflatedSyntax
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import dicomlab as dl
-from dicomlab.core.header import IMPLEMENTATION_UID, encode_file_meta, scan_header
+from dicomlab.core.header import (
+    IMPLEMENTATION_UID,
+    decode_values,
+    encode_file_meta,
+    scan_header,
+    wanted_tags,
+)
 from dicomlab.core.indexrow import HEADER_KEYWORDS, file_header, header_row
+from dicomlab.core.structure import walk
 
 INSTANCES = list(dl.synth.generate(10, seed=5, today=date(2026, 2, 1)))
 
@@ -100,3 +109,75 @@ def test_file_meta_is_what_pydicom_reads() -> None:
     assert back.PixelData == ds.PixelData
     row, ts = file_header(meta + body)
     assert ts == ExplicitVRLittleEndian and row == header_row(ds)
+
+
+# -- the receive path's single walk: structure and index values at once -----------------------
+
+_BIG = "1.2.840.10008.1.2.2"
+
+
+def _encode_as(ds: Dataset, syntax: str) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = syntax != _BIG
+    fp.is_implicit_VR = syntax == ImplicitVRLittleEndian
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(INSTANCES),
+    st.sampled_from([ImplicitVRLittleEndian, ExplicitVRLittleEndian, _BIG, DeflatedSyntax]),
+)
+def test_walk_reads_what_pydicom_reads_in_every_encoding(ds: Dataset, syntax: str) -> None:
+    """The index row from the one walk equals pydicom's, names in their character sets
+    included; deflated data sets are read inflated, big endian ones too."""
+    if syntax == DeflatedSyntax:
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data = deflater.compress(_encode_as(ds, ExplicitVRLittleEndian)) + deflater.flush()
+    else:
+        data = _encode_as(ds, syntax)
+    wanted = wanted_tags(tuple(HEADER_KEYWORDS))
+    walked = walk(data, syntax, wanted)
+    assert walked.error is None
+    assert header_row(decode_values(walked.found, wanted)) == header_row(ds)
+
+
+def test_walk_reads_past_an_undefined_length_sequence_and_not_inside_it() -> None:
+    """Where the header scan gives up (an undefined-length sequence before the wanted
+    tags) the walk reads on; a wanted tag inside a sequence's item is not the data set's."""
+    item = Dataset()
+    item.PatientName = "INSIDE^ITEM"  # (0010,0010) in an item: not the data set's own
+    ds = Dataset()
+    ds.ReferencedStudySequence = Sequence([item])  # (0008,1110), before (0010,0010)
+    ds.PatientID = "OUTSIDE"
+    data = bytearray(_encode_as(ds, ExplicitVRLittleEndian))
+    # the sequence and its item with undefined lengths, closed by their delimiters
+    seq_len = int.from_bytes(data[8:12], "little")
+    body, rest = data[12 : 12 + seq_len], data[12 + seq_len :]
+    item_body = body[8:]
+    data = (
+        data[:8]
+        + b"\xff\xff\xff\xff"
+        + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+        + item_body
+        + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+        + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        + rest
+    )
+    assert scan_header(bytes(data), ExplicitVRLittleEndian, ["PatientID"]) is None
+    wanted = wanted_tags(("PatientID", "PatientName"))
+    walked = walk(bytes(data), ExplicitVRLittleEndian, wanted)
+    assert walked.error is None
+    assert decode_values(walked.found, wanted) == {
+        "PatientID": "OUTSIDE",
+        "PatientName": "",
+        "SpecificCharacterSet": "",
+    }
+
+
+def test_walk_of_a_cut_data_set_says_where_it_breaks() -> None:
+    data = _encode(INSTANCES[0], implicit=False)
+    cut = data[: data.index(b"PN") + 10]
+    walked = walk(cut, ExplicitVRLittleEndian, wanted_tags(("PatientName",)))
+    assert walked.error is not None and "declares" in walked.error

@@ -561,6 +561,41 @@ def test_duplicate_keeps_the_first_copy(tmp_path: Path) -> None:
         _assert_alive_and_intact(lp, before)
 
 
+def test_duplicate_under_another_patient_leaves_one_file(tmp_path: Path) -> None:
+    """The same SOP Instance UID again with another Patient ID (a folder of its own): a
+    duplicate, answered with success, and no second file left beside the first copy."""
+    with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all") as lp:
+        first = _with_uid(_ct()[0], dl.synth.uid("dup-patient"))
+        second = copy.deepcopy(first)
+        second.PatientID = "ANOTHER-PATIENT"
+        assert _store(lp.port, [first]) == [0]
+        path = Path(lp.instances().iloc[0].path)
+        first_bytes = path.read_bytes()
+        assert _store(lp.port, [second]) == [0]
+        assert (lp.stats["stored"], lp.stats["duplicates"]) == (1, 1)
+        files = [p for p in lp.archive.files.rglob("*") if p.is_file()]
+        assert files == [path] and path.read_bytes() == first_bytes
+        df = lp.instances()
+        assert len(df) == 1 and df.iloc[0].PatientID == first.PatientID
+
+
+def test_a_file_left_without_its_index_row_is_stored_again(tmp_path: Path) -> None:
+    """A crash between the file's rename and its index row leaves a file nobody can find:
+    receiving the instance again indexes it (it is no duplicate)."""
+    ds = _with_uid(_ct()[0], dl.synth.uid("orphan"))
+    with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all") as lp:
+        assert _store(lp.port, [ds]) == [0]
+        path = Path(lp.instances().iloc[0].path)
+        assert lp.archive.delete_instance(str(ds.SOPInstanceUID)) == 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"left by a crash")  # the file is there, its row is not
+        assert _store(lp.port, [ds]) == [0]
+        assert (lp.stats["stored"], lp.stats["duplicates"]) == (2, 0)
+        df = lp.instances()
+        assert list(df.SOPInstanceUID) == [ds.SOPInstanceUID]
+        assert dcmread(path).SOPInstanceUID == ds.SOPInstanceUID
+
+
 # -- 8. disk full ------------------------------------------------------------------------------
 
 

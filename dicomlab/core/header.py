@@ -24,10 +24,12 @@ __all__ = [
     "CHARSET_TAG",
     "IMPLEMENTATION_UID",
     "IMPLEMENTATION_VERSION",
+    "decode_values",
     "encode_file_meta",
     "encodings_of",
     "scan_elements",
     "scan_header",
+    "wanted_tags",
 ]
 
 # dicomlab's implementation class UID (PS3.7 D.3.3.2), under the UUID-derived root 2.25.
@@ -179,7 +181,7 @@ def _encodings(charset_value: bytes) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def _wanted(keywords: tuple[str, ...]) -> dict[int, str]:
+def wanted_tags(keywords: tuple[str, ...]) -> dict[int, str]:
     """Tag -> keyword for ``keywords`` and the character set, once per list of keywords
     (the dictionary lookups were a tenth of a small instance's receive). Read only."""
     wanted: dict[int, str] = {}
@@ -204,18 +206,34 @@ def scan_header(
     backslashes. With ``whole=False`` ``data`` is only the start of the data set:
     ``None`` unless the scan got past the last wanted tag within it.
     """
-    wanted = _wanted(tuple(keywords))
+    wanted = wanted_tags(tuple(keywords))
     raw_values = scan_elements(data, transfer_syntax, wanted, max(wanted), whole)
     if raw_values is None:
         return None
-    encodings = encodings_of(raw_values)
+    return decode_values(raw_values, wanted)
+
+
+def decode_values(
+    raw_values: Mapping[int, tuple[str, bytes]], wanted: Mapping[int, str]
+) -> dict[str, str]:
+    """Keyword -> decoded value for every tag of ``wanted`` (from :func:`wanted_tags`),
+    ``""`` for one missing from ``raw_values`` (what :func:`scan_elements` or
+    :func:`dicomlab.core.structure.walk` found)."""
+    encodings: list[str] | None = None  # looked up for the first value not in ASCII
     out: dict[str, str] = {}
     for tag, kw in wanted.items():
-        if tag in raw_values:
-            vr, raw = raw_values[tag]
-            out[kw] = _decode(raw, vr, encodings)
-        else:
+        found = raw_values.get(tag)
+        if found is None:
             out[kw] = ""
+            continue
+        vr, raw = found
+        if raw.isascii():  # as _decode, without the codecs
+            text = raw.decode("ascii")
+            out[kw] = text.rstrip("\x00 ") if vr == "UI" else text.rstrip(" \x00").lstrip(" ")
+            continue
+        if encodings is None:
+            encodings = encodings_of(raw_values)
+        out[kw] = _decode(raw, vr, encodings)
     return out
 
 

@@ -18,14 +18,24 @@ sentence saying where it breaks; it never raises for bad bytes.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
-__all__ = ["CANNOT_UNDERSTAND", "DATASET_MISMATCH", "instance_problem", "structure_error"]
+__all__ = [
+    "CANNOT_UNDERSTAND",
+    "DATASET_MISMATCH",
+    "Walked",
+    "announced_mismatch",
+    "instance_problem",
+    "structure_error",
+    "walk",
+]
 
 CANNOT_UNDERSTAND = 0xC000
 """C-STORE status for a data set that does not parse (PS3.4 B.2.3: "Cannot understand")."""
@@ -44,6 +54,9 @@ _SEQUENCE_END = 0xFFFEE0DD
 _LONG_VRS = frozenset(
     b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split()  # 4-byte length after 2 reserved bytes
 )
+_SHORT_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split()
+)  # 2-byte length
 _MAX_DEPTH = 64
 """Nested sequences deeper than this are refused (real objects nest a handful deep)."""
 
@@ -59,9 +72,10 @@ class _Walker:
         self.buf = memoryview(data)
         self.implicit = implicit
         order = "<" if little else ">"
-        self.head = struct.Struct(order + "HHI")  # tag, then a 4-byte length (implicit VR)
-        self.explicit_head = struct.Struct(order + "HH2sH")
-        self.u32 = struct.Struct(order + "I")
+        # unpack_from bound once: the walk calls them for every element
+        self.head = struct.Struct(order + "HHI").unpack_from  # tag, a 4-byte length
+        self.explicit_head = struct.Struct(order + "HH2sH").unpack_from
+        self.u32 = struct.Struct(order + "I").unpack_from
         self.depth = 0
 
     def header(self, pos: int, end: int) -> tuple[int, bytes, int, int]:
@@ -69,27 +83,42 @@ class _Walker:
         if pos + 8 > end:
             raise _Broken(f"it ends inside an element header (byte {pos})")
         if self.implicit:
-            group, elem, length = self.head.unpack_from(self.buf, pos)
+            group, elem, length = self.head(self.buf, pos)
             return (group << 16) | elem, b"", length, pos + 8
-        group, elem, vr, short = self.explicit_head.unpack_from(self.buf, pos)
+        group, elem, vr, short = self.explicit_head(self.buf, pos)
         tag = (group << 16) | elem
+        if vr in _SHORT_VRS and group != 0xFFFE:  # the common case first
+            return tag, vr, short, pos + 8
         if group == 0xFFFE:  # item and delimiter tags carry no VR: a 4-byte length follows
-            return tag, b"", self.u32.unpack_from(self.buf, pos + 4)[0], pos + 8
+            return tag, b"", self.u32(self.buf, pos + 4)[0], pos + 8
         if vr in _LONG_VRS:
             if pos + 12 > end:
                 raise _Broken(f"it ends inside the header of {_name(tag)}")
-            return tag, vr, self.u32.unpack_from(self.buf, pos + 8)[0], pos + 12
-        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            return tag, vr, self.u32(self.buf, pos + 8)[0], pos + 12
+        if not (vr.isalpha() and vr.isupper()):  # a VR this walk does not know: 2 capitals
             raise _Broken(f"{_name(tag)} has no valid VR ({vr!r})")
         return tag, vr, short, pos + 8
 
-    def elements(self, pos: int, end: int, until: int | None) -> int:
+    def elements(
+        self,
+        pos: int,
+        end: int,
+        until: int | None,
+        wanted: Container[int] = (),
+        found: dict[int, tuple[str, bytes]] | None = None,
+    ) -> int:
         """Walk elements from ``pos``; stop at ``end`` or after the delimiter ``until``.
+        The raw values of the ``wanted`` tags among them (not inside their sequences)
+        go into ``found``.
 
         Returns the position after the last byte walked.
         """
+        buf = self.buf
         while pos < end:
             tag, vr, length, start = self.header(pos, end)
+            if found is not None and tag in wanted and start + length <= end:  # not undefined
+                name = vr.decode("ascii") if vr else _dictionary_vr(tag)
+                found[tag] = (name, bytes(buf[start : start + length]))
             if tag == until:
                 if length != 0:
                     raise _Broken(f"a delimiter has length {length}, not 0 (byte {pos})")
@@ -172,6 +201,16 @@ def _name(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+@functools.lru_cache(maxsize=4096)  # pure; looked up for every element in implicit VR
+def _dictionary_vr(tag: int) -> str:
+    """A tag's VR from the data dictionary (implicit VR), "UN" for one it lacks."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_sequence(tag: int) -> bool:
     try:
         return bool(dictionary_VR(tag) == "SQ")
@@ -190,28 +229,47 @@ def structure_error(data: bytes | memoryview, transfer_syntax: str) -> str | Non
     transfer_syntax
         Its transfer syntax UID; compressed pixel syntaxes are explicit VR little endian.
     """
+    return walk(data, transfer_syntax).error
+
+
+@dataclass(frozen=True, slots=True)
+class Walked:
+    """What one walk over a data set found."""
+
+    error: str | None
+    """Where the data set breaks (:func:`structure_error`); None when it is whole."""
+    found: dict[int, tuple[str, bytes]]
+    """The raw ``(VR, value bytes)`` of the wanted top-level tags present (read only)."""
+
+
+def walk(data: bytes | memoryview, transfer_syntax: str, wanted: Container[int] = ()) -> Walked:
+    """:func:`structure_error` and, in the same walk, the raw values of the ``wanted``
+    top-level tags (what :func:`dicomlab.core.header.scan_elements` reads, without a
+    second walk over the header). In implicit VR a value's VR comes from the dictionary.
+    """
+    found: dict[int, tuple[str, bytes]] = {}
     if transfer_syntax in DEFLATED:
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)
             data = inflater.decompress(data)
             if not inflater.eof:
-                return "the deflated data set is cut short"
+                return Walked("the deflated data set is cut short", found)
         except zlib.error as exc:
-            return f"the deflated data set does not inflate ({exc})"
+            return Walked(f"the deflated data set does not inflate ({exc})", found)
     if len(data) == 0:
-        return "the data set is empty"
+        return Walked("the data set is empty", found)
     walker = _Walker(
         data,
         little=transfer_syntax != EXPLICIT_BE,
         implicit=transfer_syntax == IMPLICIT_LE,
     )
     try:
-        walker.elements(0, len(walker.buf), until=None)
+        walker.elements(0, len(walker.buf), None, wanted, found)
     except _Broken as exc:
-        return str(exc)
+        return Walked(str(exc), found)
     except struct.error as exc:  # pragma: no cover - bounds are checked before each unpack
-        return f"malformed: {exc}"
-    return None
+        return Walked(f"malformed: {exc}", found)
+    return Walked(None, found)
 
 
 def instance_problem(
@@ -234,6 +292,18 @@ def instance_problem(
     broken = structure_error(body, transfer_syntax)
     if broken is not None:
         return CANNOT_UNDERSTAND, broken
+    return announced_mismatch(row, sop_class, sop_instance, context_class, announced_by)
+
+
+def announced_mismatch(
+    row: Mapping[str, Any],
+    sop_class: str | None = None,
+    sop_instance: str | None = None,
+    context_class: str | None = None,
+    announced_by: str = "the command",
+) -> tuple[int, str] | None:
+    """The second half of :func:`instance_problem`: the index ``row``'s SOP Class and
+    Instance UIDs against those announced for it, as (C-STORE status, reason)."""
     checks = (
         ("SOP Class UID", row.get("SOPClassUID"), sop_class, f"{announced_by}'s"),
         ("SOP Class UID", row.get("SOPClassUID"), context_class, "the presentation context's"),

@@ -19,6 +19,8 @@ disk and the index holds only pseudonyms and new UIDs; one it refuses raises
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -46,6 +48,26 @@ __all__ = ["Added", "Archive", "safe_component"]
 log = logging.getLogger(__name__)
 
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_all(fd: int, parts: list[memoryview]) -> int:
+    """Write every byte of ``parts`` to ``fd`` (one system call for the lot, as a rule)."""
+    total = 0
+    pending = [p for p in parts if p.nbytes]
+    while pending:
+        n = os.writev(fd, pending[:_IOV_MAX])
+        if n <= 0:
+            raise OSError(errno.EIO, "the file took no more bytes")
+        total += n
+        while pending and n >= pending[0].nbytes:
+            n -= pending.pop(0).nbytes
+        if n:
+            pending[0] = pending[0][n:]
+    return total
+
+
+_IOV_MAX = 512
 
 
 @functools.lru_cache(maxsize=4096)  # pure; a series' instances share three of four components
@@ -89,7 +111,8 @@ class Archive:
         self.stats = {"stored": 0, "duplicates": 0, "failed": 0, "bytes": 0}
         self._inflight: set[str] = set()  # SOP Instance UIDs being added
         self._receiving: Counter[str] = Counter()  # study -> instances being received
-        self._checked: set[Path] = set()  # series folders created and verified inside files/
+        self._folders: dict[tuple[str, str, str], str] = {}  # series folders made and checked
+        self._root_prefix = len(str(self.root)) + 1  # a path under root, made relative
         self._lock = threading.Lock()
         self._added = threading.Condition(self._lock)
         self.on_stored: list[Callable[[dict[str, Any]], None]] = []
@@ -105,50 +128,62 @@ class Archive:
             tmp.unlink(missing_ok=True)
 
     def path_for(self, row: dict[str, Any]) -> Path:
-        """Where an instance lives (always inside ``root/files``).
+        """Where an instance lives (always inside ``root/files``)."""
+        return Path(self._place(row))
+
+    def _place(self, row: dict[str, Any]) -> str:
+        """:meth:`path_for` as a string, its series folder made and checked once.
 
         Every component is made safe (no separators, no ``..``); as defence in depth the
         series folder is also resolved (symlinks included) and must lie inside the
-        archive. That check runs once per series folder, not once per instance.
+        archive. That check runs once per series folder, not once per instance (strings,
+        not paths: every received instance asks).
         """
-        folder = (
-            self.files
-            / safe_component(row.get("PatientID") or "NOID", uid=False)
-            / safe_component(row["StudyInstanceUID"])
-            / safe_component(row["SeriesInstanceUID"])
+        key = (
+            str(row.get("PatientID") or "NOID"),
+            str(row["StudyInstanceUID"]),
+            str(row["SeriesInstanceUID"]),
         )
-        name = safe_component(row["SOPInstanceUID"]) + ".dcm"
-        if folder not in self._checked:
-            if not folder.resolve().is_relative_to(self.files):
-                raise HeaderError(f"refusing a path outside the archive: {folder / name}")
-            folder.mkdir(parents=True, exist_ok=True)
-            if not folder.resolve().is_relative_to(self.files):  # a symlink raced in
-                raise HeaderError(f"refusing a path outside the archive: {folder / name}")
+        folder = self._folders.get(key)
+        if folder is None:
+            path = (
+                self.files
+                / safe_component(key[0], uid=False)
+                / safe_component(key[1])
+                / safe_component(key[2])
+            )
+            if not path.resolve().is_relative_to(self.files):
+                raise HeaderError(f"refusing a path outside the archive: {path}")
+            path.mkdir(parents=True, exist_ok=True)
+            if not path.resolve().is_relative_to(self.files):  # a symlink raced in
+                raise HeaderError(f"refusing a path outside the archive: {path}")
+            folder = str(path)
             with self._lock:
-                self._checked.add(folder)
-        return folder / name
+                self._folders[key] = folder
+        return f"{folder}{os.sep}{safe_component(row['SOPInstanceUID'])}.dcm"
 
-    def _write(self, path: Path, chunks: Iterable[bytes | memoryview]) -> int:
-        if path.parent not in self._checked:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-        size = 0
+    def _write(self, path: str, chunks: Iterable[bytes | memoryview]) -> int:
+        """Write ``chunks`` to ``path`` whole or not at all: a temporary name beside it,
+        flushed (and fsynced), then renamed. Returns the size written."""
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}.tmp")
+        parts = [memoryview(c).cast("B") for c in chunks]
         try:
             try:
-                fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+                fd = os.open(tmp, _CREATE, 0o666)
             except FileNotFoundError:  # the folder was removed behind our back
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fh = open(tmp, "wb")  # noqa: SIM115
-            with fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-                    size += len(chunk)
-                fh.flush()
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(tmp, _CREATE, 0o666)
+            try:
+                size = _write_all(fd, parts)
                 if self.fsync:
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         return size
 
@@ -172,24 +207,28 @@ class Archive:
             row, transfer_syntax = file_header(head if isinstance(head, bytes) else bytes(head))
             chunks = parts
         uid = row["SOPInstanceUID"]
+        path = self._place(row)
         with self._lock:
-            if uid in self._inflight or self.index.contains(uid):
+            # A file already there is a duplicate if the index holds it (a file without its
+            # row, left by a crash before the row was written, is written and indexed again).
+            # One held under another path is found by the INSERT below.
+            if uid in self._inflight or (os.path.exists(path) and self.index.contains(uid)):
                 self.stats["duplicates"] += 1
                 return "duplicate"
             self._inflight.add(uid)
             self._receiving[str(row.get("StudyInstanceUID") or "")] += 1
         try:
-            path = self.path_for(row)
             size = self._write(path, chunks)
             full = dict(row)
             full.update(
                 TransferSyntaxUID=transfer_syntax,
-                path=str(path.relative_to(self.root)),
+                path=path[self._root_prefix :],
                 size=size,
                 received_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 source_ae=source_ae,
             )
-            if not self.index.add(full):  # another process indexed it meanwhile
+            if not self.index.add(full):  # held under another path, or another process won
+                self._drop_unindexed(uid, full["path"])
                 with self._lock:
                     self.stats["duplicates"] += 1
                 return "duplicate"
@@ -206,6 +245,13 @@ class Archive:
             with self._lock:
                 self._inflight.discard(uid)
             self._received(str(row.get("StudyInstanceUID") or ""))
+
+    def _drop_unindexed(self, uid: str, relative: str) -> None:
+        """Remove the file just written for ``uid`` unless the index points at it: the
+        first copy, kept under another path, stays the only one."""
+        if relative not in {p for p, _, _ in self.index.paths({"SOPInstanceUID": uid})}:
+            with contextlib.suppress(OSError):
+                os.unlink(self.root / relative)
 
     def tally(self, delta: dict[str, int]) -> None:
         """Add what a worker process stored into this archive to :attr:`stats`."""
@@ -370,7 +416,7 @@ class Archive:
     def _delete(self, where: str, uid: str) -> int:
         paths = self.index.delete(where, [uid])
         with self._lock:
-            self._checked.clear()  # folders may go below
+            self._folders.clear()  # folders may go below
         for rel in paths:
             (self.root / rel).unlink(missing_ok=True)
         for rel in {str(Path(p).parent) for p in paths}:

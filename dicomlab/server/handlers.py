@@ -27,14 +27,15 @@ from dicomlab.core.findlimit import FindLimit
 from dicomlab.core.header import (
     IMPLEMENTATION_UID,
     IMPLEMENTATION_VERSION,
+    decode_values,
     encode_file_meta,
-    scan_header,
+    wanted_tags,
 )
-from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row, read_header
+from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row
 from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
-from dicomlab.core.structure import instance_problem
+from dicomlab.core.structure import announced_mismatch, walk
 from dicomlab.errors import DeidentificationError
 from dicomlab.net.trust import is_own_connection
 from dicomlab.server.archive import Archive
@@ -136,6 +137,9 @@ def _refusal(status: int, comment: str) -> Dataset:
     return rsp
 
 
+_INDEXED = tuple(HEADER_KEYWORDS)
+
+
 def handle_store(
     event: Any, archive: Archive, policy: Policy, refused: Refused | None = None
 ) -> int | Dataset:
@@ -154,19 +158,18 @@ def handle_store(
     try:
         # The data set exactly as received: a view, not a copy, and never decoded.
         body = request.DataSet.getbuffer()
-        values = scan_header(body, ts, HEADER_KEYWORDS)
-        if values is None:  # unusual encoding: let pydicom read the header
-            ds, _ = read_header(event.encoded_dataset(include_meta=True))
-            row = header_row(ds)
-        else:
-            row = header_row(values)
-        refusal = instance_problem(
-            body,
-            ts,
-            row,
-            sop_class=str(request.AffectedSOPClassUID),
-            sop_instance=str(request.AffectedSOPInstanceUID),
-            context_class=str(event.context.abstract_syntax),
+        wanted = wanted_tags(_INDEXED)
+        walked = walk(body, ts, wanted)  # one walk: whole to its end, and the index's values
+        row = header_row(decode_values(walked.found, wanted)) if walked.error is None else {}
+        refusal = (
+            announced_mismatch(
+                row,
+                sop_class=str(request.AffectedSOPClassUID),
+                sop_instance=str(request.AffectedSOPInstanceUID),
+                context_class=str(event.context.abstract_syntax),
+            )
+            if walked.error is None
+            else (STATUS_CANNOT_UNDERSTAND, walked.error)
         )
         meta = encode_file_meta(
             str(request.AffectedSOPClassUID),
