@@ -296,3 +296,43 @@ def test_small_pdus_from_dcmtk_arrive_whole_and_counted(tmp_path: Path) -> None:
     # every byte that came in is counted (files minus their 132-byte preamble and file meta,
     # plus PDU and command overhead)
     assert 0.9 * sent < scp.bytes_received < 1.2 * sent
+
+
+def test_fragmented_instances_are_written_byte_for_byte_from_the_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each C-STORE in ~100 fragments goes through the direct handler (no pynetdicom
+    primitive, no copy of the data set) and its file holds exactly the bytes sent."""
+    from dicomlab.net._fast.channel import dataset_offset
+    from dicomlab.net.dimse import DIRECT_STORE
+    from dicomlab.server import handlers
+
+    need_peer("storescu")
+    calls: list[int] = []
+    direct = getattr(handlers.handle_store, DIRECT_STORE)
+
+    def spy(received: object, *args: object) -> object:
+        calls.append(len(received.parts))  # type: ignore[attr-defined]
+        return direct(received, *args)
+
+    monkeypatch.setattr(handlers.handle_store, DIRECT_STORE, spy)
+    manifest = dl.synth.write_studies(tmp_path / "in", n_studies=1, seed=5, image_size=256)
+    with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as lp:
+        args = ["storescu", "--max-send-pdu", "4096", "-aec", lp.ae_title, "127.0.0.1"]
+        r = subprocess.run(
+            [*args, str(lp.port), *manifest.path],
+            capture_output=True,
+            text=True,
+            env=peer_env(),
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        held = lp.instances().set_index("SOPInstanceUID")
+    assert len(calls) == len(manifest) and min(calls) > 10  # every one direct, in pieces
+    for row in manifest.itertuples():
+        sent = Path(row.path).read_bytes()
+        kept = Path(held.loc[row.SOPInstanceUID, "path"]).read_bytes()
+        sent_at, kept_at = dataset_offset(sent), dataset_offset(kept)
+        assert sent_at is not None and kept_at is not None
+        assert kept[kept_at:] == sent[sent_at:]

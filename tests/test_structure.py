@@ -7,6 +7,7 @@ encoding the first k elements with pydicom, in every encoding LocalPACS receives
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from functools import cache
 
@@ -130,3 +131,60 @@ def test_uids_must_be_the_ones_announced() -> None:
     assert status == 0xA900 and "presentation context" in why
     status, _ = instance_problem(body[:-1], EXPLICIT, row) or (0, "")
     assert status == 0xC000
+
+
+# -- walk_parts: a data set in fragments, as a C-STORE brings it ------------------------------
+
+
+def _split(data: bytes, cuts: list[int]) -> list[memoryview]:
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    view = memoryview(data)
+    return [view[a:b] for a, b in itertools.pairwise(points)]
+
+
+def _rle_body() -> bytes:
+    rle = next(iter(dl.synth.generate(1, 6, modalities=("CT",), max_instances=1)))
+    rle.compress(RLELossless)
+    return _encode(rle, EXPLICIT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    case=st.sampled_from([(m, n) for m in ("CT", "MR") for n in SYNTAXES] + [("RLE", "explicit")]),
+    cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), min_size=1, max_size=4),
+    cut_short=st.integers(min_value=0, max_value=40),
+)
+def test_walk_parts_answers_as_the_joined_walk(
+    case: tuple[str, str], cuts: list[int], cut_short: int
+) -> None:
+    """Whatever the fragments, and whether the data set is whole or cut short, the walk
+    over the parts finds what the walk over the joined bytes finds (refusal, reason and
+    the wanted values)."""
+    from dicomlab.core.header import wanted_tags
+    from dicomlab.core.indexrow import HEADER_KEYWORDS
+    from dicomlab.core.structure import walk, walk_parts
+
+    modality, name = case
+    body = _rle_body() if modality == "RLE" else _case(modality, name)[0]
+    syntax = str(RLELossless) if modality == "RLE" else SYNTAXES[name]
+    data = body[: len(body) - cut_short]
+    wanted = wanted_tags(tuple(HEADER_KEYWORDS))
+    assert walk_parts(_split(data, cuts), syntax, wanted) == walk(data, syntax, wanted)
+
+
+def test_walk_parts_reads_only_the_first_part_of_a_plain_instance() -> None:
+    """The common case costs no join: an instance whose header lies in the first part is
+    walked there (the other parts can be anything of the right length)."""
+    from dicomlab.core.header import wanted_tags
+    from dicomlab.core.indexrow import HEADER_KEYWORDS
+    from dicomlab.core.structure import walk, walk_parts
+
+    body, _ = _case("CT", "explicit")
+    pixels = body.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010), the last element
+    head = body[: pixels + 12 + 8]
+    rest = len(body) - len(head)
+    wanted = wanted_tags(tuple(HEADER_KEYWORDS))
+    whole = walk(body, EXPLICIT, wanted)
+    assert whole.error is None and whole.found
+    assert walk_parts([head, b"\x00" * rest], EXPLICIT, wanted) == whole
+    assert walk_parts([head, b"\x00" * (rest - 1)], EXPLICIT, wanted).error is not None

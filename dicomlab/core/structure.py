@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "instance_problem",
     "structure_error",
     "walk",
+    "walk_parts",
 ]
 
 CANNOT_UNDERSTAND = 0xC000
@@ -63,6 +64,10 @@ _MAX_DEPTH = 64
 
 class _Broken(Exception):
     """Where the walk found the data set broken (the message is the sentence)."""
+
+
+class _PastFirstPart(Exception):
+    """The walk needs bytes of a part it was not given (:func:`walk_parts` joins them)."""
 
 
 class _Walker:
@@ -117,6 +122,8 @@ class _Walker:
         while pos < end:
             tag, vr, length, start = self.header(pos, end)
             if found is not None and tag in wanted and start + length <= end:  # not undefined
+                if start + length > len(buf):  # in a part not given (walk_parts)
+                    raise _PastFirstPart
                 name = vr.decode("ascii") if vr else _dictionary_vr(tag)
                 found[tag] = (name, bytes(buf[start : start + length]))
             if tag == until:
@@ -247,7 +254,22 @@ def walk(data: bytes | memoryview, transfer_syntax: str, wanted: Container[int] 
     top-level tags (what :func:`dicomlab.core.header.scan_elements` reads, without a
     second walk over the header). In implicit VR a value's VR comes from the dictionary.
     """
+    return walk_parts((data,), transfer_syntax, wanted)
+
+
+def walk_parts(
+    parts: Sequence[bytes | memoryview], transfer_syntax: str, wanted: Container[int] = ()
+) -> Walked:
+    """:func:`walk` over a data set that arrived in ``parts`` (a C-STORE's fragments),
+    without joining them where it can: most data sets end with one long element (the
+    pixel data) whose header lies in the first part, and the walk reads nothing else of
+    the rest. Where it would (a header or a wanted value past the first part, a
+    sequence or fragments that cross it, a deflated data set), the parts are joined
+    once and walked as one: the answer is always that of the joined data set."""
     found: dict[int, tuple[str, bytes]] = {}
+    if len(parts) > 1 and transfer_syntax in DEFLATED:
+        parts = (b"".join(parts),)
+    data = parts[0]
     if transfer_syntax in DEFLATED:
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -256,7 +278,8 @@ def walk(data: bytes | memoryview, transfer_syntax: str, wanted: Container[int] 
                 return Walked("the deflated data set is cut short", found)
         except zlib.error as exc:
             return Walked(f"the deflated data set does not inflate ({exc})", found)
-    if len(data) == 0:
+    size = len(data) if len(parts) == 1 else sum(memoryview(p).nbytes for p in parts)
+    if size == 0:
         return Walked("the data set is empty", found)
     walker = _Walker(
         data,
@@ -264,11 +287,15 @@ def walk(data: bytes | memoryview, transfer_syntax: str, wanted: Container[int] 
         implicit=transfer_syntax == IMPLICIT_LE,
     )
     try:
-        walker.elements(0, len(walker.buf), None, wanted, found)
+        walker.elements(0, size, None, wanted, found)
     except _Broken as exc:
         return Walked(str(exc), found)
-    except struct.error as exc:  # pragma: no cover - bounds are checked before each unpack
-        return Walked(f"malformed: {exc}", found)
+    except (struct.error, _PastFirstPart) as exc:
+        if len(parts) > 1:  # it needed bytes past the first part: walk them joined
+            return walk(b"".join(parts), transfer_syntax, wanted)
+        return Walked(f"malformed: {exc}", found)  # pragma: no cover - bounds checked first
+    finally:
+        walker.buf.release()
     return Walked(None, found)
 
 

@@ -31,9 +31,15 @@ from dicomlab.errors import AssociationAborted, DicomlabError, DimseTimeout
 from dicomlab.net import _fast, diagnose, wire
 from dicomlab.net.transport import quiesce
 
-__all__ = ["Reply", "Storer", "echo", "find", "retrieve"]
+__all__ = ["DIRECT_STORE", "Received", "Reply", "Storer", "echo", "find", "retrieve"]
 
 Retrieval = Literal["C-GET", "C-MOVE"]
+
+Received = _fast.store.Received
+"""A C-STORE-RQ the direct path read whole, its data set still in the socket's buffer."""
+DIRECT_STORE = _fast.store.DIRECT
+"""An ``EVT_C_STORE`` handler's attribute naming its direct form, which takes a
+:data:`Received` (:mod:`dicomlab.net._fast.store`)."""
 
 
 @dataclass(frozen=True, slots=True)

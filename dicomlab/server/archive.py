@@ -52,19 +52,29 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 def _write_all(fd: int, parts: list[memoryview]) -> int:
-    """Write every byte of ``parts`` to ``fd`` (one system call for the lot, as a rule)."""
+    """Write every byte of ``parts`` to ``fd`` (one system call for the lot, as a rule).
+
+    The views it makes are released before it returns or raises: ``parts`` may be views
+    of a socket's buffer, which cannot be freed while one lives on (in a traceback kept
+    by a log record, for one)."""
     total = 0
     pending = [p for p in parts if p.nbytes]
-    while pending:
-        n = os.writev(fd, pending[:_IOV_MAX])
-        if n <= 0:
-            raise OSError(errno.EIO, "the file took no more bytes")
-        total += n
-        while pending and n >= pending[0].nbytes:
-            n -= pending.pop(0).nbytes
-        if n:
-            pending[0] = pending[0][n:]
-    return total
+    made: list[memoryview] = []
+    try:
+        while pending:
+            n = os.writev(fd, pending[:_IOV_MAX])
+            if n <= 0:
+                raise OSError(errno.EIO, "the file took no more bytes")
+            total += n
+            while pending and n >= pending[0].nbytes:
+                n -= pending.pop(0).nbytes
+            if n:
+                pending[0] = pending[0][n:]
+                made.append(pending[0])
+        return total
+    finally:
+        for view in made:
+            view.release()
 
 
 _IOV_MAX = 512
@@ -167,7 +177,7 @@ class Archive:
         flushed (and fsynced), then renamed. Returns the size written."""
         folder, name = os.path.split(path)
         tmp = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}.tmp")
-        parts = [memoryview(c).cast("B") for c in chunks]
+        parts = [memoryview(c).cast("B") for c in chunks]  # released below, whatever happens
         try:
             try:
                 fd = os.open(tmp, _CREATE, 0o666)
@@ -185,6 +195,9 @@ class Archive:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            for view in parts:
+                view.release()
         return size
 
     def add(
@@ -202,7 +215,9 @@ class Archive:
         """
         deid = self.deidentify or self._deid_studies.get(str(row.get("StudyInstanceUID") or ""))
         if deid is not None:
-            parts, _ = deid.encoded_parts(chunks)
+            # copies: the rewriter keeps views of its pieces, and ``chunks`` may be views
+            # of a socket's buffer, which the receive path frees once this returns
+            parts, _ = deid.encoded_parts([bytes(c) for c in chunks])
             head = parts[0]  # the header (or the whole file): bytes, never copied again
             row, transfer_syntax = file_header(head if isinstance(head, bytes) else bytes(head))
             chunks = parts

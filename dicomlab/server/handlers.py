@@ -35,8 +35,9 @@ from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row
 from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
-from dicomlab.core.structure import announced_mismatch, walk
+from dicomlab.core.structure import announced_mismatch, walk_parts
 from dicomlab.errors import DeidentificationError
+from dicomlab.net.dimse import DIRECT_STORE, Received
 from dicomlab.net.trust import is_own_connection
 from dicomlab.server.archive import Archive
 from dicomlab.server.worklist import Worklist
@@ -112,10 +113,10 @@ def _calling(event: Any) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def _sender(event: Any) -> str:
+def _peer_ae(assoc: Any) -> str:
     """The AE title of whoever sent a C-STORE: the caller, or on an association we
     requested (a C-GET's sub-operations) the peer we called."""
-    peer = event.assoc.acceptor if event.assoc.is_requestor else event.assoc.requestor
+    peer = assoc.acceptor if assoc.is_requestor else assoc.requestor
     return str(peer.ae_title).strip()
 
 
@@ -147,33 +148,55 @@ def handle_store(
 
     Nothing is written for a data set that does not parse to its end or whose UIDs are
     not the ones announced: the sender gets a failure status with the reason (and
-    ``refused``, if given, is told).
+    ``refused``, if given, is told). The direct path (:mod:`dicomlab.net._fast.store`)
+    calls :func:`handle_received` instead, with the data set still in the socket's
+    buffer.
     """
-    calling = _sender(event)
-    if not policy.permits(calling, "store", event.assoc):
+    request = event.request
+    return handle_received(
+        Received(
+            event.assoc,
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(event.context.transfer_syntax),
+            str(event.context.abstract_syntax),
+            # The data set exactly as received: a view, not a copy, and never decoded.
+            (request.DataSet.getbuffer(),),
+        ),
+        archive,
+        policy,
+        refused,
+    )
+
+
+def handle_received(
+    received: Received, archive: Archive, policy: Policy, refused: Refused | None = None
+) -> int | Dataset:
+    """:func:`handle_store` for a C-STORE the direct path read: the same checks, and the
+    data set's fragments written from the socket's buffer, never copied in between."""
+    assoc = received.assoc
+    calling = _peer_ae(assoc)
+    if not policy.permits(calling, "store", assoc):
         log.warning("C-STORE from %s refused: not authorised", calling)
         return STATUS_NOT_AUTHORIZED
-    request = event.request
-    ts = str(event.context.transfer_syntax)
+    ts, parts = received.transfer_syntax, received.parts
     try:
-        # The data set exactly as received: a view, not a copy, and never decoded.
-        body = request.DataSet.getbuffer()
         wanted = wanted_tags(_INDEXED)
-        walked = walk(body, ts, wanted)  # one walk: whole to its end, and the index's values
+        walked = walk_parts(parts, ts, wanted)  # one walk: whole, and the index's values
         row = header_row(decode_values(walked.found, wanted)) if walked.error is None else {}
         refusal = (
             announced_mismatch(
                 row,
-                sop_class=str(request.AffectedSOPClassUID),
-                sop_instance=str(request.AffectedSOPInstanceUID),
-                context_class=str(event.context.abstract_syntax),
+                sop_class=received.sop_class,
+                sop_instance=received.sop_instance,
+                context_class=received.context_class,
             )
             if walked.error is None
             else (STATUS_CANNOT_UNDERSTAND, walked.error)
         )
         meta = encode_file_meta(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
+            received.sop_class,
+            received.sop_instance,
             ts,
             IMPLEMENTATION_UID,
             IMPLEMENTATION_VERSION,
@@ -185,11 +208,11 @@ def handle_store(
         log.warning("C-STORE from %s refused (0x%04X): %s", calling, status, reason)
         archive.stats["failed"] += 1
         if refused is not None:
-            refused(event.assoc, str(request.AffectedSOPInstanceUID), status, reason)
+            refused(assoc, received.sop_instance, status, reason)
         return _refusal(status, reason)
     try:
         with archive.receiving(str(row.get("StudyInstanceUID") or "")):
-            archive.add(row, ts, (meta, body), source_ae=calling)
+            archive.add(row, ts, (meta, *parts), source_ae=calling)
     except DeidentificationError as exc:
         log.warning("C-STORE from %s refused by de-identification: %s", calling, exc)
         archive.stats["failed"] += 1
@@ -204,6 +227,9 @@ def handle_store(
         archive.stats["failed"] += 1
         return STATUS_PROCESSING_FAILURE
     return STATUS_SUCCESS
+
+
+setattr(handle_store, DIRECT_STORE, handle_received)  # read by the direct path
 
 
 def _filters(identifier: Dataset) -> dict[str, str]:

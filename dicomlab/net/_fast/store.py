@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from dicomlab.net._fast.channel import (
 )
 from dicomlab.net._fast.state import state_of
 
-__all__ = ["Sender", "serve_scanned", "serve_store"]
+__all__ = ["DIRECT", "Received", "Sender", "serve_scanned", "serve_store"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,84 @@ def _request(command: wire.Command, context_id: int, data: io.BytesIO) -> C_STOR
     return req
 
 
+DIRECT = "serves_received"
+"""The attribute by which an ``EVT_C_STORE`` handler names its direct form: a callable
+taking a :class:`Received` (and the handler's bound arguments) and answering a status.
+The direct path then calls it instead of building pynetdicom's ``C_STORE`` primitive and
+``Event``, and without copying the data set out of the socket's buffer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A C-STORE-RQ read whole off the socket, served directly (:func:`serve_scanned`)."""
+
+    assoc: Any
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    context_class: str
+    """The presentation context's abstract syntax."""
+    parts: tuple[memoryview, ...]
+    """The data set's fragments in order: views of the socket's buffer, valid during the
+    handler's call only (they are released after it; keep copies, never the views)."""
+
+
+def _bound(assoc: Any) -> tuple[Any, Any]:
+    """The handler bound to ``EVT_C_STORE`` and its arguments ((None, None): none)."""
+    bound = assoc.get_handlers(evt.EVT_C_STORE)
+    if not bound or bound[0] is None:
+        return None, None
+    return bound[0], bound[1]
+
+
+def _serve_direct(
+    assoc: Any, scan: wire.MessageScan, cx: Any, direct: Any, args: Any, mid: int
+) -> int | Dataset | None:
+    """Call ``direct`` with the message's data set as views of the buffer, then free the
+    message's bytes; its status, or None when a view outlived the call (the bytes cannot
+    be freed: a bug, logged; the caller ends the connection)."""
+    command = scan.command
+    assert command is not None
+    buf = assoc.dul.socket.read_ahead
+    view = memoryview(buf)
+    parts = tuple(view[start:stop] for start, stop in scan.spans)
+    capture.count_bytes(assoc, received=scan.pos)
+    capture.direct_request(
+        assoc,
+        "SCP",
+        "C-STORE",
+        mid,
+        command.sop_class or "",
+        command.sop_instance or "",
+        int(scan.context_id or 0),
+        sum(p.nbytes for p in parts),
+    )
+    received = Received(
+        assoc,
+        command.sop_class or "",
+        command.sop_instance or "",
+        str(cx.transfer_syntax[0]),
+        str(cx.abstract_syntax),
+        parts,
+    )
+    try:
+        result: int | Dataset = direct(received, *(args or ()))
+    except Exception:
+        log.exception("exception in the handler bound to EVT_C_STORE")
+        result = 0xC211
+    finally:
+        del received
+        for part in parts:
+            part.release()
+        view.release()
+    try:
+        del buf[: scan.pos]
+    except BufferError:
+        log.error("a C-STORE handler kept a view of the received data set: connection ended")
+        return None
+    return result
+
+
 def serve_store(dul: Any) -> bool:
     """Serve the next message if it is a plain C-STORE-RQ (DUL thread, Sta6, no message
     in progress); False leaves every byte to pynetdicom."""
@@ -166,26 +245,33 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
         or guard.command_problem(command) is not None
     ):
         return None  # pynetdicom answers (or, for a bad command set, aborts: net/guard.py)
-    data = io.BytesIO()
-    with memoryview(buf) as view:
-        for start, stop in scan.spans:
-            data.write(view[start:stop])
-    try:
-        req = _request(command, context_id, data)
-    except (TypeError, ValueError):
-        return None  # a value pynetdicom's primitive refuses: its path reports it
-    del buf[: scan.pos]
-    capture.count_bytes(assoc, received=scan.pos)
     mid = command.message_id
     sop_class, sop_instance = command.sop_class or "", command.sop_instance or ""
-    capture.direct_request(
-        assoc, "SCP", "C-STORE", mid, sop_class, sop_instance, context_id, data.getbuffer().nbytes
-    )
-    try:
-        result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
-    except Exception:
-        log.exception("exception in the handler bound to EVT_C_STORE")
-        result = 0xC211
+    handler, args = _bound(assoc)
+    direct = getattr(handler, DIRECT, None)
+    if direct is not None and is_valid_uid(sop_class) and is_valid_uid(sop_instance):
+        result = _serve_direct(assoc, scan, cx, direct, args, mid)
+        if result is None:
+            return False  # the buffer could not be freed: treated as a broken connection
+    else:
+        data = io.BytesIO()
+        with memoryview(buf) as view:
+            for start, stop in scan.spans:
+                data.write(view[start:stop])
+        try:
+            req = _request(command, context_id, data)
+        except (TypeError, ValueError):
+            return None  # a value pynetdicom's primitive refuses: its path reports it
+        del buf[: scan.pos]
+        capture.count_bytes(assoc, received=scan.pos)
+        capture.direct_request(
+            assoc, "SCP", "C-STORE", mid, sop_class, sop_instance, context_id, data.tell()
+        )
+        try:
+            result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
+        except Exception:
+            log.exception("exception in the handler bound to EVT_C_STORE")
+            result = 0xC211
     status, comment = _store_status(result)
     pdu = wire.command_pdu(
         context_id,
