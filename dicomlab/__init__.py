@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from pynetdicom import _config as _pynetdicom_config
 
-from dicomlab import log, plot, synth, tls
+from dicomlab import log, synth, tls
 from dicomlab.cohort import Cohort
 from dicomlab.core.dicomweb import DICOMweb
 from dicomlab.core.findlimit import FindLimit
@@ -65,6 +65,7 @@ from dicomlab.transfer.checkmove import MoveCheck
 from dicomlab.transfer.job import Job
 
 if _TYPE_CHECKING:
+    from dicomlab import plot
     from dicomlab.derived import key_objects
 
 __version__ = "0.1.0"
@@ -129,11 +130,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # ``dl.widgets`` imports ipywidgets, ``dl.key_objects`` highdicom, only when first used
+    # ``dl.widgets`` imports ipywidgets, ``dl.plot`` matplotlib, ``dl.key_objects``
+    # highdicom, only when first used (``import dicomlab`` in a worker process, a
+    # ``dicomlab serve`` or a notebook's first cell pays for none of them)
     import importlib
 
-    if name == "widgets":
-        return importlib.import_module("dicomlab.widgets")
+    if name in ("widgets", "plot"):
+        return importlib.import_module(f"dicomlab.{name}")
     if name == "key_objects":
         return importlib.import_module("dicomlab.derived").key_objects
     raise AttributeError(f"module 'dicomlab' has no attribute {name!r}")

@@ -402,7 +402,7 @@ def test_an_interrupt_mid_message_aborts_the_association(
     from dicomlab.net.association import open_association
 
     first = study.iloc[0]
-    pdus = wire.data_pdus
+    pdus = wire.data_pdu_parts
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         yield from []
@@ -414,12 +414,12 @@ def test_an_interrupt_mid_message_aborts_the_association(
             assoc = opened.assoc
             context_id = int(assoc.accepted_contexts[0].context_id or 0)
             sender = store.Sender(assoc)
-            monkeypatch.setattr(wire, "data_pdus", broken)
+            monkeypatch.setattr(wire, "data_pdu_parts", broken)
             with pytest.raises(KeyboardInterrupt):
                 sender.store_file(
                     first.path, first.SOPClassUID, first.SOPInstanceUID, context_id, 5
                 )
-            monkeypatch.setattr(wire, "data_pdus", pdus)
+            monkeypatch.setattr(wire, "data_pdu_parts", pdus)
             assert sender.broken == "interrupted"
             assert assoc.is_aborted and not assoc.is_established
             assert (
@@ -428,5 +428,34 @@ def test_an_interrupt_mid_message_aborts_the_association(
                 )
                 is None
             )  # refuses to reuse it
+        res = dl.store(scp.node, [first.path], progress=False)
+        assert isinstance(res, pd.DataFrame) and res.attrs["complete"]
+
+
+def test_an_abort_while_a_sender_holds_the_socket_ends_at_once(
+    tmp_path: Path, study: pd.DataFrame
+) -> None:
+    """pynetdicom's abort waits for the DUL thread to send the A-ABORT: a direct sender
+    that still holds the socket (it never released it) must not make it wait forever."""
+    need_peer("storescp")
+    from pynetdicom.presentation import build_context
+
+    from dicomlab.net.association import open_association
+
+    first = study.iloc[0]
+    with StoreSCP(tmp_path / "scp") as scp:
+        cx = build_context(first.SOPClassUID, str(dcmread(first.path).file_meta.TransferSyntaxUID))
+        with open_association(scp.node, [cx], calling_ae="SENDER") as opened:
+            assoc = opened.assoc
+            context_id = int(assoc.accepted_contexts[0].context_id or 0)
+            sender = store.Sender(assoc)  # not used as a context manager: never released
+            reply = sender.store_file(
+                first.path, first.SOPClassUID, first.SOPInstanceUID, context_id, 5
+            )
+            assert reply is not None and reply.status == 0
+            t0 = time.monotonic()
+            assoc.abort()
+            assert time.monotonic() - t0 < 3
+            assert assoc.is_aborted and not assoc.dul.is_alive()
         res = dl.store(scp.node, [first.path], progress=False)
         assert isinstance(res, pd.DataFrame) and res.attrs["complete"]

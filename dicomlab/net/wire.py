@@ -29,6 +29,7 @@ __all__ = [
     "MessageScan",
     "associate_request",
     "command_pdu",
+    "data_pdu_parts",
     "data_pdus",
     "decode_command",
     "pdu",
@@ -270,15 +271,30 @@ def data_pdus(
     ``max_pdu`` is the peer's maximum PDU length (0: no limit). Pieces other than
     the last must be a multiple of the fragment size, so that PDUs stay full.
     """
+    parts = data_pdu_parts(context_id, data, max_pdu, last)
+    for head, fragment in zip(parts, parts, strict=True):  # pairs: a PDU's head, its PDV
+        yield bytes(head) + fragment
+
+
+def data_pdu_parts(
+    context_id: int, data: bytes | memoryview, max_pdu: int, last: bool = True
+) -> Iterator[bytes | memoryview]:
+    """:func:`data_pdus` as the pieces to write, not joined: each PDU's 12-byte head, then
+    its fragment, a view of ``data`` (for a gathered write: nothing copied)."""
     view = memoryview(data)
     piece = max_pdu - 6 if max_pdu else max(len(view), 1)
     if not len(view):
         if last:
-            yield pdu(context_id, _DATA_LAST, b"")
+            yield _PDU_HEAD.pack(0x04, 0, 6, 2, context_id, _DATA_LAST)
+            yield b""
         return
     for start in range(0, len(view), piece):
         final = last and start + piece >= len(view)
-        yield pdu(context_id, _DATA_LAST if final else _DATA, view[start : start + piece])
+        fragment = view[start : start + piece]
+        n = len(fragment)
+        control = _DATA_LAST if final else _DATA
+        yield _PDU_HEAD.pack(0x04, 0, n + 6, n + 2, context_id, control)
+        yield fragment
 
 
 @dataclass(slots=True)

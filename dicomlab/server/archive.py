@@ -20,7 +20,6 @@ disk and the index holds only pseudonyms and new UIDs; one it refuses raises
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
 import logging
@@ -38,6 +37,7 @@ from typing import Any
 import pandas as pd
 from pydicom.errors import InvalidDicomError
 
+from dicomlab.core import gather
 from dicomlab.core.indexrow import COLUMNS, HeaderError, file_header, file_problem, is_valid_uid
 from dicomlab.deid import Deidentifier
 from dicomlab.errors import DeidentificationError, ValidationError
@@ -49,35 +49,6 @@ log = logging.getLogger(__name__)
 
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-
-
-def _write_all(fd: int, parts: list[memoryview]) -> int:
-    """Write every byte of ``parts`` to ``fd`` (one system call for the lot, as a rule).
-
-    The views it makes are released before it returns or raises: ``parts`` may be views
-    of a socket's buffer, which cannot be freed while one lives on (in a traceback kept
-    by a log record, for one)."""
-    total = 0
-    pending = [p for p in parts if p.nbytes]
-    made: list[memoryview] = []
-    try:
-        while pending:
-            n = os.writev(fd, pending[:_IOV_MAX])
-            if n <= 0:
-                raise OSError(errno.EIO, "the file took no more bytes")
-            total += n
-            while pending and n >= pending[0].nbytes:
-                n -= pending.pop(0).nbytes
-            if n:
-                pending[0] = pending[0][n:]
-                made.append(pending[0])
-        return total
-    finally:
-        for view in made:
-            view.release()
-
-
-_IOV_MAX = 512
 
 
 @functools.lru_cache(maxsize=4096)  # pure; a series' instances share three of four components
@@ -185,7 +156,7 @@ class Archive:
                 os.makedirs(folder, exist_ok=True)
                 fd = os.open(tmp, _CREATE, 0o666)
             try:
-                size = _write_all(fd, parts)
+                size = gather.write_all(functools.partial(os.writev, fd), parts)
                 if self.fsync:
                     os.fsync(fd)
             finally:

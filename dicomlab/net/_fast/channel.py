@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pynetdicom._handlers import (
     standard_pdu_sent_handler,
 )
 
+from dicomlab.core import gather
 from dicomlab.log import capture
 from dicomlab.net import wire
 from dicomlab.net._fast.reads import ReadAhead
@@ -330,6 +332,29 @@ class Channel:
         """Write a request: its command set, then the P-DATA-TF PDUs of its data set."""
         head = wire.command_pdu(context_id, command, self.peer_max_pdu)
         return self._send(blocks(itertools.chain([head], data)))
+
+    def _request_gathered(
+        self, context_id: int, command: bytes, data: bytes | memoryview
+    ) -> Reply | None:
+        """:meth:`_request` for a data set held in memory, its PDUs written in one gathered
+        write (``sendmsg``: their heads and views of ``data``, nothing copied); joined
+        blocks where the socket cannot gather (TLS)."""
+        raw = self.assoc.dul.socket.socket
+        max_pdu = self.peer_max_pdu
+        if isinstance(raw, ssl.SSLSocket) or not hasattr(raw, "sendmsg"):
+            return self._request(context_id, command, wire.data_pdus(context_id, data, max_pdu))
+        head = wire.command_pdu(context_id, command, max_pdu)
+        pieces = [head, *wire.data_pdu_parts(context_id, data, max_pdu)]
+        views = [memoryview(p) for p in pieces]
+        try:
+            sent = gather.write_all(raw.sendmsg, views)
+        except OSError as exc:
+            return self._fail(f"the connection broke while sending: {exc}")
+        finally:
+            for view in views:
+                view.release()
+        capture.count_bytes(self.assoc, sent=sent)
+        return None
 
     def _response(
         self,

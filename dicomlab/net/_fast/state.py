@@ -27,11 +27,18 @@ class Park:
         self.resume = threading.Event()
 
     def hold(self, dul: Any, tick: float) -> None:
-        """Called by the DUL loop: wait here while parking is requested (or until killed)."""
+        """Called by the DUL loop: wait here while parking is requested (or until killed).
+
+        An association being killed (pynetdicom's abort waits for its DUL to send the
+        A-ABORT and reach Sta1) takes the socket back even from a holder that never
+        released it: the holder finds the association ended."""
         self.parked.set()
         try:
             while self.requested and not self.resume.wait(tick):
                 if dul._kill_thread:
+                    return
+                if getattr(dul.assoc, "_kill", False):
+                    self.requested = False
                     return
         finally:
             self.parked.clear()

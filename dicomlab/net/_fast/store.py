@@ -338,12 +338,12 @@ class Sender(Channel):
         capture.direct_request(
             assoc, "SCU", "C-STORE", mid, sop_class, sop_instance, context_id, size - offset
         )
-        pdus = (
-            wire.data_pdus(context_id, memoryview(content)[offset:], max_pdu)
-            if size <= _FILE_LIMIT
-            else file_pdus(path, offset, context_id, max_pdu)
-        )
-        failed = self._request(context_id, wire.store_request(mid, sop_class, sop_instance), pdus)
+        request = wire.store_request(mid, sop_class, sop_instance)
+        if size <= _FILE_LIMIT:
+            failed = self._request_gathered(context_id, request, memoryview(content)[offset:])
+        else:
+            pdus = file_pdus(path, offset, context_id, max_pdu)
+            failed = self._request(context_id, request, pdus)
         if failed is not None:
             return failed
         scan = self._response((wire.C_STORE_RSP,), mid, _RESPONSE_LIMIT, timeout, "C-STORE")
