@@ -269,21 +269,26 @@ def test_only_pdus_that_continue_a_data_set_take_the_fast_branch() -> None:
 
 
 @pytest.mark.peers
+def _storescu_in_4k_pdus(lp: dl.LocalPACS, paths: list[str]) -> None:
+    """dcmtk storescu sends ``paths`` into ``lp`` in PDUs of 4 KB (~100 per instance)."""
+    args = ["storescu", "--max-send-pdu", "4096", "-aec", lp.ae_title, "127.0.0.1"]
+    r = subprocess.run(
+        [*args, str(lp.port), *paths],
+        capture_output=True,
+        text=True,
+        env=peer_env(),
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+
+
 def test_small_pdus_from_dcmtk_arrive_whole_and_counted(tmp_path: Path) -> None:
     """storescu cut to 4 KB PDUs: ~100 fragments per instance, most through the fast branch."""
     need_peer("storescu")
     manifest = dl.synth.write_studies(tmp_path / "in", n_studies=1, seed=4, image_size=256)
     with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as lp:
-        args = ["storescu", "--max-send-pdu", "4096", "-aec", lp.ae_title]
-        r = subprocess.run(
-            [*args, "127.0.0.1", str(lp.port), *manifest.path],
-            capture_output=True,
-            text=True,
-            env=peer_env(),
-            timeout=60,
-            check=False,
-        )
-        assert r.returncode == 0, r.stderr
+        _storescu_in_4k_pdus(lp, list(manifest.path))
         held = lp.instances().set_index("SOPInstanceUID")
         for row in manifest.itertuples():
             assert dcmread(held.loc[row.SOPInstanceUID, "path"]).PixelData == (
@@ -318,16 +323,7 @@ def test_fragmented_instances_are_written_byte_for_byte_from_the_buffer(
     monkeypatch.setattr(handlers.handle_store, DIRECT_STORE, spy)
     manifest = dl.synth.write_studies(tmp_path / "in", n_studies=1, seed=5, image_size=256)
     with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=False) as lp:
-        args = ["storescu", "--max-send-pdu", "4096", "-aec", lp.ae_title, "127.0.0.1"]
-        r = subprocess.run(
-            [*args, str(lp.port), *manifest.path],
-            capture_output=True,
-            text=True,
-            env=peer_env(),
-            timeout=60,
-            check=False,
-        )
-        assert r.returncode == 0, r.stderr
+        _storescu_in_4k_pdus(lp, list(manifest.path))
         held = lp.instances().set_index("SOPInstanceUID")
     assert len(calls) == len(manifest) and min(calls) > 10  # every one direct, in pieces
     for row in manifest.itertuples():

@@ -246,8 +246,12 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
 def pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
     """One P-DATA-TF PDU carrying ``fragment`` as its only PDV (``control``: its message
     control header)."""
-    n = len(fragment)
-    return _PDU_HEAD.pack(0x04, 0, n + 6, n + 2, context_id, control) + fragment
+    return _pdu_head(context_id, control, len(fragment)) + fragment
+
+
+def _pdu_head(context_id: int, control: int, n: int) -> bytes:
+    """The 12 bytes before a PDV of ``n`` bytes: the PDU's header, then the PDV's."""
+    return _PDU_HEAD.pack(0x04, 0, n + 6, n + 2, context_id, control)
 
 
 def command_pdu(context_id: int, command: bytes, max_pdu: int) -> bytes:
@@ -285,15 +289,13 @@ def data_pdu_parts(
     piece = max_pdu - 6 if max_pdu else max(len(view), 1)
     if not len(view):
         if last:
-            yield _PDU_HEAD.pack(0x04, 0, 6, 2, context_id, _DATA_LAST)
+            yield _pdu_head(context_id, _DATA_LAST, 0)
             yield b""
         return
     for start in range(0, len(view), piece):
         final = last and start + piece >= len(view)
         fragment = view[start : start + piece]
-        n = len(fragment)
-        control = _DATA_LAST if final else _DATA
-        yield _PDU_HEAD.pack(0x04, 0, n + 6, n + 2, context_id, control)
+        yield _pdu_head(context_id, _DATA_LAST if final else _DATA, len(fragment))
         yield fragment
 
 

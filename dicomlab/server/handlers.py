@@ -138,7 +138,8 @@ def _refusal(status: int, comment: str) -> Dataset:
     return rsp
 
 
-_INDEXED = tuple(HEADER_KEYWORDS)
+_WANTED = wanted_tags(tuple(HEADER_KEYWORDS))
+"""Tag -> keyword of what the index holds (read only)."""
 
 
 def handle_store(
@@ -181,19 +182,18 @@ def handle_received(
         return STATUS_NOT_AUTHORIZED
     ts, parts = received.transfer_syntax, received.parts
     try:
-        wanted = wanted_tags(_INDEXED)
-        walked = walk_parts(parts, ts, wanted)  # one walk: whole, and the index's values
-        row = header_row(decode_values(walked.found, wanted)) if walked.error is None else {}
-        refusal = (
-            announced_mismatch(
+        walked = walk_parts(parts, ts, _WANTED)  # one walk: whole, and the index's values
+        if walked.error is not None:
+            row: dict[str, Any] = {}
+            refusal: tuple[int, str] | None = (STATUS_CANNOT_UNDERSTAND, walked.error)
+        else:
+            row = header_row(decode_values(walked.found, _WANTED))
+            refusal = announced_mismatch(
                 row,
                 sop_class=received.sop_class,
                 sop_instance=received.sop_instance,
                 context_class=received.context_class,
             )
-            if walked.error is None
-            else (STATUS_CANNOT_UNDERSTAND, walked.error)
-        )
         meta = encode_file_meta(
             received.sop_class,
             received.sop_instance,

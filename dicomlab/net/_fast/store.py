@@ -144,36 +144,35 @@ def _bound(assoc: Any) -> tuple[Any, Any]:
     return bound[0], bound[1]
 
 
-def _serve_direct(
-    assoc: Any, scan: wire.MessageScan, cx: Any, direct: Any, args: Any, mid: int
-) -> int | Dataset | None:
-    """Call ``direct`` with the message's data set as views of the buffer, then free the
-    message's bytes; its status, or None when a view outlived the call (the bytes cannot
-    be freed: a bug, logged; the caller ends the connection)."""
+def _logged(assoc: Any, scan: wire.MessageScan, sop_class: str, sop_instance: str) -> None:
+    """The C-STORE-RQ ``scan`` found, taken off the socket: its bytes counted, its
+    operation's row started (either path)."""
     command = scan.command
-    assert command is not None
-    buf = assoc.dul.socket.read_ahead
-    view = memoryview(buf)
-    parts = tuple(view[start:stop] for start, stop in scan.spans)
+    assert command is not None and command.message_id is not None
     capture.count_bytes(assoc, received=scan.pos)
     capture.direct_request(
         assoc,
         "SCP",
         "C-STORE",
-        mid,
-        command.sop_class or "",
-        command.sop_instance or "",
+        command.message_id,
+        sop_class,
+        sop_instance,
         int(scan.context_id or 0),
-        sum(p.nbytes for p in parts),
+        sum(stop - start for start, stop in scan.spans),
     )
-    received = Received(
-        assoc,
-        command.sop_class or "",
-        command.sop_instance or "",
-        str(cx.transfer_syntax[0]),
-        str(cx.abstract_syntax),
-        parts,
-    )
+
+
+def _serve_direct(
+    assoc: Any, scan: wire.MessageScan, cx: Any, direct: Any, args: Any, uids: tuple[str, str]
+) -> int | Dataset | None:
+    """Call ``direct`` with the message's data set as views of the buffer, then free the
+    message's bytes; its status, or None when a view outlived the call (the bytes cannot
+    be freed: a bug, logged; the caller ends the connection)."""
+    buf = assoc.dul.socket.read_ahead
+    view = memoryview(buf)
+    parts = tuple(view[start:stop] for start, stop in scan.spans)
+    _logged(assoc, scan, *uids)
+    received = Received(assoc, *uids, str(cx.transfer_syntax[0]), str(cx.abstract_syntax), parts)
     try:
         result: int | Dataset = direct(received, *(args or ()))
     except Exception:
@@ -250,7 +249,7 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
     handler, args = _bound(assoc)
     direct = getattr(handler, DIRECT, None)
     if direct is not None and is_valid_uid(sop_class) and is_valid_uid(sop_instance):
-        result = _serve_direct(assoc, scan, cx, direct, args, mid)
+        result = _serve_direct(assoc, scan, cx, direct, args, (sop_class, sop_instance))
         if result is None:
             return False  # the buffer could not be freed: treated as a broken connection
     else:
@@ -263,10 +262,7 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
         except (TypeError, ValueError):
             return None  # a value pynetdicom's primitive refuses: its path reports it
         del buf[: scan.pos]
-        capture.count_bytes(assoc, received=scan.pos)
-        capture.direct_request(
-            assoc, "SCP", "C-STORE", mid, sop_class, sop_instance, context_id, data.tell()
-        )
+        _logged(assoc, scan, sop_class, sop_instance)
         try:
             result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": req, "context": cx.as_tuple})
         except Exception:
