@@ -1,7 +1,11 @@
 """LocalPACS's web port against Orthanc's DICOMweb plugin over the same files, one run.
 
-The same client asks both servers (requests, streaming the body and counting its bytes,
-so the client costs the same on both sides); ratios are Orthanc's time over ours:
+The same client asks both servers: one ``curl`` process per round, a fresh connection per
+request (``Connection: close``, as Orthanc answers anyway), the body written to
+/dev/null. The client runs outside the benchmark's process, as a viewer or another
+machine does: a Python client in the process that serves LocalPACS would take the GIL
+from the server it measures, a cost Orthanc never pays. Ratios are Orthanc's time over
+ours:
 
 * WADO-RS: ``GET /studies/{uid}``, one study after the other, of 1,000 CT instances of
   512x512 in all
@@ -16,7 +20,9 @@ DICOMweb root ``/dicom-web/``, as dicomlab.peers.Orthanc(dicomweb=True) starts i
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,25 +35,31 @@ import requests
 import dicomlab as dl
 from benchmarks.bench_query import _studies
 from benchmarks.common import dataset, interleaved
-from dicomlab.peers import Orthanc
+from dicomlab.peers import Orthanc, require_binary
 
 _ACCEPT = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 
+CURL = "curl -s -f -H 'Connection: close' -H 'Accept: <type>' -o /dev/null <url> ..."
+"""The client of both servers: one process per round, every URL of the round in it."""
+
 PEER = (
     "Orthanc orthanc.json with the DICOMweb plugin: GET /dicom-web/studies/{uid}, GET "
-    "/dicom-web/studies, the same client"
+    f"/dicom-web/studies; the client of both: {CURL}"
 )
 """The peer command line this module's rows compare with, unless a row names its own."""
 
 
-def _pull(url: str, headers: dict[str, str]) -> tuple[float, int]:
+def _curl(urls: list[str], headers: dict[str, str], out: Path | None = None) -> float:
+    """Seconds for one curl process to GET every URL in turn, each on a new connection,
+    the bodies to ``out`` (one after the other) or to /dev/null; a failed request raises."""
+    args = [require_binary("curl"), "-s", "-S", "-f", "-H", "Connection: close"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    for url in urls:
+        args += ["-o", str(out) if out is not None else os.devnull, url]
     t0 = time.perf_counter()
-    size = 0
-    with requests.get(url, headers=headers, stream=True, timeout=600) as r:
-        r.raise_for_status()
-        for chunk in r.iter_content(1024 * 1024):
-            size += len(chunk)
-    return time.perf_counter() - t0, size
+    subprocess.run(args, check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 @contextmanager
@@ -78,17 +90,21 @@ def _wado(n: int) -> dict[str, Any]:
     ):
         studies = [str(u) for u in local.studies().StudyInstanceUID]
         mine = {**_ACCEPT, **_owner(local)}
+        orthanc_root = orthanc.dicomweb_url.rstrip("/")
 
         def every_study(root: str, headers: dict[str, str]) -> float:
-            pulls = [_pull(f"{root}/studies/{uid}", headers) for uid in studies]
-            assert sum(size for _, size in pulls) > n * 512 * 512 * 2
-            return sum(s for s, _ in pulls)
+            return _curl([f"{root}/studies/{uid}" for uid in studies], headers)
+
+        for root, headers in ((local.dicomweb_url, mine), (orthanc_root, _ACCEPT)):
+            got = requests.get(f"{root}/studies/{studies[0]}", headers=headers, timeout=600)
+            expect = int((local.instances().StudyInstanceUID == studies[0]).sum())
+            assert got.content.count(b"Content-Type: application/dicom") == expect, root
 
         def ours() -> float:
             return every_study(local.dicomweb_url, mine)
 
         def theirs() -> float:
-            return every_study(orthanc.dicomweb_url.rstrip("/"), _ACCEPT)
+            return every_study(orthanc_root, _ACCEPT)
 
         m = interleaved({"ours": ours, "theirs": theirs})
     (t_ours, runs_ours), (t_peer, runs_peer) = m["ours"], m["theirs"]
@@ -110,9 +126,9 @@ def _qido(n: int) -> dict[str, Any]:
         mine = _owner(local)
 
         def search(url: str, headers: dict[str, str]) -> float:
-            t0 = time.perf_counter()
-            got = requests.get(url, headers=headers, timeout=600).json()
-            s = time.perf_counter() - t0
+            out = Path(tmp) / "answer.json"
+            s = _curl([url], headers, out)
+            got = json.loads(out.read_bytes())
             assert len(got) == n, len(got)
             return s
 

@@ -2,7 +2,8 @@
 # Installs the real peers the interoperability and browser tests talk to: Debian's dcmtk,
 # orthanc and chromium (the browser Playwright drives; never `playwright install`), and
 # dicom3tools (dciodvfy, the standard's IOD validator the synthetic studies are checked with),
-# and orthanc-dicomweb (Orthanc's DICOMweb plugin, the DICOMweb client's real peer).
+# and orthanc-dicomweb (Orthanc's DICOMweb plugin, the DICOMweb client's real peer), and curl
+# (the out-of-process HTTP client of the web benchmarks).
 # As root it uses apt-get; otherwise it says what is missing and how to install it.
 # In CI (CI=true) a peer that cannot be installed is an error.
 set -u
@@ -12,6 +13,7 @@ command -v Orthanc  >/dev/null 2>&1 || need+=(orthanc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+command -v curl     >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -eq 0 ]; then
   echo "peers: dcmtk, orthanc (with its DICOMweb plugin), chromium and dicom3tools are installed"
   exit 0

@@ -420,6 +420,68 @@ def test_dimse_keeps_serving_during_a_large_download(big) -> None:
     reader.join(60)
 
 
+def test_a_study_answer_declares_its_length_and_holds_every_file_in_order(big) -> None:
+    """A WADO-RS study retrieve says its size up front (a browser shows progress, a
+    client knows a cut answer), streams with flat memory, and each part is the stored
+    file, in the order the index lists them."""
+    pacs, study = big
+    headers = {"Authorization": f"Bearer {pacs.web_node.dicomweb.secret()}"}  # type: ignore[union-attr]
+    held = pacs.archive.index.locate({"StudyInstanceUID": study})
+    url = f"{pacs.dicomweb_url}/studies/{study}"
+    received = 0
+    tracemalloc.start()  # the server runs in this process: its allocations count
+    try:
+        with requests.get(url, headers=headers, stream=True) as r:
+            assert r.status_code == 200
+            declared = int(r.headers["content-length"])
+            assert "transfer-encoding" not in r.headers
+            for chunk in r.iter_content(256 * 1024):
+                received += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    total = sum(int(row["size"]) for row in held)
+    assert received == declared > total
+    assert peak < total / 4, f"peak {peak / 1e6:.1f} MB while streaming {total / 1e6:.1f} MB"
+    answer = requests.get(url, headers=headers)
+    parts = RelatedReader(answer.headers["content-type"]).feed(answer.content)
+    try:
+        assert len(parts) == len(held) == 300
+        for part, row in zip(parts, held, strict=True):
+            assert part.read() == (pacs.archive.root / row["path"]).read_bytes()
+            assert part.headers["content-type"].endswith(row["TransferSyntaxUID"])
+    finally:
+        for part in parts:
+            part.close()
+
+
+def test_a_client_leaving_mid_study_leaves_the_port_serving(big) -> None:
+    pacs, study = big
+    headers = {"Authorization": f"Bearer {pacs.web_node.dicomweb.secret()}"}  # type: ignore[union-attr]
+    url = f"{pacs.dicomweb_url}/studies/{study}"
+    for _ in range(3):
+        with requests.get(url, headers=headers, stream=True) as r:
+            next(r.iter_content(64 * 1024))  # then the connection is dropped
+    with requests.get(url, headers=headers, stream=True) as r:
+        got = sum(len(c) for c in r.iter_content(1024 * 1024))
+        assert r.status_code == 200 and got == int(r.headers["content-length"])
+
+
+def test_a_file_gone_from_the_archive_refuses_the_retrieve_before_it_starts(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    with dl.LocalPACS(tmp_path / "pacs", port=0, web_port=0) as pacs:
+        pacs.import_files(source.path.iloc[0])
+        row = pacs.instances().iloc[0]
+        Path(row.path).unlink()
+        headers = {"Authorization": f"Bearer {pacs.web_node.dicomweb.secret()}"}  # type: ignore[union-attr]
+        answer = requests.get(
+            f"{pacs.dicomweb_url}/studies/{row.StudyInstanceUID}", headers=headers
+        )
+    assert answer.status_code == 500
+    assert "rebuild the index" in answer.text and row.SOPInstanceUID in answer.text
+
+
 # -- the log, the viewer page, the lifecycle --------------------------------------------
 def test_every_request_is_a_log_row_without_patient_data(local: dl.LocalPACS, owner) -> None:
     study = _studies(local)[0]
