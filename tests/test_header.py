@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
@@ -25,7 +26,14 @@ from dicomlab.core.header import (
     scan_header,
     wanted_tags,
 )
-from dicomlab.core.indexrow import HEADER_KEYWORDS, file_header, header_row
+from dicomlab.core.indexrow import (
+    HEADER_KEYWORDS,
+    HeaderError,
+    checked_file,
+    file_header,
+    file_problem,
+    header_row,
+)
 from dicomlab.core.structure import walk
 
 INSTANCES = list(dl.synth.generate(10, seed=5, today=date(2026, 2, 1)))
@@ -181,3 +189,61 @@ def test_walk_of_a_cut_data_set_says_where_it_breaks() -> None:
     cut = data[: data.index(b"PN") + 10]
     walked = walk(cut, ExplicitVRLittleEndian, wanted_tags(("PatientName",)))
     assert walked.error is not None and "declares" in walked.error
+
+
+# -- a whole file (import, STOW-RS, WADO-RS part): one walk answers what two did ---------------
+
+
+def _two_steps(data: bytes) -> tuple[str, object]:
+    """What file_header then file_problem answer, as ("ok", (row, ts, problem)) or
+    ("error", exception type)."""
+    try:
+        row, ts = file_header(data)
+    except (HeaderError, InvalidDicomError, ValueError, zlib.error) as exc:
+        return "error", type(exc)  # pydicom raises zlib.error for a cut deflated data set
+    return "ok", (row, ts, file_problem(data, row, ts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(INSTANCES),
+    st.sampled_from([ImplicitVRLittleEndian, ExplicitVRLittleEndian, _BIG, DeflatedSyntax]),
+    st.sampled_from(["whole", "cut", "other meta instance", "other meta class"]),
+    st.integers(min_value=0, max_value=10_000),
+)
+def test_checked_file_answers_as_header_then_problem(
+    ds: Dataset, syntax: str, change: str, cut_at: int
+) -> None:
+    """The one walk of a file gives the index row, transfer syntax and refusal that the
+    header scan then the structure walk gave, for whole files, cut ones and files whose
+    meta announces another instance or class."""
+    if syntax == DeflatedSyntax:
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body = deflater.compress(_encode_as(ds, ExplicitVRLittleEndian)) + deflater.flush()
+    else:
+        body = _encode_as(ds, syntax)
+    sop_class, sop_instance = ds.SOPClassUID, ds.SOPInstanceUID
+    if change == "other meta instance":
+        sop_instance = "1.2.3.4"
+    elif change == "other meta class":
+        sop_class = "1.2.840.10008.5.1.4.1.1.7"
+    data = encode_file_meta(sop_class, sop_instance, syntax, IMPLEMENTATION_UID, "X") + body
+    if change == "cut":
+        data = data[: len(data) - 1 - cut_at % (len(body) - 1)]
+    before = _two_steps(data)
+    try:
+        now: tuple[str, object] = ("ok", checked_file(data))
+    except (HeaderError, InvalidDicomError, ValueError) as exc:
+        now = ("error", type(exc))
+    if before[0] == "ok" and now[0] == "ok":
+        row, ts, problem = now[1]  # type: ignore[misc]
+        old_row, old_ts, old_problem = before[1]  # type: ignore[misc]
+        assert (row, ts) == (old_row, old_ts)
+        assert (problem is None) == (old_problem is None), (problem, old_problem)
+        if change.startswith("other meta"):
+            assert problem == old_problem and "the file meta" in str(problem)
+    else:
+        # a file broken before its UIDs is refused either way (the walk says where)
+        assert now[0] == "error" or now[1][2] is not None, (before, now)  # type: ignore[index]
+    if change == "whole":
+        assert now == ("ok", (header_row(ds), syntax, None))

@@ -563,7 +563,8 @@ def test_duplicate_keeps_the_first_copy(tmp_path: Path) -> None:
 
 def test_duplicate_under_another_patient_leaves_one_file(tmp_path: Path) -> None:
     """The same SOP Instance UID again with another Patient ID (a folder of its own): a
-    duplicate, answered with success, and no second file left beside the first copy."""
+    duplicate, answered with success, and no second file left beside the first copy, nor
+    the empty folders made for it."""
     with dl.LocalPACS(tmp_path / "pacs", port=0, allow_unknown="all") as lp:
         first = _with_uid(_ct()[0], dl.synth.uid("dup-patient"))
         second = copy.deepcopy(first)
@@ -575,8 +576,13 @@ def test_duplicate_under_another_patient_leaves_one_file(tmp_path: Path) -> None
         assert (lp.stats["stored"], lp.stats["duplicates"]) == (1, 1)
         files = [p for p in lp.archive.files.rglob("*") if p.is_file()]
         assert files == [path] and path.read_bytes() == first_bytes
+        folders = sorted(p for p in lp.archive.files.rglob("*") if p.is_dir())
+        assert folders == [path.parent.parent.parent, path.parent.parent, path.parent]
         df = lp.instances()
         assert len(df) == 1 and df.iloc[0].PatientID == first.PatientID
+        # and a third copy, under that other patient again, finds its folder made anew
+        assert _store(lp.port, [second]) == [0]
+        assert lp.stats["duplicates"] == 2 and len(lp.instances()) == 1
 
 
 def test_a_file_left_without_its_index_row_is_stored_again(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 import dicomlab as dl
 from dicomlab.core.structure import structure_error
@@ -339,3 +340,19 @@ def test_import_reports_cut_short_and_mismatched_files_and_indexes_neither(
         assert "the file meta's" in done.loc["other.dcm", "error"]
         assert _held(lp) == {str(good.SOPInstanceUID)}
         assert len(_files(lp)) == 1
+
+
+def test_a_cut_deflated_file_is_reported_invalid_not_raised(tmp_path: Path) -> None:
+    """A deflated data set that ends early (pydicom's reader raises zlib's error on it)
+    is an invalid file in the import's table, as any other cut file."""
+    ds = _ct(43)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with dl.LocalPACS(tmp_path / "pacs", port=0) as lp:
+        done = lp.import_files(path)
+        assert list(done.status) == ["invalid"]
+        assert "deflated data set is cut short" in done.error.iloc[0]
+        assert _held(lp) == set() and _files(lp) == set()

@@ -18,13 +18,15 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicomlab.core.header import scan_header
-from dicomlab.core.structure import instance_problem
+from dicomlab.core.header import decode_values, scan_header, wanted_tags
+from dicomlab.core.structure import announced_mismatch, instance_problem, walk
 
 __all__ = [
     "COLUMNS",
     "HEADER_KEYWORDS",
+    "WANTED",
     "HeaderError",
+    "checked_file",
     "file_header",
     "file_problem",
     "header_row",
@@ -91,6 +93,8 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 
 HEADER_KEYWORDS = _HEADER_KEYWORDS
+WANTED = wanted_tags(tuple(HEADER_KEYWORDS))
+"""Tag -> keyword of what the index holds, as the one-walk readers want it (read only)."""
 
 
 def header_row(ds: Dataset | dict[str, str]) -> dict[str, Any]:
@@ -162,6 +166,39 @@ def file_problem(data: bytes, row: dict[str, Any], ts: str) -> str | None:
         announced_by="the file meta",
     )
     return None if problem is None else problem[1]
+
+
+def checked_file(data: bytes) -> tuple[dict[str, Any], str, str | None]:
+    """:func:`file_header` and :func:`file_problem` of a whole file in one walk of its
+    data set (an import, a STOW-RS or WADO-RS part): index row, transfer syntax, and why
+    it must not be archived (None: it may be), as a received C-STORE is checked.
+
+    A file without a meta group the walk can read is read by pydicom, then walked.
+    Raises :class:`HeaderError` (missing or invalid UIDs; a data set broken before them
+    says where it breaks) and pydicom's ``InvalidDicomError``, as :func:`file_header`.
+    """
+    found = _meta(data)
+    ts = found[1].get("TransferSyntaxUID", "") if found is not None else ""
+    if found is None or not ts:
+        row, ts = file_header(data)
+        return row, ts, file_problem(data, row, ts)
+    start, meta = found
+    walked = walk(memoryview(data)[start:], ts, WANTED)
+    try:
+        row = header_row(decode_values(walked.found, WANTED))
+    except HeaderError:
+        if walked.error is not None:
+            raise HeaderError(walked.error) from None
+        raise
+    if walked.error is not None:
+        return row, ts, walked.error
+    mismatch = announced_mismatch(
+        row,
+        sop_class=meta.get("MediaStorageSOPClassUID") or None,
+        sop_instance=meta.get("MediaStorageSOPInstanceUID") or None,
+        announced_by="the file meta",
+    )
+    return row, ts, None if mismatch is None else mismatch[1]
 
 
 def file_header(data: bytes) -> tuple[dict[str, Any], str]:

@@ -38,7 +38,7 @@ import pandas as pd
 from pydicom.errors import InvalidDicomError
 
 from dicomlab.core import gather
-from dicomlab.core.indexrow import COLUMNS, HeaderError, file_header, file_problem, is_valid_uid
+from dicomlab.core.indexrow import COLUMNS, HeaderError, checked_file, file_header, is_valid_uid
 from dicomlab.deid import Deidentifier
 from dicomlab.errors import DeidentificationError, ValidationError
 from dicomlab.server.index import Index
@@ -238,6 +238,7 @@ class Archive:
         if relative not in {p for p, _, _ in self.index.paths({"SOPInstanceUID": uid})}:
             with contextlib.suppress(OSError):
                 os.unlink(self.root / relative)
+            self._prune([relative])
 
     def tally(self, delta: dict[str, int]) -> None:
         """Add what a worker process stored into this archive to :attr:`stats`."""
@@ -339,9 +340,8 @@ class Archive:
         ``refused`` (de-identification) or ``failed`` (the disk)."""
         uid = klass = ""
         try:
-            row, ts = file_header(data)
+            row, ts, problem = checked_file(data)
             uid, klass = str(row["SOPInstanceUID"]), str(row.get("SOPClassUID") or "")
-            problem = file_problem(data, row, ts)
             if problem is None and study is not None and row.get("StudyInstanceUID") != study:
                 problem = (
                     f"the instance belongs to study {row.get('StudyInstanceUID')}, not {study}"
@@ -401,15 +401,24 @@ class Archive:
 
     def _delete(self, where: str, uid: str) -> int:
         paths = self.index.delete(where, [uid])
-        with self._lock:
-            self._folders.clear()  # folders may go below
         for rel in paths:
             (self.root / rel).unlink(missing_ok=True)
-        for rel in {str(Path(p).parent) for p in paths}:
+        self._prune(paths)
+        return len(paths)
+
+    def _prune(self, removed: Iterable[str]) -> None:
+        """Remove the series, study and patient folders that the files ``removed``
+        (relative paths) leave empty, nearest first; a folder still holding anything
+        stays, and so do the ones above it. A store racing into a pruned folder makes it
+        again (:meth:`_write`)."""
+        with self._lock:
+            self._folders.clear()  # cached series folders may be gone
+        for rel in {str(Path(p).parent) for p in removed}:
             folder = self.root / rel
-            for d in (folder, folder.parent):
+            for d in (folder, folder.parent, folder.parent.parent):
+                if d == self.files or not d.is_relative_to(self.files):
+                    break
                 try:
                     d.rmdir()
                 except OSError:
                     break
-        return len(paths)

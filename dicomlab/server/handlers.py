@@ -29,9 +29,8 @@ from dicomlab.core.header import (
     IMPLEMENTATION_VERSION,
     decode_values,
     encode_file_meta,
-    wanted_tags,
 )
-from dicomlab.core.indexrow import HEADER_KEYWORDS, header_row
+from dicomlab.core.indexrow import WANTED, header_row
 from dicomlab.core.models import MODELS
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
@@ -138,10 +137,6 @@ def _refusal(status: int, comment: str) -> Dataset:
     return rsp
 
 
-_WANTED = wanted_tags(tuple(HEADER_KEYWORDS))
-"""Tag -> keyword of what the index holds (read only)."""
-
-
 def handle_store(
     event: Any, archive: Archive, policy: Policy, refused: Refused | None = None
 ) -> int | Dataset:
@@ -182,12 +177,12 @@ def handle_received(
         return STATUS_NOT_AUTHORIZED
     ts, parts = received.transfer_syntax, received.parts
     try:
-        walked = walk_parts(parts, ts, _WANTED)  # one walk: whole, and the index's values
+        walked = walk_parts(parts, ts, WANTED)  # one walk: whole, and the index's values
         if walked.error is not None:
             row: dict[str, Any] = {}
             refusal: tuple[int, str] | None = (STATUS_CANNOT_UNDERSTAND, walked.error)
         else:
-            row = header_row(decode_values(walked.found, _WANTED))
+            row = header_row(decode_values(walked.found, WANTED))
             refusal = announced_mismatch(
                 row,
                 sop_class=received.sop_class,

@@ -5,7 +5,7 @@ in the transfer syntax the server holds it in (``transfer-syntax=*``; a server t
 refuses that, 406, is asked again for its default, Explicit VR Little Endian). The
 parts are read one at a time as they stream in (:func:`dicomlab.web.wado.parts`), never
 a whole study in memory, and each file goes through the archive byte for byte, as a
-received C-STORE does: checked (:func:`core.indexrow.file_problem`: it parses to its
+received C-STORE does: checked (:func:`core.indexrow.checked_file`: it parses to its
 end), written to a temporary name and renamed, then indexed. A part that the answer
 cut off is never kept (its closing boundary never came). The count to expect comes
 from a QIDO-RS instance search first.
@@ -20,7 +20,7 @@ from typing import Any
 from pydicom.errors import InvalidDicomError
 
 from dicomlab.core.call import Call
-from dicomlab.core.indexrow import HeaderError, file_header, file_problem
+from dicomlab.core.indexrow import HeaderError, checked_file
 from dicomlab.core.items import Item
 from dicomlab.core.nodes import Node
 from dicomlab.core.query import Query
@@ -119,8 +119,7 @@ class Wado:
         """Check and archive one received file, byte for byte; why it was refused, if it
         was (a data set that does not parse to its end, bad UIDs)."""
         try:
-            header, syntax = file_header(data)
-            problem = file_problem(data, header, syntax)
+            header, syntax, problem = checked_file(data)
             if problem is not None:
                 raise HeaderError(problem)
         except (HeaderError, ValueError, InvalidDicomError) as exc:
