@@ -19,6 +19,7 @@ import pytest
 import dicomlab as dl
 from dicomlab.errors import ConfigError, ValidationError
 from dicomlab.peers import free_port, peer_env
+from dicomlab.server.workers import RESTARTS
 from dicomlab.testing.fixtures import need_peer
 from dicomlab.testing.tiny import tiny_instance
 
@@ -230,6 +231,49 @@ def test_a_dead_worker_costs_no_connection(pacs: dl.LocalPACS, folders: list[Pat
     results = _send_all(pacs.port, pacs.ae_title, folders)
     assert all(r.returncode == 0 for r in results), [r.stderr[-400:] for r in results]
     assert len(pacs.instances()) == SENDERS * PER_SENDER + SHARED
+
+
+def _replaced(pacs: dl.LocalPACS, victim: int, timeout: float = 30.0) -> list[int]:
+    """The worker pids once ``victim`` has been reaped and the pool is whole again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = pacs.worker_pids
+        whole = victim not in pids and len(pids) == 2 and all(_alive(p) for p in pids)
+        if whole and pacs.wait_for_workers(max(0.1, deadline - time.monotonic())):
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"worker {victim} was not replaced: {pacs.worker_pids}")
+
+
+def test_a_dead_worker_is_replaced_and_the_new_one_receives(
+    pacs: dl.LocalPACS, folders: list[Path]
+) -> None:
+    victim = pacs.worker_pids[0]
+    os.kill(victim, signal.SIGKILL)
+    pids = _replaced(pacs, victim)
+    assert not Path(f"/proc/{victim}").exists()  # reaped, no zombie left
+    before = pacs.counters["to_workers"]
+    results = _send_all(pacs.port, pacs.ae_title, folders)
+    assert all(r.returncode == 0 for r in results), [r.stderr[-400:] for r in results]
+    assert len(pacs.instances()) == SENDERS * PER_SENDER + SHARED
+    assert pacs.counters["to_workers"] - before == SENDERS  # both workers took connections
+    pacs.stop()
+    assert not any(_alive(p) for p in pids)
+
+
+def test_a_worker_dying_again_and_again_is_not_restarted_for_ever(pacs: dl.LocalPACS) -> None:
+    for _ in range(RESTARTS):
+        victim = pacs.worker_pids[0]
+        os.kill(victim, signal.SIGKILL)
+        _replaced(pacs, victim)
+    victim = pacs.worker_pids[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while victim in pacs.worker_pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # a replacement would be started by now
+    assert len(pacs.worker_pids) == 1 and victim not in pacs.worker_pids
+    assert dl.echo(pacs.node).ok  # the owner and the last worker still serve
 
 
 def test_bad_settings_are_refused() -> None:

@@ -18,7 +18,10 @@ ready (just after start) or when every slot is taken.
 
 Lifecycle: the LocalPACS owns its workers. :meth:`Workers.stop` asks each to stop (its
 associations aborted), waits within the deadline, then kills what is left and reaps
-it. A worker whose owner dies sees its end of the socket pair close and exits.
+it. A worker whose owner dies sees its end of the socket pair close and exits. A worker
+that dies on its own (killed, out of memory) is reaped and replaced, at most
+:data:`RESTARTS` times a minute; past that the rest serve (or the owner does) and the
+log says why.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ STORAGE_ONLY = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentatio
 
 _PEEK = 64 * 1024
 _MESSAGE = 64 * 1024
+RESTARTS = 3
+"""Dead workers replaced per :data:`_RESTART_WINDOW_S` at most (a worker that dies at
+once, every time, is not started for ever)."""
+_RESTART_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,37 +116,59 @@ class Workers:
         self._report = report
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
+        self._stopping = False
+        self._restarts: list[float] = []  # when dead workers were replaced (monotonic)
+        self.restarted = 0
+        """Dead workers replaced so far."""
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         """Start the processes (without waiting for them: until one is ready, its owner
         serves every connection)."""
-        argv = json.dumps(asdict(self.config))
+        with self._lock:
+            self._stopping = False
         for _ in range(self.n):
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "dicomlab.server.worker", str(theirs.fileno()), argv],
-                    pass_fds=[theirs.fileno()],
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
+                self._spawn()
             except OSError:
-                ours.close()
                 self.stop(1.0)
                 raise
-            finally:
-                theirs.close()
-            worker = _Worker(proc, ours)
-            worker.reader = threading.Thread(
-                target=self._read,
-                args=(worker,),
-                name=f"dicomlab-{self.config.ae_title}-worker-{proc.pid}",
-                daemon=True,
+
+    def _spawn(self) -> _Worker | None:
+        """Start one worker process and its reader thread; None when the pool is being
+        stopped meanwhile (the process is then stopped at once, never left running)."""
+        argv = json.dumps(asdict(self.config))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dicomlab.server.worker", str(theirs.fileno()), argv],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-            with self._lock:
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        worker = _Worker(proc, ours)
+        worker.reader = threading.Thread(
+            target=self._read,
+            args=(worker,),
+            name=f"dicomlab-{self.config.ae_title}-worker-{proc.pid}",
+            daemon=True,
+        )
+        with self._lock:  # started under the lock: stop() may join any reader it sees
+            stopping = self._stopping
+            if not stopping:
                 self._workers.append(worker)
-            worker.reader.start()
+                worker.reader.start()
+        if stopping:
+            ours.close()  # it sees its owner's end close and exits
+            proc.kill()
+            proc.wait(2.0)
+            return None
+        return worker
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Wait until every worker is ready; whether they all are (False at once when one
@@ -155,6 +184,7 @@ class Workers:
         """Stop every worker (aborting its associations) within ``timeout``; kill the rest."""
         deadline = time.monotonic() + timeout
         with self._lock:
+            self._stopping = True
             workers, self._workers = self._workers, []
         for worker in workers:
             with contextlib.suppress(OSError):
@@ -232,10 +262,48 @@ class Workers:
                 log.exception("worker %d's report failed", worker.proc.pid)
         with self._lock:
             worker.alive, worker.busy = False, 0
-        if worker in self._workers:  # not being stopped: it died
+            died = worker in self._workers  # not being stopped: it died
+            if died:
+                self._workers.remove(worker)
+        if died:
+            self._replace(worker)
+
+    def _replace(self, dead: _Worker) -> None:
+        """Reap a worker that died on its own and start another in its place, unless
+        :data:`RESTARTS` were replaced within the last minute."""
+        code = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            code = dead.proc.wait(2.0)
+        dead.ctl.close()
+        now = time.monotonic()
+        with self._lock:
+            self._restarts = [t for t in self._restarts if now - t < _RESTART_WINDOW_S]
+            allowed = len(self._restarts) < RESTARTS and not self._stopping
+            if allowed:
+                self._restarts.append(now)
+        name = self.config.ae_title
+        if not allowed:
             log.error(
-                "LocalPACS %s: worker process %d ended (exit code %s); its connections ended",
-                self.config.ae_title,
-                worker.proc.pid,
-                worker.proc.poll(),
+                "LocalPACS %s: worker process %d ended (exit code %s), its connections with "
+                "it; not replaced (%d replaced in the last minute)",
+                name,
+                dead.proc.pid,
+                code,
+                RESTARTS,
+            )
+            return
+        try:
+            new = self._spawn()
+        except OSError as exc:
+            log.error("LocalPACS %s: cannot replace worker %d: %s", name, dead.proc.pid, exc)
+            return
+        if new is not None:
+            self.restarted += 1
+            log.error(
+                "LocalPACS %s: worker process %d ended (exit code %s), its connections with "
+                "it; replaced by process %d",
+                name,
+                dead.proc.pid,
+                code,
+                new.proc.pid,
             )
