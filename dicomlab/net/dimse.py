@@ -31,7 +31,16 @@ from dicomlab.errors import AssociationAborted, DicomlabError, DimseTimeout
 from dicomlab.net import _fast, diagnose, wire
 from dicomlab.net.transport import quiesce
 
-__all__ = ["DIRECT_STORE", "Received", "Reply", "Storer", "echo", "find", "retrieve"]
+__all__ = [
+    "DIRECT_BEGIN",
+    "DIRECT_STORE",
+    "Received",
+    "Reply",
+    "Storer",
+    "echo",
+    "find",
+    "retrieve",
+]
 
 Retrieval = Literal["C-GET", "C-MOVE"]
 
@@ -40,6 +49,9 @@ Received = _fast.store.Received
 DIRECT_STORE = _fast.store.DIRECT
 """An ``EVT_C_STORE`` handler's attribute naming its direct form, which takes a
 :data:`Received` (:mod:`dicomlab.net._fast.store`)."""
+DIRECT_BEGIN = _fast.store.DIRECT_BEGIN
+"""An ``EVT_C_STORE`` handler's attribute naming its early form, which begins the file of
+a C-STORE whose data set is still arriving (:class:`dicomlab.net._fast.store.Streaming`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,71 @@ class Added:
     error: str = ""
 
 
+class Incoming:
+    """The file of an instance still arriving: what came so far written to a temporary
+    file in the archive while the rest is read off the socket (the write overlaps the
+    wait for the peer's next bytes), then finished at its place once the instance is
+    checked (:meth:`finish`), or removed (:meth:`discard`, also after :meth:`finish`:
+    then it does nothing).
+
+    ``written`` counts the chunks written so far, the file meta first: :meth:`finish` is
+    given the whole file's chunks and writes the rest.
+    """
+
+    __slots__ = ("_fd", "_fsync", "size", "tmp", "written")
+
+    def __init__(self, folder: str, meta: bytes, fsync: bool) -> None:
+        self.tmp = os.path.join(folder, f".incoming-{os.getpid()}-{threading.get_ident()}.tmp")
+        self._fsync = fsync
+        self._fd: int | None = os.open(self.tmp, _CREATE, 0o666)
+        self.size = self.written = 0
+        try:
+            with memoryview(meta) as view:
+                self.write([view])
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, chunks: Sequence[memoryview]) -> None:
+        """Append ``chunks`` (views of the caller's, not kept)."""
+        assert self._fd is not None
+        self.size += gather.write_all(functools.partial(os.writev, self._fd), chunks)
+        self.written += len(chunks)
+
+    def finish(self, path: str, chunks: Sequence[bytes | memoryview]) -> int:
+        """Write what of ``chunks`` (the whole file's) is not written yet, flush (and
+        fsync), and rename the file to ``path``; its size."""
+        assert self._fd is not None
+        parts = [memoryview(c).cast("B") for c in chunks[self.written :]]
+        try:
+            self.write(parts)
+            if self._fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            try:
+                os.replace(self.tmp, path)
+            except FileNotFoundError:  # the series folder was removed behind our back
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.replace(self.tmp, path)
+        finally:
+            for view in parts:
+                view.release()
+        self.tmp = ""
+        return self.size
+
+    def discard(self) -> None:
+        """Remove the temporary file, unless :meth:`finish` renamed it."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self.tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = ""
+
+
 class Archive:
     """Files plus index under ``root``. Thread-safe."""
 
@@ -107,6 +172,18 @@ class Archive:
     def _clean_temporaries(self) -> None:
         for tmp in self.files.rglob("*.tmp"):
             tmp.unlink(missing_ok=True)
+
+    def incoming(self, meta: bytes) -> Incoming | None:
+        """A file for an instance still arriving, its ``meta`` written (None: it cannot be
+        written early: the archive may de-identify it, or the file cannot be made; then
+        :meth:`add` writes it whole)."""
+        if self.deidentifies:
+            return None
+        try:
+            return Incoming(str(self.files), meta, self.fsync)
+        except OSError as exc:
+            log.warning("cannot start writing a received instance early: %s", exc)
+            return None
 
     def path_for(self, row: dict[str, Any]) -> Path:
         """Where an instance lives (always inside ``root/files``)."""
@@ -177,15 +254,33 @@ class Archive:
         transfer_syntax: str,
         chunks: Iterable[bytes | memoryview],
         source_ae: str = "",
+        incoming: Incoming | None = None,
     ) -> str:
         """Write and index one instance. Returns ``"stored"`` or ``"duplicate"``.
 
-        ``chunks`` yields the complete DICOM file (preamble, meta, data set).
+        ``chunks`` yields the complete DICOM file (preamble, meta, data set); with
+        ``incoming`` (:meth:`incoming`), a sequence of which the leading ones are
+        written there already (it is finished or removed, whatever happens).
         Raises ``OSError`` (disk full...) with nothing written or indexed, and
         DeidentificationError when the archive de-identifies and refuses the instance.
         """
+        try:
+            return self._add(row, transfer_syntax, chunks, source_ae, incoming)
+        finally:
+            if incoming is not None:
+                incoming.discard()
+
+    def _add(
+        self,
+        row: dict[str, Any],
+        transfer_syntax: str,
+        chunks: Iterable[bytes | memoryview],
+        source_ae: str,
+        incoming: Incoming | None,
+    ) -> str:
         deid = self.deidentify or self._deid_studies.get(str(row.get("StudyInstanceUID") or ""))
         if deid is not None:
+            incoming = None  # a de-identifying retrieve began meanwhile: written anew
             # copies: the rewriter keeps views of its pieces, and ``chunks`` may be views
             # of a socket's buffer, which the receive path frees once this returns
             parts, _ = deid.encoded_parts([bytes(c) for c in chunks])
@@ -204,7 +299,10 @@ class Archive:
             self._inflight.add(uid)
             self._receiving[str(row.get("StudyInstanceUID") or "")] += 1
         try:
-            size = self._write(path, chunks)
+            if incoming is not None:
+                size = incoming.finish(path, list(chunks))
+            else:
+                size = self._write(path, chunks)
             full = dict(row)
             full.update(
                 TransferSyntaxUID=transfer_syntax,

@@ -36,9 +36,9 @@ from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.structure import announced_mismatch, walk_parts
 from dicomlab.errors import DeidentificationError
-from dicomlab.net.dimse import DIRECT_STORE, Received
+from dicomlab.net.dimse import DIRECT_BEGIN, DIRECT_STORE, Received
 from dicomlab.net.trust import is_own_connection
-from dicomlab.server.archive import Archive
+from dicomlab.server.archive import Archive, Incoming
 from dicomlab.server.worklist import Worklist
 
 __all__ = [
@@ -207,7 +207,7 @@ def handle_received(
         return _refusal(status, reason)
     try:
         with archive.receiving(str(row.get("StudyInstanceUID") or "")):
-            archive.add(row, ts, (meta, *parts), source_ae=calling)
+            archive.add(row, ts, (meta, *parts), calling, received.incoming)
     except DeidentificationError as exc:
         log.warning("C-STORE from %s refused by de-identification: %s", calling, exc)
         archive.stats["failed"] += 1
@@ -224,7 +224,33 @@ def handle_received(
     return STATUS_SUCCESS
 
 
+def begin_received(
+    assoc: Any,
+    sop_class: str,
+    sop_instance: str,
+    transfer_syntax: str,
+    archive: Archive,
+    policy: Policy,
+    refused: Refused | None = None,
+) -> Incoming | None:
+    """The early form of :func:`handle_received`, for a C-STORE-RQ whose data set is
+    still arriving: its file begun in the archive (the file meta :func:`handle_received`
+    writes), so that what arrives is written while the rest is awaited. None when it
+    must wait for the whole instance (a caller not allowed to store, the archive
+    de-identifying): :func:`handle_received` decides then, as without this form."""
+    if archive.deidentifies or not policy.permits(_peer_ae(assoc), "store", assoc):
+        return None
+    try:
+        meta = encode_file_meta(
+            sop_class, sop_instance, transfer_syntax, IMPLEMENTATION_UID, IMPLEMENTATION_VERSION
+        )
+    except Exception:  # HeaderError (UIDs): handle_received refuses it, with the reason
+        return None
+    return archive.incoming(meta)
+
+
 setattr(handle_store, DIRECT_STORE, handle_received)  # read by the direct path
+setattr(handle_store, DIRECT_BEGIN, begin_received)
 
 
 def _filters(identifier: Dataset) -> dict[str, str]:

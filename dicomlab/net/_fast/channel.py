@@ -284,10 +284,16 @@ class Channel:
         return None
 
     def _next(
-        self, wanted: tuple[int, ...], limit: int, timeout: float | None, what: str
+        self,
+        wanted: tuple[int, ...],
+        limit: int,
+        timeout: float | None,
+        what: str,
+        on_wait: Callable[[bytearray, wire.MessageScan], None] | None = None,
     ) -> wire.MessageScan | Reply:
         """Wait up to ``timeout`` for the next whole message, one of ``wanted``; its scan
-        (the bytes stay in the buffer up to ``scan.pos``), or a failed :class:`Reply`."""
+        (the bytes stay in the buffer up to ``scan.pos``), or a failed :class:`Reply`.
+        ``on_wait`` is called with the buffer and the scan before each wait for more."""
         sock = self.assoc.dul.socket
         buf = sock.read_ahead
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -311,6 +317,8 @@ class Channel:
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 return self._fail(f"no {what} within {timeout:g} s", timed_out=True)
+            if on_wait is not None:
+                on_wait(buf, scan)
             got = recv_more(sock, wait)
             if got is False:
                 return self._fail("the peer closed the connection", abort=False)
@@ -363,11 +371,12 @@ class Channel:
         limit: int,
         timeout: float | None,
         service: str,
+        on_wait: Callable[[bytearray, wire.MessageScan], None] | None = None,
     ) -> wire.MessageScan | Reply:
         """The next message, one of ``wanted``, as :meth:`_next`; a response (to ``service``,
         whose request was message ``mid``) for another message, or without a status,
         ends the association. Requests in ``wanted`` pass as they are."""
-        scan = self._next(wanted, limit, timeout, f"{service} response")
+        scan = self._next(wanted, limit, timeout, f"{service} response", on_wait)
         if isinstance(scan, Reply):
             return scan
         command = scan.command

@@ -36,7 +36,7 @@ from dicomlab.core.status import status_category
 from dicomlab.log import capture
 from dicomlab.net import wire
 from dicomlab.net._fast.channel import Channel, Reply
-from dicomlab.net._fast.store import serve_scanned
+from dicomlab.net._fast.store import Streaming, serve_scanned, streaming
 
 __all__ = ["Querier", "Request", "prepare"]
 
@@ -163,15 +163,36 @@ class Querier(Channel):
         is_get = command_field == wire.C_GET_RQ
         wanted = (answer, wire.C_STORE_RQ) if is_get else (answer,)
         limit = _SUB_STORE_LIMIT if is_get else _IDENTIFIER_LIMIT
+        streams = _Streams(assoc) if is_get else None
+        try:
+            return self._follow(streams, wanted, mid, limit, timeout, service, on_response)
+        finally:
+            if streams is not None:
+                streams.discard()
+
+    def _follow(
+        self,
+        streams: _Streams | None,
+        wanted: tuple[int, ...],
+        mid: int,
+        limit: int,
+        timeout: float | None,
+        service: str,
+        on_response: Callable[[wire.Command, bytes | None], None],
+    ) -> Reply:
+        """The responses of :meth:`_query`'s request, to the final one (C-GET: with its
+        C-STORE sub-operations served between them, each written while it arrives)."""
+        assoc = self.assoc
         buf = assoc.dul.socket.read_ahead
+        on_wait = streams.wait if streams is not None else None
         while True:
-            scan = self._response(wanted, mid, limit, timeout, service)
+            scan = self._response(wanted, mid, limit, timeout, service, on_wait)
             if isinstance(scan, Reply):
                 return scan
             command = scan.command
             assert command is not None
             if command.command_field == wire.C_STORE_RQ:
-                served = serve_scanned(assoc, scan)
+                served = serve_scanned(assoc, scan, streams.take(scan) if streams else None)
                 if served is None:
                     return self._fail("a C-STORE sub-operation this association cannot take")
                 if served is False:
@@ -189,3 +210,33 @@ class Querier(Channel):
             on_response(command, data)
             if not pending:
                 return Reply(command.status, command.error_comment)
+
+
+class _Streams:
+    """The C-STORE sub-operation a C-GET is reading, written as it arrives
+    (:class:`dicomlab.net._fast.store.Streaming`), one message at a time."""
+
+    def __init__(self, assoc: Any) -> None:
+        self.assoc = assoc
+        self.scan: wire.MessageScan | None = None
+        self.stream: Streaming | bool | None = None
+
+    def wait(self, buf: bytearray, scan: wire.MessageScan) -> None:
+        if scan is not self.scan:  # the next message: what was begun for another goes
+            self.discard()
+            self.scan = scan
+        if self.stream is None:
+            self.stream = streaming(self.assoc, scan)
+        if isinstance(self.stream, Streaming):
+            self.stream.advance(buf, scan)
+
+    def take(self, scan: wire.MessageScan) -> Streaming | None:
+        """What was begun for ``scan``, for serving it (the caller discards what is left)."""
+        stream = self.stream if scan is self.scan else None
+        self.scan, self.stream = None, None
+        return stream if isinstance(stream, Streaming) else None
+
+    def discard(self) -> None:
+        if isinstance(self.stream, Streaming):
+            self.stream.discard()
+        self.scan, self.stream = None, None

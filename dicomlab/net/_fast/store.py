@@ -56,7 +56,16 @@ from dicomlab.net._fast.channel import (
 )
 from dicomlab.net._fast.state import state_of
 
-__all__ = ["DIRECT", "Received", "Sender", "serve_scanned", "serve_store"]
+__all__ = [
+    "DIRECT",
+    "DIRECT_BEGIN",
+    "Received",
+    "Sender",
+    "Streaming",
+    "serve_scanned",
+    "serve_store",
+    "streaming",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +143,96 @@ class Received:
     parts: tuple[memoryview, ...]
     """The data set's fragments in order: views of the socket's buffer, valid during the
     handler's call only (they are released after it; keep copies, never the views)."""
+    incoming: Any = None
+    """What the handler's early form (:data:`DIRECT_BEGIN`) began for this instance while
+    it arrived, holding the first fragments already (None: nothing was begun). The
+    handler finishes it or leaves it: it is discarded after the call either way."""
+
+
+DIRECT_BEGIN = "begins_received"
+"""The attribute by which an ``EVT_C_STORE`` handler names its early form: a callable
+taking (association, SOP Class UID, SOP Instance UID, transfer syntax, the handler's
+bound arguments...) for a C-STORE-RQ whose data set is still arriving, and answering a
+sink (``write(views)``, ``discard()``) for its fragments, or None. The sink then reaches
+the direct form as :attr:`Received.incoming`."""
+
+_STREAM_MIN = 128 << 10
+"""Data set bytes that must be waiting before they are written early (smaller instances
+are written whole by the handler, in one write, as before)."""
+
+
+class Streaming:
+    """The fragments of a C-STORE-RQ's data set handed to the handler's early form's
+    sink while the rest of the message is awaited (:func:`streaming`): the writes
+    overlap the wait for the peer's next bytes instead of following the last one.
+
+    Only views made for each write and released after it are taken: the socket's
+    buffer stays free to grow. A sink that fails (a full disk) is discarded: the
+    handler then writes the whole instance and reports the failure as before."""
+
+    __slots__ = ("done", "sink")
+
+    def __init__(self, sink: Any) -> None:
+        self.sink: Any = sink
+        self.done = 0  # fragments given to the sink
+
+    def advance(self, buf: bytearray, scan: wire.MessageScan) -> None:
+        """Give the sink the fragments that arrived since last time, when there are
+        :data:`_STREAM_MIN` bytes of them."""
+        spans = scan.spans[self.done :]
+        if self.sink is None or sum(b - a for a, b in spans) < _STREAM_MIN:
+            return
+        with memoryview(buf) as view:
+            parts = [view[a:b] for a, b in spans]
+            try:
+                self.sink.write(parts)
+            except OSError as exc:
+                log.warning("writing a received instance early failed: %s", exc)
+                self.discard()
+            finally:
+                for part in parts:
+                    part.release()
+        self.done += len(spans)
+
+    def take(self) -> Any:
+        """The sink, for the handler (None if it failed); this no longer holds it."""
+        sink, self.sink = self.sink, None
+        return sink
+
+    def discard(self) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.discard()
+
+
+def streaming(assoc: Any, scan: wire.MessageScan) -> Streaming | bool | None:
+    """A :class:`Streaming` for the C-STORE-RQ ``scan`` is reading (the association's
+    handler has an early form, and :data:`_STREAM_MIN` bytes of its data set are in);
+    None: not yet known; False: this message is not written early."""
+    command = scan.command
+    if command is None or not scan.spans:
+        return None
+    if sum(b - a for a, b in scan.spans) < _STREAM_MIN:
+        return None
+    sop_class, sop_instance = command.sop_class or "", command.sop_instance or ""
+    cx = assoc._accepted_cx.get(int(scan.context_id or 0))
+    handler, args = _bound(assoc)
+    begin = getattr(handler, DIRECT_BEGIN, None)
+    if (
+        command.command_field != wire.C_STORE_RQ
+        or cx is None
+        or str(cx.abstract_syntax) != sop_class
+        or (assoc.is_requestor and not cx.as_scp)
+        or begin is None
+        or not (is_valid_uid(sop_class) and is_valid_uid(sop_instance))
+    ):
+        return False
+    try:
+        sink = begin(assoc, sop_class, sop_instance, str(cx.transfer_syntax[0]), *(args or ()))
+    except Exception:
+        log.exception("exception in the early form of the handler bound to EVT_C_STORE")
+        return False
+    return Streaming(sink) if sink is not None else False
 
 
 def _bound(assoc: Any) -> tuple[Any, Any]:
@@ -163,7 +262,13 @@ def _logged(assoc: Any, scan: wire.MessageScan, sop_class: str, sop_instance: st
 
 
 def _serve_direct(
-    assoc: Any, scan: wire.MessageScan, cx: Any, direct: Any, args: Any, uids: tuple[str, str]
+    assoc: Any,
+    scan: wire.MessageScan,
+    cx: Any,
+    direct: Any,
+    args: Any,
+    uids: tuple[str, str],
+    stream: Streaming | None = None,
 ) -> int | Dataset | None:
     """Call ``direct`` with the message's data set as views of the buffer, then free the
     message's bytes; its status, or None when a view outlived the call (the bytes cannot
@@ -172,13 +277,22 @@ def _serve_direct(
     view = memoryview(buf)
     parts = tuple(view[start:stop] for start, stop in scan.spans)
     _logged(assoc, scan, *uids)
-    received = Received(assoc, *uids, str(cx.transfer_syntax[0]), str(cx.abstract_syntax), parts)
+    received = Received(
+        assoc,
+        *uids,
+        str(cx.transfer_syntax[0]),
+        str(cx.abstract_syntax),
+        parts,
+        stream.take() if stream is not None else None,
+    )
     try:
         result: int | Dataset = direct(received, *(args or ()))
     except Exception:
         log.exception("exception in the handler bound to EVT_C_STORE")
         result = 0xC211
     finally:
+        if received.incoming is not None:
+            received.incoming.discard()  # a handler that left it: nothing stays behind
         del received
         for part in parts:
             part.release()
@@ -206,26 +320,39 @@ def serve_store(dul: Any) -> bool:
         return False
     sock = dul.socket
     scan = wire.MessageScan(_MESSAGE_LIMIT)
-    while True:
-        need = scan.feed(buf)
-        if need is None:
-            return False
-        if need == 0:
-            break
-        got = recv_more(sock, _TICK_S)
-        if got is False:
-            return False  # pynetdicom reads what is left and reports the closed connection
-        if dul._kill_thread or not dul.to_provider_queue.empty():
-            return False  # stop, or send (an abort) first: the bytes stay buffered
-    served = serve_scanned(assoc, scan)
+    stream: Streaming | bool | None = None
+    try:
+        while True:
+            need = scan.feed(buf)
+            if need is None:
+                return False
+            if need == 0:
+                break
+            if stream is None:
+                stream = streaming(assoc, scan)
+            if isinstance(stream, Streaming):
+                stream.advance(buf, scan)
+            got = recv_more(sock, _TICK_S)
+            if got is False:
+                return False  # pynetdicom reads what is left and reports the closed connection
+            if dul._kill_thread or not dul.to_provider_queue.empty():
+                return False  # stop, or send (an abort) first: the bytes stay buffered
+        served = serve_scanned(assoc, scan, stream if isinstance(stream, Streaming) else None)
+    finally:
+        if isinstance(stream, Streaming):
+            stream.discard()  # not served here (or served: then it holds nothing)
     if served is False:
         dul.event_queue.put("Evt17")  # transport connection closed, as pynetdicom
     return served is not None
 
 
-def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
+def serve_scanned(
+    assoc: Any, scan: wire.MessageScan, stream: Streaming | None = None
+) -> bool | None:
     """Serve the whole C-STORE-RQ ``scan`` found at the start of the socket's buffer:
-    call the association's ``EVT_C_STORE`` handler and write the C-STORE-RSP.
+    call the association's ``EVT_C_STORE`` handler and write the C-STORE-RSP
+    (``stream``: what was written of it while it arrived, for the handler's direct form;
+    the caller discards what is left of it).
 
     None: not servable here (a context that does not match, a value pynetdicom's
     primitive refuses), nothing consumed. True: served. False: served, but the
@@ -249,7 +376,7 @@ def serve_scanned(assoc: Any, scan: wire.MessageScan) -> bool | None:
     handler, args = _bound(assoc)
     direct = getattr(handler, DIRECT, None)
     if direct is not None and is_valid_uid(sop_class) and is_valid_uid(sop_instance):
-        result = _serve_direct(assoc, scan, cx, direct, args, (sop_class, sop_instance))
+        result = _serve_direct(assoc, scan, cx, direct, args, (sop_class, sop_instance), stream)
         if result is None:
             return False  # the buffer could not be freed: treated as a broken connection
     else:
