@@ -149,12 +149,13 @@ def test_a_cancel_is_kept_and_resume_finishes_the_rest(tmp_path: Path) -> None:
             time.sleep(0.01)
         eta = job.eta_s  # from the rate so far: 35 items to go
         assert eta is not None and eta > 0
-        job.cancel()
-        first = job.result()
-        assert job.eta_s is None
-        assert not first.attrs["complete"]
+        job.cancel()  # returns once the job has stopped and is written down
+        assert job.done()
         row = dl.jobs().iloc[0]
         assert row.state == "cancelled" and row.job_id == job.id and row.done < 40
+        first = job.result(timeout=0)
+        assert job.eta_s is None
+        assert not first.attrs["complete"]
         with (
             pytest.raises(dl.ValidationError, match="filled"),
             dl.LocalPACS(tmp_path / "other", port=0) as other,

@@ -109,10 +109,18 @@ class Job:
             return None
         return (time.time() - self.started_at) / ended * (n - ended)
 
-    def cancel(self) -> None:
-        """Stop: running operations are aborted (what was received stays), queued ones skipped."""
+    def cancel(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop: running operations are aborted (what was received stays), queued ones skipped.
+
+        ``wait``: return once every worker has ended and the job's state is written down
+        (so :func:`dl.jobs` shows it cancelled and :func:`dl.resume` can take it up at
+        once); at most ``timeout`` seconds, past which a warning says it still runs.
+        ``wait=False`` only asks (a widget's button).
+        """
         if self._ctx is not None:
             self._ctx.cancel.set()
+        if wait and self._ctx is not None and not self._finished.wait(timeout):
+            log.warning("%r still running %.0f s after cancel", self, timeout)
 
     def done(self) -> bool:
         return self._finished.is_set()
@@ -133,7 +141,7 @@ class Job:
                     raise TimeoutError(f"{self!r} still running after {timeout} s")
         except KeyboardInterrupt:
             log.warning("interrupted: cancelling the job; what finished is kept")
-            self.cancel()
+            self.cancel(wait=False)
             self._finished.wait()
             if on_interrupt == "raise":
                 raise

@@ -172,7 +172,7 @@ class TransferPanel(Panel):
         return job
 
     def cancel(self, job: dl.Job) -> None:
-        job.cancel()
+        job.cancel(wait=False)  # the button returns at once; the poller shows the end
         self.say("cancelling: what was received stays")
 
     def _ensure_poller(self) -> None:
@@ -239,7 +239,7 @@ class TransferPanel(Panel):
     def close(self) -> None:
         for job in list(self.jobs):
             if not job.done():
-                job.cancel()
+                job.cancel(wait=False)
         super().close()
         if self._poller is not None:
             self._poller.join(5)
