@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,7 +32,6 @@ from benchmarks.common import (
     STORESCU,
     interleaved,
     large,
-    median_of,
     storescu,
     storescu_into_storescp,
 )
@@ -76,18 +74,24 @@ def _send(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
         finally:
             del os.environ["DICOMLAB_LOG"]
 
-    base, base_runs = median_of(lambda: storescu_into_storescp(work, data, FAST_SCP))
-    # Interleaved so that drift on a shared machine hits both alike.
-    pairs = [(ours(), without_log()) for _ in range(max(3, REPEATS))]
-    on = statistics.median(p[0] for p in pairs)
-    off = statistics.median(p[1] for p in pairs)
+    # Interleaved, each run after a sync: every run leaves ~150 MB of dirty pages behind
+    # (storescp's files), and a run started without a sync pays for the one before.
+    m = interleaved(
+        {
+            "on": ours,
+            "off": without_log,
+            "storescu": lambda: storescu_into_storescp(work, data, FAST_SCP),
+        },
+        max(3, REPEATS),
+    )
+    (on, on_runs), (off, off_runs), (base, base_runs) = m["on"], m["off"], m["storescu"]
     return [
         _row(
             "send: dl.store -> storescp",
             on,
             base,
             total,
-            runs_s=[p[0] for p in pairs],
+            runs_s=on_runs,
             storescu_runs_s=base_runs,
             peer=f"{STORESCU} -> storescp +B; ours: dl.store(node, folder, max_connections=1)",
         ),
@@ -97,9 +101,9 @@ def _send(data: Path, work: Path, total: int) -> list[dict[str, Any]]:
             "dicomlab": on,
             "dcmtk": off,
             "ratio": on / off,
-            "on_runs_s": [p[0] for p in pairs],
+            "on_runs_s": on_runs,
             "peer": "none: the same dl.store with DICOMLAB_LOG=0",
-            "off_runs_s": [p[1] for p in pairs],
+            "off_runs_s": off_runs,
         },
     ]
 

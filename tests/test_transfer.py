@@ -263,3 +263,31 @@ def test_store_negotiates_syntaxes_from_the_files(tmp_path: Path) -> None:
         assert set(res.sent_as) == {ImplicitVRLittleEndian}
         got = {dcmread(p).SOPInstanceUID: dcmread(p) for p in scp.output.iterdir()}
         assert got[ds.SOPInstanceUID].pixel_array.tolist() == ds.pixel_array.tolist()
+
+
+def test_store_refused_mid_batch_keeps_every_files_row_in_order(tmp_path: Path) -> None:
+    """On one association, the instances the peer refuses (here two cut short: their
+    headers read well, LocalPACS answers 0xC000 to the data sets) get their own failed
+    rows, in the files' order, and the instances around them are stored."""
+    files = []
+    for i, ds in enumerate(
+        dl.synth.generate(1, seed=31, image_size=256, max_series=1, max_instances=8)
+    ):
+        path = tmp_path / "in" / f"{i:02d}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        if i in (2, 5):
+            path.write_bytes(path.read_bytes()[:-1000])
+        files.append(path)
+    assert len(files) > 6
+    with dl.LocalPACS(tmp_path / "pacs", port=0, fsync=False) as pacs:
+        res = dl.store(pacs.node, files, max_connections=1, progress=False, calling_ae="S")
+        held = set(pacs.instances().SOPInstanceUID)
+    assert isinstance(res, pd.DataFrame)
+    assert list(res.path) == [str(f) for f in files]
+    refused = res.index[res.status != 0].tolist()
+    assert refused == [2, 5]
+    assert (res.status[refused] == 0xC000).all() and res.error[refused].notna().all()
+    assert res.drop(refused).error.isna().all()
+    assert held == set(res.drop(refused).SOPInstanceUID)
+    assert (res.duration_s > 0).all() and not res.attrs["complete"]

@@ -245,22 +245,55 @@ class Storer:
         """The association cannot carry another C-STORE (it was aborted or broke)."""
         return bool(self._sender.broken) or not self.assoc.is_established
 
+    @staticmethod
+    def read(path: str) -> _fast.FileRead | None:
+        """Read a file ahead, for :meth:`store` (``read=``); None if it cannot be read."""
+        return _fast.read_file(path)
+
     def store(
-        self, data: str | Dataset, sop_class: str, sop_instance: str, context_id: int | None
+        self,
+        data: str | Dataset,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int | None,
+        read: _fast.FileRead | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Reply:
-        """Send a file's path (as stored) or a data set on ``context_id``'s context."""
+        """Send a file's path (as stored) or a data set on ``context_id``'s context.
+
+        ``read``: the file, read ahead by :meth:`read`. ``meanwhile``: work of the
+        caller's (the previous outcome, the next file read) done while the peer works
+        on this request, instead of between requests; it runs once, whatever happens.
+        """
+        once = _Once(meanwhile)
         if isinstance(data, str) and context_id is not None:
             got = self._sender.store_file(
-                data, sop_class, sop_instance, context_id, self.node.timeout
+                data, sop_class, sop_instance, context_id, self.node.timeout, read, once
             )
+            once()  # the response was there before any wait, or nothing was sent
             if got is not None:
                 return _from_direct("C-STORE", got)
+        once()
         self._sender.release()
         quiesce(self.assoc)
         rsp = self.assoc.send_c_store(data)
         if "Status" in rsp:
             return Reply("C-STORE", int(rsp.Status), _comment(rsp))
         return Reply("C-STORE", timed_out=True, why="or the association broke")
+
+
+class _Once:
+    """``fn`` called at most once, however often this is."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None] | None) -> None:
+        self.fn = fn
+
+    def __call__(self) -> None:
+        fn, self.fn = self.fn, None
+        if fn is not None:
+            fn()
 
 
 # -- C-ECHO ------------------------------------------------------------------------------

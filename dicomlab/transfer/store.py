@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
-from dicomlab.core.status import decode_status
+from dicomlab.core.status import decode_status, status_category
 from dicomlab.errors import DicomlabError, ValidationError
 from dicomlab.net import commit as commit_scu
 from dicomlab.net import dimse
@@ -195,7 +196,13 @@ def _commit(ctx: _Context, assoc: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def _store_all(ctx: _Context, batch: _Batch, assoc: Any) -> list[dict[str, Any]]:
-    rows = []
+    """Send ``batch`` on ``assoc``, one outcome row per source.
+
+    Sent one at a time (the peer answers each before the next goes), and while the peer
+    works on one, the previous one's outcome is written and the next file is read: that
+    work leaves the gap between a response and the next request."""
+    rows: list[dict[str, Any]] = []
+    sources = batch.sources
     with dimse.Storer(assoc, ctx.node) as storer:
         accepted: dict[str, set[str]] = {}
         context_ids: dict[tuple[str, str], int] = {}
@@ -203,35 +210,72 @@ def _store_all(ctx: _Context, batch: _Batch, assoc: Any) -> list[dict[str, Any]]
             key = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
             accepted.setdefault(key[0], set()).add(key[1])
             context_ids.setdefault(key, int(cx.context_id or 0))
-        for src in batch.sources:
+        ahead: dict[int, tuple[tuple[Any, str] | str, Any]] = {}
+        unfinished: list[Callable[[], None]] = []  # the previous instance's outcome
+
+        def prepare(k: int) -> tuple[tuple[Any, str] | str, Any]:
+            payload = _payload(sources[k], accepted, ctx.transcode)
+            read = None
+            if not isinstance(payload, str) and isinstance(payload[0], str):
+                read = storer.read(payload[0])
+            return payload, read
+
+        def flush() -> None:
+            while unfinished:
+                unfinished.pop(0)()
+
+        def meanwhile(k: int) -> None:
+            flush()
+            if k + 1 < len(sources) and not ctx.cancel.is_set():
+                ahead[k + 1] = prepare(k + 1)
+
+        def finish(row: dict[str, Any], reply: dimse.Reply, seconds: float) -> None:
+            if reply.status is not None:
+                info = decode_status(reply.status)
+                row.update(status=reply.status, status_text=str(info))
+                if info.category not in ("success", "warning"):
+                    row["error"] = str(info) + (f" ({reply.comment})" if reply.comment else "")
+            else:
+                row["error"] = reply.problem(ctx.node)
+            row["duration_s"] = seconds
+            rows.append(row)
+            ctx.progress(1)
+
+        for k, src in enumerate(sources):
             row = source_row(ctx.node, src)
             if ctx.cancel.is_set():
+                flush()
                 row["error"] = "cancelled"
                 rows.append(row)
                 continue
             t0 = time.perf_counter()
-            payload = _payload(src, accepted, ctx.transcode)
+            prepared = ahead.pop(k, None)
+            payload, read = prepared if prepared is not None else prepare(k)
             if isinstance(payload, str):
-                row["error"] = payload
-            else:
-                data, ts = payload
-                row["sent_as"] = ts
-                row["attempts"] = 1
-                reply = storer.store(
-                    data, src.sop_class, src.sop_instance, context_ids.get((src.sop_class, ts))
-                )
-                if reply.status is not None:
-                    info = decode_status(reply.status)
-                    row.update(status=reply.status, status_text=str(info))
-                    if info.category not in ("success", "warning"):
-                        row["error"] = str(info) + (f" ({reply.comment})" if reply.comment else "")
-                else:
-                    row["error"] = reply.problem(ctx.node)
-            row["duration_s"] = time.perf_counter() - t0
-            rows.append(row)
-            ctx.progress(1)
+                flush()
+                row.update(error=payload, duration_s=time.perf_counter() - t0)
+                rows.append(row)
+                ctx.progress(1)
+                continue
+            data, ts = payload
+            row["sent_as"] = ts
+            row["attempts"] = 1
+            reply = storer.store(
+                data,
+                src.sop_class,
+                src.sop_instance,
+                context_ids.get((src.sop_class, ts)),
+                read,
+                functools.partial(meanwhile, k),
+            )
+            seconds = time.perf_counter() - t0
+            if reply.status is not None and status_category(reply.status) != "failure":
+                unfinished.append(functools.partial(finish, row, reply, seconds))
+                continue
+            finish(row, reply, seconds)
             if row["error"] and storer.broken:
                 break  # the association is gone: the rest gets a fresh one below
+        flush()
     return rows
 
 

@@ -63,9 +63,10 @@ from dicomlab.net._fast.channel import Reply
 from dicomlab.net._fast.qr import Querier, Request, prepare
 from dicomlab.net._fast.reactor import enabled, install, is_ending, is_installed
 from dicomlab.net._fast.reads import shutdown_and_close
-from dicomlab.net._fast.store import Sender
+from dicomlab.net._fast.store import FileRead, Sender, read_file
 
 __all__ = [
+    "FileRead",
     "Querier",
     "Reply",
     "Request",
@@ -75,5 +76,6 @@ __all__ = [
     "is_ending",
     "is_installed",
     "prepare",
+    "read_file",
     "shutdown_and_close",
 ]

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,6 +415,26 @@ def serve_scanned(
 # -- sending: in the caller's thread, the DUL parked ------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FileRead:
+    """A file to send, read: its size and its bytes (the first 64 KB of a file over
+    64 MB, whose data set is then read piece by piece as it is sent)."""
+
+    size: int
+    content: bytes
+
+
+def read_file(path: str | Path) -> FileRead | None:
+    """What :meth:`Sender.store_file` sends of ``path``; None if it cannot be read (the
+    caller's other path then reports the file's error)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return FileRead(size, f.read(size if size <= _FILE_LIMIT else 65536))
+    except OSError:
+        return None
+
+
 class Sender(Channel):
     """Sends files as C-STOREs on one adapted association, from the calling thread."""
 
@@ -423,40 +445,44 @@ class Sender(Channel):
         sop_instance: str,
         context_id: int,
         timeout: float | None,
+        read: FileRead | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Reply | None:
         """Send the data set of the file at ``path`` as stored; None if it cannot go this
         way (the caller then uses pynetdicom). Raises only what the caller's thread
-        is interrupted with, after aborting the association."""
+        is interrupted with, after aborting the association.
+
+        ``read``: the file as :func:`read_file` read it already. ``meanwhile``: called
+        while the peer works on the request (once the request is sent, before the first
+        wait for its response), if the response is not there at once."""
         if not self.usable:
             return None
-        try:
-            size = Path(path).stat().st_size
-            with open(path, "rb") as f:
-                content = f.read(size if size <= _FILE_LIMIT else 65536)
-        except OSError:
+        got = read if read is not None else read_file(path)
+        if got is None:
             return None  # pynetdicom's path reports the file error as before
-        offset = dataset_offset(content)
+        offset = dataset_offset(got.content)
         if offset is None:
             return None
         return self._operate(
             lambda mid: self._exchange(
-                path, content, offset, size, sop_class, sop_instance, context_id, mid, timeout
+                path, got, offset, sop_class, sop_instance, context_id, mid, timeout, meanwhile
             )
         )
 
     def _exchange(
         self,
         path: str | Path,
-        content: bytes,
+        read: FileRead,
         offset: int,
-        size: int,
         sop_class: str,
         sop_instance: str,
         context_id: int,
         mid: int,
         timeout: float | None,
+        meanwhile: Callable[[], None] | None,
     ) -> Reply:
         assoc = self.assoc
+        size, content = read.size, read.content
         max_pdu = peer_max_pdu(assoc)
         capture.direct_request(
             assoc, "SCU", "C-STORE", mid, sop_class, sop_instance, context_id, size - offset
@@ -469,7 +495,15 @@ class Sender(Channel):
             failed = self._request(context_id, request, pdus)
         if failed is not None:
             return failed
-        scan = self._response((wire.C_STORE_RSP,), mid, _RESPONSE_LIMIT, timeout, "C-STORE")
+        pending = [meanwhile] if meanwhile is not None else []
+
+        def on_wait(buf: bytearray, scan: wire.MessageScan) -> None:
+            if pending:
+                pending.pop()()
+
+        scan = self._response(
+            (wire.C_STORE_RSP,), mid, _RESPONSE_LIMIT, timeout, "C-STORE", on_wait
+        )
         if isinstance(scan, Reply):
             return scan
         command = scan.command
