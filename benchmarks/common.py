@@ -19,7 +19,10 @@ import dicomlab as dl
 from dicomlab.peers import StoreSCP, peer_env, require_binary
 
 CACHE = Path(os.environ.get("DICOMLAB_BENCH_DATA", Path(__file__).parent / ".data"))
-REPEATS = int(os.environ.get("DICOMLAB_BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("DICOMLAB_BENCH_REPEATS", "5"))
+"""Rounds per row (each contender once a round; the median is reported). Five: on the
+reference machine, with three, ratios of the same code swung by a third between runs
+(C-MOVE 0.69 and 1.09 in two runs ten minutes apart)."""
 
 STORESCU = "storescu -aet BENCH -aec <ae> +sd +r 127.0.0.1 <port> <folder>"
 """The sender every receive row uses (``TCP_NODELAY=1``, as :func:`peer_env` sets)."""
