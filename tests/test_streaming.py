@@ -177,3 +177,37 @@ def test_large_instances_from_orthanc_are_written_as_they_arrive(
         for row in large.itertuples():
             assert _data_set(held.loc[row.SOPInstanceUID, "path"]) == _data_set(row.path)
         assert _temporaries(lp) == []
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_with_fsync_on_the_disk_starts_writing_each_part_as_it_arrives(
+    tmp_path: Path, large: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    """fsync on: each part of a streamed instance is handed to the disk as it is written
+    (whole pages, in order, never past what was written), so the fsync before the
+    response waits only for the last part; fsync off asks nothing of the disk."""
+    from dicomlab.server import writeback
+
+    assert writeback.available()  # Linux: the reference machine and CI
+    calls: list[tuple[int, int, int]] = []
+    original = writeback.start
+
+    def spying(fd: int, begin: int, end: int) -> int:
+        got = original(fd, begin, end)
+        calls.append((begin, end, got))
+        return got
+
+    monkeypatch.setattr(writeback, "start", spying)
+    with dl.LocalPACS(tmp_path / "lp", port=0, allow_unknown="all", fsync=fsync) as lp:
+        _storescu_16k(lp, list(large.path))
+        held = lp.instances().set_index("SOPInstanceUID")
+        for row in large.itertuples():
+            assert _data_set(held.loc[row.SOPInstanceUID, "path"]) == _data_set(row.path)
+    if not fsync:
+        assert calls == []
+        return
+    started = [c for c in calls if c[2] > c[0]]
+    assert len(started) >= len(large)  # at least one part of each instance
+    for begin, end, got in calls:
+        assert begin % writeback.PAGE == 0 and got % writeback.PAGE == 0
+        assert begin <= got <= end

@@ -41,6 +41,7 @@ from dicomlab.core import gather
 from dicomlab.core.indexrow import COLUMNS, HeaderError, checked_file, file_header, is_valid_uid
 from dicomlab.deid import Deidentifier
 from dicomlab.errors import DeidentificationError, ValidationError
+from dicomlab.server import writeback
 from dicomlab.server.index import Index
 
 __all__ = ["Added", "Archive", "safe_component"]
@@ -82,13 +83,14 @@ class Incoming:
     given the whole file's chunks and writes the rest.
     """
 
-    __slots__ = ("_fd", "_fsync", "size", "tmp", "written")
+    __slots__ = ("_fd", "_fsync", "_started", "size", "tmp", "written")
 
     def __init__(self, folder: str, meta: bytes, fsync: bool) -> None:
         self.tmp = os.path.join(folder, f".incoming-{os.getpid()}-{threading.get_ident()}.tmp")
         self._fsync = fsync
         self._fd: int | None = os.open(self.tmp, _CREATE, 0o666)
         self.size = self.written = 0
+        self._started = 0  # bytes whose writeback was started (fsync on: writeback.py)
         try:
             with memoryview(meta) as view:
                 self.write([view])
@@ -97,10 +99,13 @@ class Incoming:
             raise
 
     def write(self, chunks: Sequence[memoryview]) -> None:
-        """Append ``chunks`` (views of the caller's, not kept)."""
+        """Append ``chunks`` (views of the caller's, not kept); with fsync on, the disk
+        starts writing them at once (:mod:`writeback`)."""
         assert self._fd is not None
         self.size += gather.write_all(functools.partial(os.writev, self._fd), chunks)
         self.written += len(chunks)
+        if self._fsync:
+            self._started = writeback.start(self._fd, self._started, self.size)
 
     def finish(self, path: str, chunks: Sequence[bytes | memoryview]) -> int:
         """Write what of ``chunks`` (the whole file's) is not written yet, flush (and
