@@ -101,7 +101,12 @@ def test_a_cohort_pull_killed_mid_way_resumes_with_nothing_twice_and_nothing_los
     job = kept.iloc[0]
     assert job.state == "interrupted" and job["items"] == N_STUDIES
     assert N_STUDIES // 3 <= job.done < N_STUDIES
-    deadline = time.monotonic() + 20  # SRC logs an association once it has ended
+    # SRC logs an association once it has ended: wait for all of them (read while only
+    # some had ended, the count fell short of what the dead kernel had received)
+    deadline = time.monotonic() + 20
+    while source.active_associations and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not source.active_associations, "SRC still serves the dead kernel's associations"
     while (before := _sent()).empty and time.monotonic() < deadline:
         time.sleep(0.2)
     assert before.max() == 1 and len(before) >= (N_STUDIES // 3) * PER_STUDY
