@@ -28,17 +28,30 @@ log = logging.getLogger(__name__)
 
 
 def when_sent(assoc: Any, message: str) -> threading.Event:
-    """An event set once ``assoc`` has sent a ``message`` (e.g. ``"N_EVENT_REPORT_RSP"``):
-    pynetdicom answers some requests from a thread of its own, and the peer must have our
-    answer before anything that follows (a report, a release)."""
+    """An event set once ``assoc`` has written a ``message`` (e.g. ``"N_EVENT_REPORT_RSP"``)
+    to its connection: pynetdicom answers some requests from a thread of its own, and the
+    peer must have our answer before anything that follows (a report, a release).
+
+    EVT_DIMSE_SENT comes before the message is handed to the DUL, so a release asked for
+    at that point could go out first (pynetdicom's state machine then refuses to send
+    the answer after it: "Invalid event 'Evt9' for the current state 'Sta7'"); the event
+    is set at the first write that follows it (EVT_DATA_SENT, after the socket took it:
+    the answer is one PDU)."""
     sent = threading.Event()
+    handed = threading.Event()
 
     def seen(event: Any) -> None:
         if type(event.message).__name__ == message:
-            sent.set()
+            handed.set()
             assoc.unbind(evt.EVT_DIMSE_SENT, seen)
 
+    def written(event: Any) -> None:
+        if handed.is_set():
+            sent.set()
+            assoc.unbind(evt.EVT_DATA_SENT, written)
+
     assoc.bind(evt.EVT_DIMSE_SENT, seen)
+    assoc.bind(evt.EVT_DATA_SENT, written)
     return sent
 
 
