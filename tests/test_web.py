@@ -543,6 +543,50 @@ def test_web_port_stops_with_the_localpacs(tmp_path: Path) -> None:
     again.stop()
 
 
+def test_stopping_mid_download_closes_the_connection(tmp_path: Path) -> None:
+    """A LocalPACS stopped while a client is in the middle of a study's download ends
+    that connection (the client sees it end at once), rather than leaving it open
+    until the garbage collector finds it."""
+    seed = dl.synth.write_studies(tmp_path / "seed", 1, seed=9, image_size=256)
+    template = dcmread(seed.path.iloc[0])
+    pacs = dl.LocalPACS(tmp_path / "pacs", port=0, web_port=0, fsync=False).start()
+    try:
+        for n in range(60):  # about 8 MB: more than the sockets' buffers hold
+            uid = generate_uid()
+            template.SOPInstanceUID = uid
+            template.file_meta.MediaStorageSOPInstanceUID = uid
+            template.InstanceNumber = n + 1
+            buf = io.BytesIO()
+            template.save_as(buf, enforce_file_format=True)
+            assert pacs.archive.add_file(buf.getvalue(), "test").status == "stored"
+        secret = pacs.web_node.dicomweb.secret()  # type: ignore[union-attr]
+        path = f"{pacs.dicomweb_url}/studies/{template.StudyInstanceUID}".split(
+            str(pacs.web_port), 1
+        )[1]
+        client = socket.create_connection(("127.0.0.1", pacs.web_port), timeout=10)
+    except BaseException:
+        pacs.stop()
+        raise
+    with client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\r\n".encode()
+        )
+        assert client.recv(65536).startswith(b"HTTP/1.1 200")  # then it stops reading
+        pacs.stop()
+        client.settimeout(5)
+        ended = False
+        try:
+            while client.recv(1 << 20):
+                pass
+            ended = True  # the server closed it
+        except ConnectionResetError:
+            ended = True  # or reset it
+        except TimeoutError:
+            pass
+        assert ended, "the connection stayed open after the LocalPACS stopped"
+
+
 def test_https_with_the_same_tls_files(tmp_path: Path, source: pd.DataFrame) -> None:
     certs = dl.tls.make_demo_certificates(tmp_path / "certs")
     with dl.LocalPACS(tmp_path / "p", port=0, tls=certs.server(), tls_port=0, web_port=0) as pacs:

@@ -79,7 +79,11 @@ class WebServer:
         def serve() -> None:
             async def main() -> None:
                 ready.set()
-                await server.serve(sockets=[sock])
+                try:
+                    await server.serve(sockets=[sock])
+                finally:
+                    _close_connections(server)
+                    await asyncio.sleep(0)  # the transports' closing callbacks run
 
             try:
                 asyncio.run(main())
@@ -113,3 +117,13 @@ class WebServer:
         if thread.is_alive():
             log.warning("the web server thread %s did not stop in %.0f s", thread.name, timeout)
         self.ctx.weblog.close()
+
+
+def _close_connections(server: uvicorn.Server) -> None:
+    """End the connections still open once uvicorn has stopped: a response cut off by the
+    stop (its grace period over, its task cancelled) leaves its transport open, and the
+    client waiting until the garbage collector closes the socket."""
+    for connection in list(server.server_state.connections):
+        transport = getattr(connection, "transport", None)
+        if transport is not None:  # closing too: one waiting to flush to a stalled client
+            transport.abort()
