@@ -23,6 +23,7 @@ import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLSLossless, generate_uid
 
 import dicomlab as dl
@@ -355,6 +356,18 @@ def test_export_zip_compressed_is_lossless(local: dl.LocalPACS, tmp_path: Path) 
         local.export_zip(study, tmp_path / "x.zip", compress="jpeg-lossy")
 
 
+def _fill(pacs: dl.LocalPACS, template: Dataset, n: int) -> None:
+    """``n`` instances of ``template``'s study in ``pacs`` (new SOP Instance UIDs)."""
+    for k in range(n):
+        uid = generate_uid()
+        template.SOPInstanceUID = uid
+        template.file_meta.MediaStorageSOPInstanceUID = uid
+        template.InstanceNumber = k + 1
+        buf = io.BytesIO()
+        template.save_as(buf, enforce_file_format=True)
+        assert pacs.archive.add_file(buf.getvalue(), "test").status == "stored"
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dl.LocalPACS, str]]:
     """A LocalPACS holding one 300-instance study of 256x256 images (about 40 MB)."""
@@ -363,14 +376,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dl.LocalPACS
     template = dcmread(seed.path.iloc[0])
     study = template.StudyInstanceUID
     pacs = dl.LocalPACS(folder / "pacs", port=0, web_port=0, fsync=False).start()
-    for n in range(300):
-        uid = generate_uid()
-        template.SOPInstanceUID = uid
-        template.file_meta.MediaStorageSOPInstanceUID = uid
-        template.InstanceNumber = n + 1
-        buf = io.BytesIO()
-        template.save_as(buf, enforce_file_format=True)
-        assert pacs.archive.add_file(buf.getvalue(), "test").status == "stored"
+    _fill(pacs, template, 300)
     yield pacs, study
     pacs.stop()
 
@@ -551,14 +557,7 @@ def test_stopping_mid_download_closes_the_connection(tmp_path: Path) -> None:
     template = dcmread(seed.path.iloc[0])
     pacs = dl.LocalPACS(tmp_path / "pacs", port=0, web_port=0, fsync=False).start()
     try:
-        for n in range(60):  # about 8 MB: more than the sockets' buffers hold
-            uid = generate_uid()
-            template.SOPInstanceUID = uid
-            template.file_meta.MediaStorageSOPInstanceUID = uid
-            template.InstanceNumber = n + 1
-            buf = io.BytesIO()
-            template.save_as(buf, enforce_file_format=True)
-            assert pacs.archive.add_file(buf.getvalue(), "test").status == "stored"
+        _fill(pacs, template, 60)  # about 8 MB: more than the sockets' buffers hold
         secret = pacs.web_node.dicomweb.secret()  # type: ignore[union-attr]
         path = f"{pacs.dicomweb_url}/studies/{template.StudyInstanceUID}".split(
             str(pacs.web_port), 1
