@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import zlib
 from datetime import date
 from io import BytesIO
@@ -33,6 +34,8 @@ from dicomlab.core.indexrow import (
     file_header,
     file_problem,
     header_row,
+    prefix_header,
+    prefix_uids,
 )
 from dicomlab.core.structure import walk
 
@@ -117,6 +120,47 @@ def test_file_meta_is_what_pydicom_reads() -> None:
     assert back.PixelData == ds.PixelData
     row, ts = file_header(meta + body)
     assert ts == ExplicitVRLittleEndian and row == header_row(ds)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(INSTANCES),
+    st.booleans(),
+    st.sampled_from([None, "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]),
+    st.integers(min_value=0, max_value=4000),
+)
+def test_prefix_uids_answer_as_the_whole_header_does(
+    ds: Dataset, implicit: bool, broken: str | None, cut: int
+) -> None:
+    """What dl.store reads of each file before sending it (the UIDs only, from its
+    start): the same UIDs and syntax as the full header scan, the same refusal of a
+    missing or invalid UID, and a fall back (None) whenever the start is too short."""
+    ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    meta = encode_file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts, IMPLEMENTATION_UID, "X")
+    ds = copy.deepcopy(ds)
+    if broken is not None:
+        setattr(ds, broken, "1.2.x")
+    data = meta + _encode(ds, implicit)
+    start = data[: len(meta) + cut]
+    whole = len(start) == len(data)
+
+    def answer(f):  # type: ignore[no-untyped-def]
+        try:
+            return ("ok", f())
+        except HeaderError as exc:
+            return ("error", str(exc))
+
+    lean = answer(lambda: prefix_uids(start, whole=whole))
+    full = answer(lambda: prefix_header(data))
+    assert full[0] == ("error" if broken else "ok")
+    if lean == ("ok", None):
+        assert cut < 1000  # the four UIDs lie in the first few hundred bytes of these
+        return
+    if full[0] == "error":
+        assert lean == full
+    else:
+        row, syntax = full[1]
+        assert lean == ("ok", (row["SOPClassUID"], row["SOPInstanceUID"], syntax))
 
 
 # -- the receive path's single walk: structure and index values at once -----------------------

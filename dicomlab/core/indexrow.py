@@ -32,6 +32,7 @@ __all__ = [
     "header_row",
     "is_valid_uid",
     "prefix_header",
+    "prefix_uids",
     "read_header",
 ]
 
@@ -148,6 +149,32 @@ def prefix_header(data: bytes, whole: bool = True) -> tuple[dict[str, Any], str]
             if values is not None:
                 return header_row(values), ts
     return None
+
+
+_UID_KEYWORDS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"]
+
+
+def prefix_uids(data: bytes, whole: bool = True) -> tuple[str, str, str] | None:
+    """SOP Class UID, SOP Instance UID and transfer syntax of a file from its start, by
+    the fast scan (what sending it needs), or ``None`` (then use :func:`prefix_header`).
+
+    The scan stops after the Series Instance UID and decodes the four UIDs only; like
+    :func:`header_row` it raises :class:`HeaderError` when one is missing or invalid.
+    ``whole=False``: ``data`` is only the start of the file."""
+    found = _meta(data)
+    if found is None:
+        return None
+    meta_end, meta = found
+    ts = meta.get("TransferSyntaxUID", "")
+    if not ts:
+        return None
+    values = scan_header(memoryview(data)[meta_end:], ts, _UID_KEYWORDS, whole)
+    if values is None:
+        return None
+    for key in _UID_KEYWORDS:
+        if not is_valid_uid(values[key]):
+            raise HeaderError(f"{key} {values[key]!r} is missing or not a valid UID")
+    return values["SOPClassUID"], values["SOPInstanceUID"], ts
 
 
 def file_problem(data: bytes, row: dict[str, Any], ts: str) -> str | None:

@@ -21,7 +21,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from dicomlab.core import commitment
 from dicomlab.core import transcode as transcode_
 from dicomlab.core.call import Call
-from dicomlab.core.indexrow import HeaderError, file_header, prefix_header
+from dicomlab.core.indexrow import HeaderError, file_header, prefix_header, prefix_uids
 from dicomlab.core.nodebook import NodeBook
 from dicomlab.core.nodes import Node
 from dicomlab.core.outcomes import STORE
@@ -81,28 +81,53 @@ def sources(what: Any) -> list[Source]:
         p = Path(entry)
         if not p.exists():
             raise ValidationError(f"{str(p)!r} does not exist")
-        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-        for f in files:
+        for f in [str(p)] if p.is_file() else _files(str(p)):
             out.append(_read_source(f))
     return out
 
 
+def _files(folder: str) -> list[str]:
+    """The files under ``folder``, in path order (symlinked folders not entered, as
+    ``Path.rglob``), by ``os.scandir``: no stat per file."""
+    found: list[str] = []
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file():
+                    found.append(entry.path)
+    return sorted(found, key=lambda path: path.split(os.sep))
+
+
+_START_BYTES = 8 * 1024
+"""Bytes read first to find a file's UIDs (enough for most headers)."""
 _HEAD_BYTES = 64 * 1024
-"""Bytes read to find a file's header; the whole file only when the header is longer."""
+"""Bytes read to find a file's header when its start was not enough; the whole file
+only when the header is longer."""
 
 
-def _read_source(path: Path) -> Source:
+def _read_source(path: str) -> Source:
     try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = fh.read(_START_BYTES)
+        uids = prefix_uids(start, whole=len(start) >= size)
+        if uids is not None:
+            return Source(path, None, *uids, size)
+        with open(path, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
         whole = len(head) >= size
         fast = prefix_header(head, whole=whole)
-        row, ts = fast if fast is not None else file_header(head if whole else path.read_bytes())
-        return Source(str(path), None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
+        if fast is None and not whole:
+            with open(path, "rb") as fh:
+                head = fh.read()
+        row, ts = fast if fast is not None else file_header(head)
+        return Source(path, None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
     except (InvalidDicomError, HeaderError, OSError, ValueError) as exc:
         reason = "not a DICOM file" if isinstance(exc, InvalidDicomError) else str(exc)
-        return Source(str(path), None, "", "", "", 0, error=reason)
+        return Source(path, None, "", "", "", 0, error=reason)
 
 
 def _contexts(sources: list[Source]) -> list[PresentationContext]:

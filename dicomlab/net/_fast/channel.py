@@ -78,15 +78,25 @@ _PYNETDICOM_LOGGERS = frozenset(
 )
 
 
+_ALLOWED = capture.observers() | _PYNETDICOM_LOGGERS
+
+
 def only_known_observers(assoc: Any) -> bool:
     """True when nothing but the network log (and pynetdicom's debug log) watches
     the events the direct path does not fire."""
-    allowed = capture.observers() | _PYNETDICOM_LOGGERS
-    return all(h in allowed for e in _WATCHED for h, _ in assoc.get_handlers(e))
+    return all(h in _ALLOWED for e in _WATCHED for h, _ in assoc.get_handlers(e))
 
 
 def peer_max_pdu(assoc: Any) -> int:
-    return int(getattr(assoc.dimse, "maximum_pdu_size", 0) or 0)
+    """The peer's maximum PDU length (0: no limit); kept once the association is
+    established (it is negotiated then, and pynetdicom works it out on every ask)."""
+    state = state_of(assoc)
+    if state is not None and state.peer_max_pdu is not None:
+        return state.peer_max_pdu
+    got = int(getattr(assoc.dimse, "maximum_pdu_size", 0) or 0)
+    if state is not None and assoc.is_established:
+        state.peer_max_pdu = got
+    return got
 
 
 def buffer_of(assoc: Any) -> bytearray | None:

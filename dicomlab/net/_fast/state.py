@@ -62,6 +62,8 @@ class FastState:
     """Whether a C-STORE-RQ can arrive (found out at the first message)."""
     message_id: int = 0
     """The last message ID the direct path used on this association."""
+    peer_max_pdu: int | None = None
+    """The peer's maximum PDU length, once the association is established."""
 
 
 def attach(assoc: Any, state: FastState) -> None:
