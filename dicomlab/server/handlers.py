@@ -7,9 +7,11 @@ escape without a failure status (pynetdicom would otherwise answer a generic one
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,10 +104,24 @@ class Policy:
         }[service]
 
 
+_OWN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Associations found to be on (or not on) a connection of this process: an
+association keeps its connection, and every C-STORE on it asks (two system calls)."""
+
+
 def own_connection(assoc: Any) -> bool:
     """Whether the association came in on a connection that this process opened."""
+    try:
+        return _OWN[assoc]
+    except (KeyError, TypeError):
+        pass
     transport = getattr(getattr(assoc, "dul", None), "socket", None)
-    return is_own_connection(getattr(transport, "socket", None))
+    sock = getattr(transport, "socket", None)
+    own = is_own_connection(sock)
+    if sock is not None:
+        with contextlib.suppress(TypeError):  # an object that cannot be weakly referenced
+            _OWN[assoc] = own
+    return own
 
 
 def _calling(event: Any) -> str:
