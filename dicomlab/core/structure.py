@@ -119,7 +119,26 @@ class _Walker:
         Returns the position after the last byte walked.
         """
         buf = self.buf
+        explicit = None if self.implicit else self.explicit_head
         while pos < end:
+            if explicit is not None and pos + 8 <= end:
+                # The common element, inline: explicit VR with a 2-byte length (never a
+                # sequence, an item or a delimiter, never of undefined length).
+                group, elem, vr, length = explicit(buf, pos)
+                if vr in _SHORT_VRS and group != 0xFFFE:
+                    start = pos + 8
+                    stop = start + length
+                    if stop > end:
+                        tag = (group << 16) | elem
+                        raise _Broken(f"{_name(tag)} declares {length} bytes, {end - start} follow")
+                    if found is not None:
+                        tag = (group << 16) | elem
+                        if tag in wanted:
+                            if stop > len(buf):  # in a part not given (walk_parts)
+                                raise _PastFirstPart
+                            found[tag] = (vr.decode("ascii"), bytes(buf[start:stop]))
+                    pos = stop
+                    continue
             tag, vr, length, start = self.header(pos, end)
             if found is not None and tag in wanted and start + length <= end:  # not undefined
                 if start + length > len(buf):  # in a part not given (walk_parts)
