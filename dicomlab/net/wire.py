@@ -11,6 +11,7 @@ Endian, Annex E) and PS3.8 (P-DATA-TF PDUs and their presentation data values,
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -197,7 +198,15 @@ class Command:
 
 
 def decode_command(data: bytes | bytearray | memoryview) -> Command:
-    """Decode a command set (Implicit VR Little Endian); ValueError if it is malformed."""
+    """Decode a command set (Implicit VR Little Endian); ValueError if it is malformed.
+
+    A command set seen lately is not decoded again: a C-FIND's thousands of pending
+    responses, for one, carry the very same bytes (Command is frozen: shared safely)."""
+    return _decode_command(bytes(data))
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_command(data: bytes) -> Command:
     values: dict[int, bytes] = {}
     view = memoryview(data)
     pos, end = 0, len(view)
