@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import zlib
+from collections.abc import Callable
 from datetime import date
 from io import BytesIO
 
@@ -144,7 +145,7 @@ def test_prefix_uids_answer_as_the_whole_header_does(
     start = data[: len(meta) + cut]
     whole = len(start) == len(data)
 
-    def answer(f):  # type: ignore[no-untyped-def]
+    def answer(f: Callable[[], object]) -> tuple[str, object]:
         try:
             return ("ok", f())
         except HeaderError as exc:

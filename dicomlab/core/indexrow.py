@@ -11,6 +11,7 @@ them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,19 @@ def header_row(ds: Dataset | dict[str, str]) -> dict[str, Any]:
         row: dict[str, Any] = {k: _text(ds, k) for k in _HEADER_KEYWORDS}
     else:
         row = {k: ds.get(k, "") for k in _HEADER_KEYWORDS}
-    for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        if not is_valid_uid(row[key]):
-            raise HeaderError(f"{key} {row[key]!r} is missing or not a valid UID")
+    _check_uids(row)
     return row
+
+
+_UID_KEYWORDS = ["SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"]
+"""The UIDs every archived or sent instance must carry, in the order they are checked."""
+
+
+def _check_uids(values: Mapping[str, Any]) -> None:
+    """Raise :class:`HeaderError` for the first of :data:`_UID_KEYWORDS` missing or invalid."""
+    for key in _UID_KEYWORDS:
+        if not is_valid_uid(values[key]):
+            raise HeaderError(f"{key} {values[key]!r} is missing or not a valid UID")
 
 
 def read_header(data: bytes | BytesIO | str | Path) -> tuple[Dataset, str]:
@@ -135,23 +145,29 @@ def _meta(data: bytes) -> tuple[int, dict[str, str]] | None:
 _META_KEYWORDS = ["MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"]
 
 
+def _prefix_scan(
+    data: bytes, keywords: list[str], whole: bool
+) -> tuple[dict[str, str], str] | None:
+    """The decoded ``keywords`` of a PS3.10 file's data set and its transfer syntax, by
+    the fast scan from the file's start, or ``None`` when the scan cannot answer."""
+    found = _meta(data)
+    if found is None:
+        return None
+    meta_end, meta = found
+    ts = meta.get("TransferSyntaxUID", "")
+    if not ts:
+        return None
+    values = scan_header(memoryview(data)[meta_end:], ts, keywords, whole)
+    return (values, ts) if values is not None else None
+
+
 def prefix_header(data: bytes, whole: bool = True) -> tuple[dict[str, Any], str] | None:
     """Index row and transfer syntax by the fast scan, or ``None`` (then use pydicom).
 
     ``whole=False``: ``data`` is only the start of the file.
     """
-    found = _meta(data)
-    if found is not None:
-        meta_end, meta = found
-        ts = meta.get("TransferSyntaxUID", "")
-        if ts:
-            values = scan_header(memoryview(data)[meta_end:], ts, _HEADER_KEYWORDS, whole)
-            if values is not None:
-                return header_row(values), ts
-    return None
-
-
-_UID_KEYWORDS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"]
+    scanned = _prefix_scan(data, _HEADER_KEYWORDS, whole)
+    return (header_row(scanned[0]), scanned[1]) if scanned is not None else None
 
 
 def prefix_uids(data: bytes, whole: bool = True) -> tuple[str, str, str] | None:
@@ -161,19 +177,11 @@ def prefix_uids(data: bytes, whole: bool = True) -> tuple[str, str, str] | None:
     The scan stops after the Series Instance UID and decodes the four UIDs only; like
     :func:`header_row` it raises :class:`HeaderError` when one is missing or invalid.
     ``whole=False``: ``data`` is only the start of the file."""
-    found = _meta(data)
-    if found is None:
+    scanned = _prefix_scan(data, _UID_KEYWORDS, whole)
+    if scanned is None:
         return None
-    meta_end, meta = found
-    ts = meta.get("TransferSyntaxUID", "")
-    if not ts:
-        return None
-    values = scan_header(memoryview(data)[meta_end:], ts, _UID_KEYWORDS, whole)
-    if values is None:
-        return None
-    for key in _UID_KEYWORDS:
-        if not is_valid_uid(values[key]):
-            raise HeaderError(f"{key} {values[key]!r} is missing or not a valid UID")
+    values, ts = scanned
+    _check_uids(values)
     return values["SOPClassUID"], values["SOPInstanceUID"], ts
 
 

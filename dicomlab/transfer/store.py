@@ -112,17 +112,14 @@ def _read_source(path: str) -> Source:
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            start = fh.read(_START_BYTES)
-        uids = prefix_uids(start, whole=len(start) >= size)
-        if uids is not None:
-            return Source(path, None, *uids, size)
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-        whole = len(head) >= size
-        fast = prefix_header(head, whole=whole)
-        if fast is None and not whole:
-            with open(path, "rb") as fh:
-                head = fh.read()
+            head = fh.read(_START_BYTES)
+            uids = prefix_uids(head, whole=len(head) >= size)
+            if uids is not None:
+                return Source(path, None, *uids, size)
+            head += fh.read(_HEAD_BYTES - len(head))
+            fast = prefix_header(head, whole=len(head) >= size)
+            if fast is None:
+                head += fh.read()
         row, ts = fast if fast is not None else file_header(head)
         return Source(path, None, row["SOPClassUID"], row["SOPInstanceUID"], ts, size)
     except (InvalidDicomError, HeaderError, OSError, ValueError) as exc:
